@@ -1,0 +1,272 @@
+//! Wiring: settings -> worker command -> pool and monitor -> HTTP server, and the graceful
+//! shutdown that unwinds them in the opposite order (SPEC section 7).
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::http::server::HttpServer;
+use crate::pool::process::{self, WorkerCommand};
+use crate::pool::{monitor, MonitorEvent, Pool, PoolConfig};
+use crate::settings::{Paths, Settings};
+
+/// Model id shown for workers whose model comes from `whisperServer.args` (no `defaultModel`).
+pub const ARGS_MODEL_ID: &str = "default";
+
+/// What every request handler can reach.
+pub struct App {
+    pub settings: Settings,
+    pub pool: Arc<Pool>,
+    /// Distinguishes request ids of this run from those of earlier runs.
+    pub boot_id: u64,
+}
+
+impl App {
+    pub fn authorized(&self, authorization: Option<&str>) -> bool {
+        crate::auth::authorized(&self.settings.server.api_keys, authorization)
+    }
+}
+
+/// Why `serve` could not run: `Usage` problems exit 2, `Runtime` ones exit 1.
+#[derive(Debug)]
+pub enum ServeError {
+    Usage(String),
+    Runtime(String),
+}
+
+/// The worker command, model id and `-m` path derived from the settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerPlan {
+    pub command: WorkerCommand,
+    pub model: String,
+    pub model_path: Option<String>,
+    /// Operator-facing notes, e.g. oversubscribed cores.
+    pub warnings: Vec<String>,
+}
+
+/// Resolves which program the workers run, with which model and thread count. With no
+/// `whisperServer.cmd`, the build of `scripts/setup-whisper.sh` is used when present.
+pub fn plan_workers(
+    settings: &Settings,
+    paths: &Paths,
+    cores: usize,
+) -> Result<WorkerPlan, String> {
+    let ws = &settings.whisper_server;
+    let cwd = (!ws.cwd.is_empty()).then(|| PathBuf::from(&ws.cwd));
+    let mut model_path = settings
+        .models
+        .get(&settings.default_model)
+        .map(|m| m.path.clone());
+    let program = if ws.cmd.is_empty() {
+        let bundled = paths.bundled_whisper_server();
+        if !bundled.is_file() {
+            return Err(format!(
+                "no worker command: set whisperServer.cmd in {} or the WHISPER_SERVER_CMD environment \
+                 variable to a whisper-server binary, or run scripts/setup-whisper.sh to build one into {}",
+                paths.config_file.display(),
+                bundled.display()
+            ));
+        }
+        if model_path.is_none() && !ws.args.iter().any(|a| a == "-m" || a == "--model") {
+            model_path = Some(paths.bundled_model().to_string_lossy().into_owned());
+        }
+        bundled
+    } else {
+        process::resolve_program(&ws.cmd, cwd.as_deref())
+            .map_err(|e| format!("whisperServer.cmd: {e}"))?
+    };
+    let pool_size = settings.workers.pool_size;
+    let fair_share = (cores / pool_size).max(1);
+    let (threads, per_worker) = if process::args_set_threads(&ws.args) {
+        (None, threads_in_args(&ws.args).unwrap_or(fair_share))
+    } else {
+        (Some(fair_share), fair_share)
+    };
+    let mut warnings = Vec::new();
+    if pool_size * per_worker > cores {
+        warnings.push(format!(
+            "{pool_size} workers x {per_worker} threads exceed the {cores} CPU cores: oversubscribed \
+             whisper-servers run several times slower, not a little slower; lower workers.poolSize or --threads"
+        ));
+    }
+    let model = if settings.default_model.is_empty() {
+        ARGS_MODEL_ID.to_string()
+    } else {
+        settings.default_model.clone()
+    };
+    Ok(WorkerPlan {
+        command: WorkerCommand {
+            program,
+            cwd,
+            args: ws.args.clone(),
+            threads,
+        },
+        model,
+        model_path,
+        warnings,
+    })
+}
+
+fn threads_in_args(args: &[String]) -> Option<usize> {
+    args.iter().enumerate().find_map(|(i, a)| match a.as_str() {
+        "-t" | "--threads" => args.get(i + 1)?.parse().ok(),
+        _ => a.strip_prefix("--threads=")?.parse().ok(),
+    })
+}
+
+/// Runs the service until SIGINT or SIGTERM, then shuts down gracefully.
+pub fn serve(settings: Settings, paths: &Paths) -> Result<(), ServeError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let plan = plan_workers(&settings, paths, cores).map_err(ServeError::Usage)?;
+    for warning in &plan.warnings {
+        log::warn!("{warning}");
+    }
+    let reaped = process::reap_orphans(&paths.pid_dir());
+    if reaped > 0 {
+        log::warn!("reaped {reaped} worker(s) left behind by a previous run");
+    }
+    warn_if_open_to_the_world(&settings);
+
+    let (monitor_tx, monitor_rx) = mpsc::channel();
+    let pool = Arc::new(Pool::new(
+        PoolConfig {
+            command: plan.command,
+            model: plan.model,
+            model_path: plan.model_path,
+            workers: settings.workers.clone(),
+            max_queue: settings.inference.max_queue,
+            queue_timeout: Duration::from_millis(settings.inference.queue_timeout_ms),
+            log_dir: paths.worker_log_dir(),
+            pid_dir: paths.pid_dir(),
+        },
+        monitor_tx.clone(),
+    ));
+    let drain = Duration::from_millis(settings.workers.drain_timeout_ms);
+    let (host, port) = (settings.server.host.clone(), settings.server.port);
+    let boot_id = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let app = Arc::new(App {
+        settings,
+        pool: Arc::clone(&pool),
+        boot_id,
+    });
+
+    // The port opens before any worker is ready: /health says "unhealthy" until one is.
+    let server = HttpServer::start(app, &host, port).map_err(ServeError::Runtime)?;
+    log::info!("listening on http://{}", server.addr);
+    let monitor = monitor::start(pool, monitor_rx)
+        .map_err(|e| ServeError::Runtime(format!("cannot start the monitor: {e}")))?;
+
+    wait_for_signal().map_err(ServeError::Runtime)?;
+    log::info!(
+        "shutting down: no new connections; draining requests for up to {} ms",
+        drain.as_millis()
+    );
+    if !server.shutdown(drain) {
+        log::warn!(
+            "some requests were still running after drainTimeoutMs; stopping workers anyway"
+        );
+    }
+    let _ = monitor_tx.send(MonitorEvent::Shutdown);
+    let _ = monitor.join();
+    log::info!("stopped");
+    Ok(())
+}
+
+/// Blocks until SIGINT or SIGTERM.
+fn wait_for_signal() -> Result<(), String> {
+    let (tx, rx) = mpsc::channel();
+    ctrlc::set_handler(move || {
+        let _ = tx.send(());
+    })
+    .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    rx.recv().map_err(|e| e.to_string())
+}
+
+fn warn_if_open_to_the_world(settings: &Settings) {
+    let host = &settings.server.host;
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback && settings.server.api_keys.is_empty() {
+        log::warn!(
+            "listening on {host} with no API keys: anyone who can reach this port can use the workers; \
+             set server.apiKeys or INFERENCE_SERVER_API_KEYS, or listen on 127.0.0.1 behind a proxy"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::ModelSettings;
+
+    fn paths() -> Paths {
+        Paths {
+            config_file: "/nonexistent/settings.json5".into(),
+            data_dir: "/nonexistent/data".into(),
+        }
+    }
+
+    #[test]
+    fn no_command_and_no_build_names_every_way_out() {
+        let err = plan_workers(&Settings::default(), &paths(), 4).unwrap_err();
+        for needle in [
+            "whisperServer.cmd",
+            "WHISPER_SERVER_CMD",
+            "scripts/setup-whisper.sh",
+        ] {
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn threads_are_the_fair_share_of_cores() {
+        let mut s = Settings::default();
+        s.whisper_server.cmd = "sh".into();
+        s.workers.pool_size = 2;
+        let plan = plan_workers(&s, &paths(), 8).unwrap();
+        assert_eq!(plan.command.threads, Some(4));
+        assert!(plan.warnings.is_empty());
+        s.workers.pool_size = 3;
+        assert_eq!(
+            plan_workers(&s, &paths(), 2).unwrap().command.threads,
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn explicit_threads_are_kept_and_oversubscription_warned() {
+        let mut s = Settings::default();
+        s.whisper_server.cmd = "sh".into();
+        s.whisper_server.args = vec!["-t".into(), "4".into()];
+        s.workers.pool_size = 2;
+        let plan = plan_workers(&s, &paths(), 2).unwrap();
+        assert_eq!(plan.command.threads, None);
+        assert!(plan.warnings[0].contains("exceed"), "{:?}", plan.warnings);
+    }
+
+    #[test]
+    fn default_model_adds_its_path() {
+        let mut s = Settings::default();
+        s.whisper_server.cmd = "sh".into();
+        s.models.insert(
+            "base".into(),
+            ModelSettings {
+                path: "m/base.bin".into(),
+                pool_size: None,
+            },
+        );
+        s.default_model = "base".into();
+        let plan = plan_workers(&s, &paths(), 2).unwrap();
+        assert_eq!(
+            (plan.model.as_str(), plan.model_path.as_deref()),
+            ("base", Some("m/base.bin"))
+        );
+        s.default_model.clear();
+        assert_eq!(plan_workers(&s, &paths(), 2).unwrap().model, ARGS_MODEL_ID);
+    }
+}

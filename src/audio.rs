@@ -1,0 +1,175 @@
+//! Audio arriving as base64 in JSON: decoding it leniently (data: URL prefix, whitespace, with
+//! or without padding) and recognising the container from its first bytes, so that junk is a
+//! 400 here instead of a confusing failure inside whisper-server.
+
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine;
+
+/// Standard alphabet, padding optional: clients differ on it and it carries no information.
+const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// The audio containers whisper-server's decoder (miniaudio) reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Container {
+    Wav,
+    Mp3,
+    Flac,
+    Ogg,
+}
+
+impl Container {
+    /// A file name for the multipart part; whisper-server ignores it but logs it.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Container::Wav => "audio.wav",
+            Container::Mp3 => "audio.mp3",
+            Container::Flac => "audio.flac",
+            Container::Ogg => "audio.ogg",
+        }
+    }
+}
+
+/// Decodes `content` as base64 audio. Returns a client-facing reason on failure.
+pub fn decode_base64(content: &str) -> Result<Vec<u8>, String> {
+    let payload = strip_data_url(content);
+    let compact: String = payload
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    if compact.is_empty() {
+        return Err("`content` is empty".into());
+    }
+    LENIENT_BASE64
+        .decode(compact.as_bytes())
+        .map_err(|e| format!("`content` is not valid base64 ({e})"))
+}
+
+/// `data:audio/wav;base64,AAAA` -> `AAAA`; anything else unchanged.
+fn strip_data_url(content: &str) -> &str {
+    let trimmed = content.trim_start();
+    if trimmed
+        .get(..5)
+        .is_some_and(|p| p.eq_ignore_ascii_case("data:"))
+    {
+        if let Some(comma) = trimmed.find(',') {
+            return &trimmed[comma + 1..];
+        }
+    }
+    content
+}
+
+/// Recognises the container by its magic bytes.
+pub fn sniff(audio: &[u8]) -> Option<Container> {
+    match audio {
+        [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'A', b'V', b'E', ..] => Some(Container::Wav),
+        [b'f', b'L', b'a', b'C', ..] => Some(Container::Flac),
+        [b'O', b'g', b'g', b'S', ..] => Some(Container::Ogg),
+        [b'I', b'D', b'3', ..] => Some(Container::Mp3),
+        // MPEG audio frame sync: 11 set bits, then a layer other than "reserved".
+        [0xFF, second, ..] if second & 0xE0 == 0xE0 && second & 0x06 != 0 => Some(Container::Mp3),
+        _ => None,
+    }
+}
+
+/// Decodes and checks that the bytes are audio: the validation every transcription route runs.
+pub fn decode_audio(content: &str) -> Result<(Vec<u8>, Container), String> {
+    let audio = decode_base64(content)?;
+    let container = sniff(&audio).ok_or_else(|| {
+        "`content` is not audio: expected WAV (RIFF/WAVE), MP3, FLAC or Ogg data".to_string()
+    })?;
+    Ok((audio, container))
+}
+
+/// Duration in seconds of a PCM WAV file, from its `fmt ` and `data` chunk headers; `None`
+/// for anything it cannot read with certainty.
+pub fn wav_duration_secs(wav: &[u8]) -> Option<f64> {
+    let mut at = 12;
+    let mut byte_rate = None;
+    while at + 8 <= wav.len() {
+        let id = &wav[at..at + 4];
+        let size = u32::from_le_bytes(wav[at + 4..at + 8].try_into().ok()?) as usize;
+        let body = at + 8;
+        if id == b"fmt " && body + 12 <= wav.len() {
+            byte_rate = Some(u32::from_le_bytes(
+                wav[body + 8..body + 12].try_into().ok()?,
+            ));
+        }
+        if id == b"data" {
+            let rate = byte_rate.filter(|r| *r > 0)?;
+            let size = size.min(wav.len() - body);
+            return Some(size as f64 / f64::from(rate));
+        }
+        at = body.checked_add(size)?.checked_add(size & 1)?;
+    }
+    None
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A valid mono 16 kHz 16-bit WAV of `samples` silent samples.
+    pub fn silent_wav(samples: u32) -> Vec<u8> {
+        let data_len = samples * 2;
+        let mut wav = Vec::new();
+        wav.extend_from_slice(b"RIFF");
+        wav.extend_from_slice(&(36 + data_len).to_le_bytes());
+        wav.extend_from_slice(b"WAVEfmt ");
+        wav.extend_from_slice(&16u32.to_le_bytes());
+        wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+        wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+        wav.extend_from_slice(&16_000u32.to_le_bytes());
+        wav.extend_from_slice(&32_000u32.to_le_bytes()); // byte rate
+        wav.extend_from_slice(&2u16.to_le_bytes());
+        wav.extend_from_slice(&16u16.to_le_bytes());
+        wav.extend_from_slice(b"data");
+        wav.extend_from_slice(&data_len.to_le_bytes());
+        wav.resize(wav.len() + data_len as usize, 0);
+        wav
+    }
+
+    #[test]
+    fn decodes_plain_padded_unpadded_and_data_url() {
+        let wav = silent_wav(10);
+        let b64 = LENIENT_BASE64.encode(&wav);
+        assert_eq!(decode_base64(&b64).unwrap(), wav);
+        assert_eq!(decode_base64(b64.trim_end_matches('=')).unwrap(), wav);
+        let url = format!("data:audio/wav;base64,{}\n{}", &b64[..8], &b64[8..]);
+        assert_eq!(decode_audio(&url).unwrap().1, Container::Wav);
+    }
+
+    #[test]
+    fn rejects_empty_bad_base64_and_non_audio() {
+        assert!(decode_base64("  \n").unwrap_err().contains("empty"));
+        assert!(decode_base64("!!!!").unwrap_err().contains("base64"));
+        let text = LENIENT_BASE64.encode(b"hello, this is not audio");
+        assert!(decode_audio(&text).unwrap_err().contains("not audio"));
+    }
+
+    #[test]
+    fn sniffs_each_container() {
+        assert_eq!(sniff(b"fLaC\0\0"), Some(Container::Flac));
+        assert_eq!(sniff(b"OggS\0"), Some(Container::Ogg));
+        assert_eq!(sniff(b"ID3\x04"), Some(Container::Mp3));
+        assert_eq!(sniff(&[0xFF, 0xFB, 0x90]), Some(Container::Mp3));
+        assert_eq!(
+            sniff(&[0xFF, 0xE0]),
+            None,
+            "reserved layer is not MPEG audio"
+        );
+        assert_eq!(sniff(b"RIFF\0\0\0\0AVI "), None);
+        assert_eq!(sniff(b""), None);
+    }
+
+    #[test]
+    fn wav_duration_from_headers() {
+        assert_eq!(wav_duration_secs(&silent_wav(16_000)), Some(1.0));
+        assert_eq!(wav_duration_secs(b"RIFF\0\0\0\0WAVE"), None);
+        let mut truncated = silent_wav(16_000);
+        truncated.truncate(44 + 8000);
+        assert_eq!(wav_duration_secs(&truncated), Some(0.25));
+    }
+}

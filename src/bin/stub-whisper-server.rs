@@ -1,0 +1,300 @@
+//! `stub-whisper-server`: speaks whisper.cpp's `whisper-server` protocol without a model, so the
+//! manager can be tried and tested on any machine.
+//!
+//! Like the real server it takes `--host`, `--port`, `-m/--model` and `-t/--threads`, answers
+//! `GET /health`, `POST /inference` (multipart, all five `response_format`s, one inference at a
+//! time) and `POST /load`, and replies to bad requests with a plain-text 400. The transcript is
+//! `--text` or, by default, a fingerprint of the audio (`stub <bytes> bytes <hash>`), so a test
+//! can tell that each answer belongs to its request.
+//!
+//! Knobs for failure tests:
+//!   --load-ms N          `/health` answers 503 for N ms after start (a model still loading)
+//!   --delay-ms N         each inference takes N ms
+//!   --crash-after N      the process exits (code 3) on receiving its N-th inference
+//!   --hang               inferences never finish while `/health` stays fine
+//!   --exit-immediately   exit with code 1 at start (a crash loop)
+//!   --fail-if-exists P   exit with code 1 at start while file P exists
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use inference_server_manager::audio;
+use inference_server_manager::http::multipart;
+use tiny_http::{Header, Method, Response, Server};
+
+/// Threads answering HTTP: enough that `/health` is served while an inference runs.
+const HTTP_THREADS: usize = 4;
+
+#[derive(Debug, Default)]
+struct Options {
+    host: String,
+    port: u16,
+    model: String,
+    text: Option<String>,
+    load: Duration,
+    delay: Duration,
+    crash_after: Option<u64>,
+    hang: bool,
+}
+
+fn main() {
+    let options = match parse_args(std::env::args().skip(1).collect()) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("stub-whisper-server: {message}");
+            std::process::exit(2);
+        }
+    };
+    let server = match Server::http((options.host.as_str(), options.port)) {
+        Ok(server) => Arc::new(server),
+        Err(e) => {
+            eprintln!(
+                "stub-whisper-server: cannot listen on {}:{}: {e}",
+                options.host, options.port
+            );
+            std::process::exit(1);
+        }
+    };
+    println!(
+        "stub-whisper-server listening on http://{}:{} (model: {})",
+        options.host, options.port, options.model
+    );
+    let stub = Arc::new(Stub {
+        options,
+        started: Instant::now(),
+        inferences: AtomicU64::new(0),
+        busy: Mutex::new(()),
+    });
+    let threads: Vec<_> = (0..HTTP_THREADS)
+        .map(|_| {
+            let (server, stub) = (Arc::clone(&server), Arc::clone(&stub));
+            std::thread::spawn(move || {
+                for request in server.incoming_requests() {
+                    stub.handle(request);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        let _ = thread.join();
+    }
+}
+
+fn parse_args(args: Vec<String>) -> Result<Options, String> {
+    let mut options = Options {
+        host: "127.0.0.1".into(),
+        port: 8080,
+        ..Options::default()
+    };
+    let mut iter = args.into_iter();
+    while let Some(arg) = iter.next() {
+        let mut value = || iter.next().ok_or_else(|| format!("{arg} needs a value"));
+        let number = |v: String| {
+            v.parse::<u64>()
+                .map_err(|_| format!("`{v}` is not a number"))
+        };
+        match arg.as_str() {
+            "--host" => options.host = value()?,
+            "--port" => options.port = value()?.parse().map_err(|_| "bad --port".to_string())?,
+            "-m" | "--model" => options.model = value()?,
+            "-t" | "--threads" => drop(value()?),
+            "--text" => options.text = Some(value()?),
+            "--load-ms" => options.load = Duration::from_millis(number(value()?)?),
+            "--delay-ms" => options.delay = Duration::from_millis(number(value()?)?),
+            "--crash-after" => options.crash_after = Some(number(value()?)?),
+            "--hang" => options.hang = true,
+            "--exit-immediately" => {
+                eprintln!("stub-whisper-server: exiting at once as asked");
+                std::process::exit(1);
+            }
+            "--fail-if-exists" => {
+                let path = value()?;
+                if std::path::Path::new(&path).exists() {
+                    eprintln!("stub-whisper-server: {path} exists; failing to start as asked");
+                    std::process::exit(1);
+                }
+            }
+            other => eprintln!("stub-whisper-server: ignoring unknown argument {other}"),
+        }
+    }
+    Ok(options)
+}
+
+struct Stub {
+    options: Options,
+    started: Instant,
+    inferences: AtomicU64,
+    /// whisper-server runs one inference at a time per process.
+    busy: Mutex<()>,
+}
+
+type Reply = (u16, &'static str, Vec<u8>);
+
+impl Stub {
+    fn handle(&self, mut request: tiny_http::Request) {
+        let (status, content_type, body) = match (request.method(), request.url()) {
+            (Method::Get, "/health") => self.health(),
+            (Method::Post, "/inference") => self.inference(&mut request),
+            (Method::Post, "/load") => load(&mut request),
+            _ => (404, "text/plain", b"Not Found".to_vec()),
+        };
+        let header = Header::from_bytes("Content-Type", content_type).expect("static header");
+        let _ = request.respond(
+            Response::from_data(body)
+                .with_status_code(status)
+                .with_header(header),
+        );
+    }
+
+    fn health(&self) -> Reply {
+        if self.started.elapsed() < self.options.load {
+            return (
+                503,
+                "application/json",
+                br#"{"status":"loading model"}"#.to_vec(),
+            );
+        }
+        (200, "application/json", br#"{"status":"ok"}"#.to_vec())
+    }
+
+    fn inference(&self, request: &mut tiny_http::Request) -> Reply {
+        let n = self.inferences.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.options.crash_after.is_some_and(|limit| n >= limit) {
+            eprintln!("stub-whisper-server: crashing on inference {n} as asked");
+            std::process::exit(3);
+        }
+        let Some((audio, fields)) = read_form(request) else {
+            return (400, "text/plain", b"Invalid request".to_vec());
+        };
+        let _one_at_a_time = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if self.options.hang {
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        std::thread::sleep(self.options.delay);
+        let text = self
+            .options
+            .text
+            .clone()
+            .unwrap_or_else(|| fingerprint(&audio));
+        let duration = audio::wav_duration_secs(&audio).unwrap_or(audio.len() as f64 / 32_000.0);
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let language = field("language").filter(|l| *l != "auto").unwrap_or("en");
+        println!(
+            "inference {n}: {} bytes, format {}",
+            audio.len(),
+            field("response_format").unwrap_or("json")
+        );
+        format_reply(
+            field("response_format").unwrap_or("json"),
+            &text,
+            language,
+            duration,
+        )
+    }
+}
+
+/// The non-file fields of a form, as (name, value).
+type Fields = Vec<(String, String)>;
+
+/// The `file` part and the other fields; `None` for anything whisper-server would refuse.
+fn read_form(request: &mut tiny_http::Request) -> Option<(Vec<u8>, Fields)> {
+    let content_type = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Content-Type"))
+        .map(|h| h.value.as_str().to_string())?;
+    let boundary = multipart::boundary_of(&content_type)?;
+    let mut body = Vec::new();
+    request.as_reader().read_to_end(&mut body).ok()?;
+    let parts = multipart::parse(&body, &boundary).ok()?;
+    let audio = parts.iter().find(|p| p.name == "file")?.data.clone();
+    if audio.is_empty() {
+        return None;
+    }
+    let fields = parts
+        .into_iter()
+        .filter(|p| p.name != "file")
+        .map(|p| (p.name, String::from_utf8_lossy(&p.data).into_owned()))
+        .collect();
+    Some((audio, fields))
+}
+
+fn load(request: &mut tiny_http::Request) -> Reply {
+    let mut body = Vec::new();
+    let _ = request.as_reader().read_to_end(&mut body);
+    if String::from_utf8_lossy(&body).contains("name=\"model\"") {
+        (200, "text/plain", b"Load was successful!".to_vec())
+    } else {
+        (400, "text/plain", b"Invalid request".to_vec())
+    }
+}
+
+/// `stub <len> bytes <fnv-1a 64>`: equal audio gives equal text, different audio differs.
+fn fingerprint(audio: &[u8]) -> String {
+    let hash = audio.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("stub {} bytes {hash:016x}", audio.len())
+}
+
+fn format_reply(format: &str, text: &str, language: &str, duration: f64) -> Reply {
+    let json = |value: serde_json::Value| (200, "application/json", value.to_string().into_bytes());
+    match format {
+        "json" => json(serde_json::json!({ "text": format!(" {text}") })),
+        "verbose_json" => json(serde_json::json!({
+            "task": "transcribe",
+            "language": language,
+            "duration": duration,
+            "text": format!(" {text}"),
+            "segments": [{
+                "id": 0, "text": format!(" {text}"), "start": 0.0, "end": duration,
+                "tokens": [50364, 50414], "words": [], "temperature": 0.0,
+                "avg_logprob": -0.2, "no_speech_prob": 0.01,
+            }],
+        })),
+        "text" => (
+            200,
+            "text/plain; charset=utf-8",
+            format!("{text}\n").into_bytes(),
+        ),
+        "srt" => (
+            200,
+            "application/x-subrip",
+            format!(
+                "1\n00:00:00,000 --> {}\n{text}\n\n",
+                timestamp(duration, ',')
+            )
+            .into_bytes(),
+        ),
+        "vtt" => (
+            200,
+            "text/vtt",
+            format!(
+                "WEBVTT\n\n00:00:00.000 --> {}\n{text}\n\n",
+                timestamp(duration, '.')
+            )
+            .into_bytes(),
+        ),
+        _ => (400, "text/plain", b"Invalid request".to_vec()),
+    }
+}
+
+/// `HH:MM:SS,mmm` (SRT) or `HH:MM:SS.mmm` (VTT).
+fn timestamp(seconds: f64, separator: char) -> String {
+    let ms = (seconds * 1000.0).round() as u64;
+    format!(
+        "{:02}:{:02}:{:02}{separator}{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
+}

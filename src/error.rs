@@ -1,0 +1,164 @@
+//! The one error type every route returns, and its mapping to an HTTP status and the JSON
+//! error body of SPEC section 6: `{"success": false, "code": "...", "error": "..."}`.
+//!
+//! Code below the API layer returns these variants; nothing else in the crate builds an error
+//! response, so the status codes and `code` strings live in this file only.
+
+use std::fmt;
+use std::time::Duration;
+
+/// What went wrong with one request, as the client will be told.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// Bad JSON, a missing field, bad base64, a body that is not audio. 400.
+    InvalidRequest(String),
+    /// `apiKeys` is set and the request carries no valid `Authorization: Bearer` key. 401.
+    Unauthorized,
+    /// No route for this path. 404.
+    NotFound(String),
+    /// The path exists but not for this method. 405 with `Allow`.
+    MethodNotAllowed { allow: String },
+    /// A model id that is not a key of the `models` settings. 404.
+    ModelNotFound(String),
+    /// A configured model that has no warm workers. 409.
+    ModelNotLoaded(String),
+    /// The body is larger than `server.maxBodyBytes`. 413.
+    PayloadTooLarge { limit: u64 },
+    /// The client stopped sending its body before `server.requestTimeoutMs`. 408.
+    BodyTimeout,
+    /// No worker is healthy or starting. 503 with `Retry-After`.
+    NoHealthyWorkers { retry_after: Duration },
+    /// Every worker is busy and the queue is full or the wait ran out. 503 with `Retry-After`.
+    CapacityExceeded {
+        retry_after: Duration,
+        reason: String,
+    },
+    /// The worker did not answer within the deadline. 504.
+    Timeout(String),
+    /// The worker failed in a way that is not the client's fault. 502.
+    WorkerError(String),
+    /// The worker rejected the audio (its 4xx). 422.
+    WorkerRejected(String),
+    /// A bug: a handler panicked or an invariant broke. 500.
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::InvalidRequest(_) => 400,
+            ApiError::Unauthorized => 401,
+            ApiError::NotFound(_) | ApiError::ModelNotFound(_) => 404,
+            ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::BodyTimeout => 408,
+            ApiError::ModelNotLoaded(_) => 409,
+            ApiError::PayloadTooLarge { .. } => 413,
+            ApiError::WorkerRejected(_) => 422,
+            ApiError::Internal(_) => 500,
+            ApiError::WorkerError(_) => 502,
+            ApiError::NoHealthyWorkers { .. } | ApiError::CapacityExceeded { .. } => 503,
+            ApiError::Timeout(_) => 504,
+        }
+    }
+
+    /// The machine-readable `code` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest(_) | ApiError::WorkerRejected(_) => "INVALID_REQUEST",
+            ApiError::Unauthorized => "UNAUTHORIZED",
+            ApiError::NotFound(_) => "NOT_FOUND",
+            ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
+            ApiError::ModelNotFound(_) => "MODEL_NOT_FOUND",
+            ApiError::ModelNotLoaded(_) => "MODEL_NOT_LOADED",
+            ApiError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            ApiError::BodyTimeout => "TIMEOUT",
+            ApiError::NoHealthyWorkers { .. } => "NO_HEALTHY_WORKERS",
+            ApiError::CapacityExceeded { .. } => "CAPACITY_EXCEEDED",
+            ApiError::Timeout(_) => "TIMEOUT",
+            ApiError::WorkerError(_) => "WORKER_ERROR",
+            ApiError::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// Seconds for the `Retry-After` header, on the 503s.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            ApiError::NoHealthyWorkers { retry_after }
+            | ApiError::CapacityExceeded { retry_after, .. } => {
+                Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
+            }
+            _ => None,
+        }
+    }
+
+    /// The JSON body of SPEC section 6.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({ "success": false, "code": self.code(), "error": self.to_string() })
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::InvalidRequest(why) => write!(f, "Invalid request: {why}"),
+            ApiError::Unauthorized => {
+                f.write_str("Missing or invalid API key: send `Authorization: Bearer <key>`")
+            }
+            ApiError::NotFound(what) => write!(f, "Not found: {what}"),
+            ApiError::MethodNotAllowed { allow } => {
+                write!(f, "Method not allowed here; allowed: {allow}")
+            }
+            ApiError::ModelNotFound(id) => write!(
+                f,
+                "Model `{id}` is not configured (see `models` in the settings)"
+            ),
+            ApiError::ModelNotLoaded(id) => write!(f, "Model `{id}` is not loaded"),
+            ApiError::PayloadTooLarge { limit } => {
+                write!(
+                    f,
+                    "Request body is larger than the limit of {limit} bytes (server.maxBodyBytes)"
+                )
+            }
+            ApiError::BodyTimeout => {
+                f.write_str("The request body did not arrive within server.requestTimeoutMs")
+            }
+            ApiError::NoHealthyWorkers { .. } => {
+                f.write_str("No healthy whisper-server worker is available; retry shortly")
+            }
+            ApiError::CapacityExceeded { reason, .. } => {
+                write!(f, "Server at capacity: {reason}; retry shortly")
+            }
+            ApiError::Timeout(what) => write!(f, "Timed out: {what}"),
+            ApiError::WorkerError(what) => write!(f, "Worker error: {what}"),
+            ApiError::WorkerRejected(what) => write!(f, "The worker rejected the audio: {what}"),
+            ApiError::Internal(what) => write!(f, "Internal error: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_keeps_the_seed_error_field() {
+        let body = ApiError::InvalidRequest("missing field `content`".into()).body();
+        assert_eq!(body["success"], false);
+        assert_eq!(body["code"], "INVALID_REQUEST");
+        assert!(body["error"].as_str().unwrap().contains("content"));
+    }
+
+    #[test]
+    fn retry_after_is_rounded_up_to_whole_seconds() {
+        let e = ApiError::CapacityExceeded {
+            retry_after: Duration::from_millis(1500),
+            reason: "queue full".into(),
+        };
+        assert_eq!(e.status(), 503);
+        assert_eq!(e.retry_after_secs(), Some(2));
+        assert_eq!(ApiError::Timeout("x".into()).retry_after_secs(), None);
+    }
+}

@@ -1,0 +1,275 @@
+//! `Incoming`: one request as the handlers see it — method, path, query, headers — and the
+//! bounded body read.
+//!
+//! Reading a body is where a slow or hostile client can hold a thread, so it happens only here:
+//! under a permit from a capped share of the request threads (so `/health` and small requests
+//! always find a free thread), with the size limit enforced while reading (chunked bodies have
+//! no length to check up front), and with a deadline checked between reads, which ends a
+//! trickling upload. A client that sends nothing at all blocks its read until TCP gives up:
+//! tiny_http exposes no socket to set a timeout on; the permit cap bounds the damage.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tiny_http::Method;
+
+use crate::error::ApiError;
+
+/// Read size for bodies: large enough that a 100 MB upload is a few thousand reads.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Counts the threads reading a body, against a cap.
+#[derive(Debug)]
+pub struct BodyPermits {
+    in_use: AtomicUsize,
+    cap: usize,
+}
+
+impl BodyPermits {
+    pub fn new(cap: usize) -> BodyPermits {
+        BodyPermits {
+            in_use: AtomicUsize::new(0),
+            cap,
+        }
+    }
+
+    fn try_acquire(&self) -> Option<BodyPermit<'_>> {
+        self.in_use
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.cap).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| BodyPermit { permits: self })
+    }
+}
+
+struct BodyPermit<'a> {
+    permits: &'a BodyPermits,
+}
+
+impl Drop for BodyPermit<'_> {
+    fn drop(&mut self) {
+        self.permits.in_use.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Limits applied to every body.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: u64,
+    pub timeout: Duration,
+}
+
+pub struct Incoming<'a> {
+    pub method: Method,
+    /// The path without the query string.
+    pub path: String,
+    pub query: String,
+    request: &'a mut tiny_http::Request,
+    permits: &'a BodyPermits,
+    limits: BodyLimits,
+    received_at: Instant,
+    body_read: bool,
+}
+
+impl<'a> Incoming<'a> {
+    pub fn new(
+        request: &'a mut tiny_http::Request,
+        permits: &'a BodyPermits,
+        limits: BodyLimits,
+    ) -> Incoming<'a> {
+        let (path, query) = match request.url().split_once('?') {
+            Some((p, q)) => (p.to_string(), q.to_string()),
+            None => (request.url().to_string(), String::new()),
+        };
+        Incoming {
+            method: request.method().clone(),
+            path,
+            query,
+            request,
+            permits,
+            limits,
+            received_at: Instant::now(),
+            body_read: false,
+        }
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header_value(self.request, name)
+    }
+
+    /// `name` from the query string, percent-decoding not needed for the numbers we read.
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == name).then_some(v)
+        })
+    }
+
+    /// Reads the whole body within the limits, once.
+    pub fn body(&mut self) -> Result<Vec<u8>, ApiError> {
+        let declared = self.request.body_length();
+        if declared.is_some_and(|n| n as u64 > self.limits.max_bytes) {
+            return Err(ApiError::PayloadTooLarge {
+                limit: self.limits.max_bytes,
+            });
+        }
+        // Bodies of 1 KiB or less were already read by tiny_http; no permit needed.
+        let _permit = match declared {
+            Some(n) if n <= 1024 => None,
+            _ => Some(
+                self.permits
+                    .try_acquire()
+                    .ok_or_else(|| ApiError::CapacityExceeded {
+                        retry_after: Duration::from_secs(1),
+                        reason: "too many uploads are in progress".into(),
+                    })?,
+            ),
+        };
+        let deadline = self.received_at + self.limits.timeout;
+        let body = read_bounded(
+            self.request.as_reader(),
+            declared.unwrap_or(0),
+            self.limits.max_bytes,
+            deadline,
+        )?;
+        self.body_read = true;
+        Ok(body)
+    }
+
+    /// Whether the body was read to its end, so dropping the request costs nothing.
+    pub fn body_was_read(&self) -> bool {
+        self.body_read
+    }
+}
+
+pub fn header_value<'r>(request: &'r tiny_http::Request, name: &str) -> Option<&'r str> {
+    request
+        .headers()
+        .iter()
+        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_str())
+}
+
+/// Reads `reader` to the end, refusing more than `max` bytes or a read finishing past
+/// `deadline`. `expected` sizes the buffer for a declared length (already checked ≤ `max`).
+fn read_bounded(
+    reader: &mut dyn Read,
+    expected: usize,
+    max: u64,
+    deadline: Instant,
+) -> Result<Vec<u8>, ApiError> {
+    let mut body = Vec::with_capacity(expected);
+    let mut chunk = vec![0u8; READ_CHUNK];
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(ApiError::InvalidRequest(format!(
+                    "the request body could not be read: {e}"
+                )))
+            }
+        };
+        if body.len() as u64 + n as u64 > max {
+            return Err(ApiError::PayloadTooLarge { limit: max });
+        }
+        body.extend_from_slice(&chunk[..n]);
+        if Instant::now() > deadline {
+            return Err(ApiError::BodyTimeout);
+        }
+    }
+    if body.len() < expected {
+        return Err(ApiError::InvalidRequest(format!(
+            "the body ended after {} of the {expected} bytes announced by Content-Length",
+            body.len()
+        )));
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Yields `chunks` one read at a time, sleeping `pause` before each.
+    struct Trickle {
+        chunks: Vec<Vec<u8>>,
+        pause: Duration,
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            std::thread::sleep(self.pause);
+            if self.chunks.is_empty() {
+                return Ok(0);
+            }
+            let chunk = self.chunks.remove(0);
+            buf[..chunk.len()].copy_from_slice(&chunk);
+            Ok(chunk.len())
+        }
+    }
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    #[test]
+    fn reads_within_limits() {
+        let mut r = Trickle {
+            chunks: vec![b"ab".to_vec(), b"cd".to_vec()],
+            pause: Duration::ZERO,
+        };
+        assert_eq!(read_bounded(&mut r, 4, 10, far()).unwrap(), b"abcd");
+    }
+
+    #[test]
+    fn refuses_more_than_the_limit_while_reading() {
+        let mut r = Trickle {
+            chunks: vec![vec![1; 8], vec![1; 8]],
+            pause: Duration::ZERO,
+        };
+        assert_eq!(
+            read_bounded(&mut r, 0, 10, far()),
+            Err(ApiError::PayloadTooLarge { limit: 10 })
+        );
+    }
+
+    #[test]
+    fn a_trickling_body_times_out() {
+        let mut r = Trickle {
+            chunks: vec![vec![1]; 100],
+            pause: Duration::from_millis(5),
+        };
+        let deadline = Instant::now() + Duration::from_millis(20);
+        assert_eq!(
+            read_bounded(&mut r, 0, 1000, deadline),
+            Err(ApiError::BodyTimeout)
+        );
+    }
+
+    #[test]
+    fn a_short_body_is_invalid() {
+        let mut r = Trickle {
+            chunks: vec![b"ab".to_vec()],
+            pause: Duration::ZERO,
+        };
+        assert!(matches!(
+            read_bounded(&mut r, 5, 10, far()),
+            Err(ApiError::InvalidRequest(_))
+        ));
+    }
+
+    #[test]
+    fn permits_are_capped_and_returned() {
+        let permits = BodyPermits::new(1);
+        let first = permits.try_acquire();
+        assert!(first.is_some());
+        assert!(permits.try_acquire().is_none());
+        drop(first);
+        assert!(permits.try_acquire().is_some());
+    }
+}

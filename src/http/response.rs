@@ -1,0 +1,105 @@
+//! `Reply`: what a handler returns, and its conversion into a `tiny_http` response with the
+//! headers every response carries (CORS, `X-Request-Id`, `Retry-After` on 503s).
+
+use tiny_http::{Header, Response};
+
+use crate::error::ApiError;
+
+/// A complete response, built before any byte is written, so a panicking handler can still
+/// be answered with a clean 500.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    pub fn json(status: u16, value: &serde_json::Value) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: serde_json::to_vec(value).expect("a Value always serializes"),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn ok(value: &serde_json::Value) -> Reply {
+        Reply::json(200, value)
+    }
+
+    pub fn html(body: String) -> Reply {
+        Reply {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            body: body.into_bytes(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn no_content() -> Reply {
+        Reply {
+            status: 204,
+            content_type: "text/plain",
+            body: Vec::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn error(error: &ApiError) -> Reply {
+        let mut reply = Reply::json(error.status(), &error.body());
+        if let Some(secs) = error.retry_after_secs() {
+            reply.headers.push(("Retry-After", secs.to_string()));
+        }
+        if let ApiError::MethodNotAllowed { allow } = error {
+            reply.headers.push(("Allow", allow.clone()));
+        }
+        reply
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+impl From<Result<Reply, ApiError>> for Reply {
+    fn from(result: Result<Reply, ApiError>) -> Reply {
+        result.unwrap_or_else(|e| Reply::error(&e))
+    }
+}
+
+/// Headers added to every response, whatever the route.
+#[derive(Debug, Clone)]
+pub struct CommonHeaders {
+    pub cors_origin: String,
+}
+
+pub const CORS_METHODS: &str = "GET, POST, PUT, DELETE, OPTIONS";
+pub const CORS_HEADERS: &str = "Content-Type, Authorization";
+
+/// Builds the `tiny_http` response. Header values come from our code or from a sanitised
+/// request id, so a value that `tiny_http` refuses is a bug and is dropped with a log line.
+pub fn to_tiny(
+    reply: Reply,
+    common: &CommonHeaders,
+    request_id: &str,
+) -> Response<std::io::Cursor<Vec<u8>>> {
+    let mut response = Response::from_data(reply.body).with_status_code(reply.status);
+    let mut headers: Vec<(&str, &str)> = vec![
+        ("Content-Type", reply.content_type),
+        ("Access-Control-Allow-Origin", &common.cors_origin),
+        ("Access-Control-Allow-Methods", CORS_METHODS),
+        ("Access-Control-Allow-Headers", CORS_HEADERS),
+        ("X-Request-Id", request_id),
+    ];
+    headers.extend(reply.headers.iter().map(|(k, v)| (*k, v.as_str())));
+    for (name, value) in headers {
+        match Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+            Ok(header) => response.add_header(header),
+            Err(()) => log::error!("dropping invalid response header {name}: {value:?}"),
+        }
+    }
+    response
+}

@@ -1,0 +1,343 @@
+//! The acceptor and the fixed pool of request threads.
+//!
+//! One acceptor thread takes requests from `tiny_http` and hands them over a bounded channel to
+//! `server.threads` request threads. Keeping the `tiny_http::Server` in one thread makes two
+//! things simple: shutdown (unblock the acceptor, drop the server, and the port is closed while
+//! the request threads finish what they hold) and recovery (tiny_http's accept thread exits for
+//! good on its first accept error, e.g. EMFILE; the acceptor sees that as an error from `recv`
+//! and binds a fresh server on the same address).
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::request::{header_value, BodyLimits, BodyPermits, Incoming};
+use super::response::{to_tiny, CommonHeaders, Reply};
+use super::router;
+use crate::app::App;
+use crate::error::ApiError;
+
+/// tiny_http 0.12 drains an unread request body when the request is dropped, and does so by
+/// allocating the whole remaining declared length at once: `Content-Length: 10^12` aborts the
+/// process (measured). Up to this size that allocation is address space only, so such bodies
+/// are drained normally; beyond it the connection is abandoned instead (see `refuse_huge`).
+const DRAIN_LIMIT: u64 = 256 * 1024 * 1024;
+
+/// Requests whose unread body is drained on a short-lived thread of its own, so a slow client
+/// does not hold a request thread after being answered. Past this many at once the request
+/// thread drains it itself, which bounds the threads a flood can create.
+const MAX_DRAINERS: usize = 64;
+
+/// Pause between attempts to bind a replacement server after the acceptor died (a full fd
+/// table takes a moment to clear).
+const REBIND_PAUSE: Duration = Duration::from_millis(200);
+
+/// The running HTTP front end.
+pub struct HttpServer {
+    /// The address actually bound (port 0 resolved).
+    pub addr: SocketAddr,
+    current: Arc<Mutex<Arc<tiny_http::Server>>>,
+    stopping: Arc<AtomicBool>,
+    acceptor: JoinHandle<()>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+/// State the request threads share.
+struct Shared {
+    app: Arc<App>,
+    permits: BodyPermits,
+    common: CommonHeaders,
+    limits: BodyLimits,
+    drainers: Arc<AtomicUsize>,
+    abandoned: AtomicUsize,
+    next_request_id: AtomicUsize,
+}
+
+impl HttpServer {
+    /// Binds `host:port` (the port is open when this returns) and starts the threads.
+    pub fn start(app: Arc<App>, host: &str, port: u16) -> Result<HttpServer, String> {
+        let server = tiny_http::Server::http((host, port))
+            .map_err(|e| format!("cannot listen on {host}:{port}: {e}"))?;
+        let addr = server
+            .server_addr()
+            .to_ip()
+            .ok_or("the server is not on an IP address")?;
+        let settings = &app.settings.server;
+        let threads = settings.threads;
+        let shared = Arc::new(Shared {
+            permits: BodyPermits::new(super::body_reader_cap(threads)),
+            common: CommonHeaders {
+                cors_origin: settings.cors_origin.clone(),
+            },
+            limits: BodyLimits {
+                max_bytes: settings.max_body_bytes,
+                timeout: Duration::from_millis(settings.request_timeout_ms),
+            },
+            drainers: Arc::new(AtomicUsize::new(0)),
+            abandoned: AtomicUsize::new(0),
+            next_request_id: AtomicUsize::new(1),
+            app,
+        });
+        let current = Arc::new(Mutex::new(Arc::new(server)));
+        let stopping = Arc::new(AtomicBool::new(false));
+        // A little slack beyond one per thread so a burst waits here, not in tiny_http.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<tiny_http::Request>(threads);
+        let rx = Arc::new(Mutex::new(rx));
+        let workers = (0..threads)
+            .map(|i| {
+                let (rx, shared) = (Arc::clone(&rx), Arc::clone(&shared));
+                std::thread::Builder::new()
+                    .name(format!("http-{i}"))
+                    .spawn(move || serve_requests(&rx, &shared))
+                    .map_err(|e| format!("cannot start request thread: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let acceptor = {
+            let (current, stopping) = (Arc::clone(&current), Arc::clone(&stopping));
+            std::thread::Builder::new()
+                .name("acceptor".into())
+                .spawn(move || accept(&current, &stopping, addr, &tx))
+                .map_err(|e| format!("cannot start the acceptor: {e}"))?
+        };
+        Ok(HttpServer {
+            addr,
+            current,
+            stopping,
+            acceptor,
+            workers,
+        })
+    }
+
+    /// Stops accepting (the port closes), then waits up to `drain` for the request threads to
+    /// finish the requests they hold. Returns whether they all finished.
+    pub fn shutdown(self, drain: Duration) -> bool {
+        self.stopping.store(true, Ordering::SeqCst);
+        lock(&self.current).unblock();
+        let _ = self.acceptor.join();
+        // The acceptor dropped its sender: request threads exit once the channel is empty.
+        let deadline = Instant::now() + drain;
+        while Instant::now() < deadline && self.workers.iter().any(|w| !w.is_finished()) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let finished = self.workers.iter().all(JoinHandle::is_finished);
+        if finished {
+            for worker in self.workers {
+                let _ = worker.join();
+            }
+        }
+        finished
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The acceptor loop: forwards requests, rebinds when tiny_http's accept thread dies, and at
+/// shutdown forwards what was already accepted before letting the server (and port) go.
+fn accept(
+    current: &Mutex<Arc<tiny_http::Server>>,
+    stopping: &AtomicBool,
+    addr: SocketAddr,
+    tx: &SyncSender<tiny_http::Request>,
+) {
+    loop {
+        let server = Arc::clone(&lock(current));
+        match server.recv() {
+            Ok(request) => {
+                if tx.send(request).is_err() {
+                    return;
+                }
+            }
+            Err(_) if stopping.load(Ordering::SeqCst) => {
+                while let Ok(Some(request)) = server.try_recv() {
+                    let _ = tx.send(request);
+                }
+                *lock(current) = Arc::new(unbound_placeholder());
+                return;
+            }
+            Err(e) => {
+                log::error!("the HTTP acceptor stopped ({e}); binding a new listener on {addr}");
+                drop(server);
+                *lock(current) = Arc::new(rebind(addr, stopping));
+            }
+        }
+    }
+}
+
+/// Binds a new server on `addr`, retrying until it works or shutdown starts.
+fn rebind(addr: SocketAddr, stopping: &AtomicBool) -> tiny_http::Server {
+    loop {
+        match tiny_http::Server::http(addr) {
+            Ok(server) => {
+                log::info!("listening again on http://{addr}");
+                return server;
+            }
+            Err(e) if !stopping.load(Ordering::SeqCst) => {
+                log::warn!("cannot bind {addr} yet: {e}");
+                std::thread::sleep(REBIND_PAUSE);
+            }
+            Err(_) => return unbound_placeholder(),
+        }
+    }
+}
+
+/// A server on an ephemeral loopback port that stands in after shutdown, so the real listener
+/// is dropped (and its port closed) while `current` still holds something.
+fn unbound_placeholder() -> tiny_http::Server {
+    tiny_http::Server::http("127.0.0.1:0").expect("binding an ephemeral loopback port")
+}
+
+fn serve_requests(rx: &Mutex<Receiver<tiny_http::Request>>, shared: &Shared) {
+    loop {
+        let next = lock(rx).recv();
+        match next {
+            Ok(request) => handle(request, shared),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Answers one request. A panic in a handler becomes a 500 and this thread lives on.
+fn handle(mut request: tiny_http::Request, shared: &Shared) {
+    let started = Instant::now();
+    let request_id = request_id(&request, shared);
+    let declared = request.body_length().map(|n| n as u64);
+    if let Some(length) = declared.filter(|n| *n > shared.limits.max_bytes) {
+        let reply = Reply::error(&ApiError::PayloadTooLarge {
+            limit: shared.limits.max_bytes,
+        });
+        log::info!(
+            "{} {} 413 (declared {length} bytes) [{request_id}]",
+            request.method(),
+            request.url()
+        );
+        return refuse_unread(
+            request,
+            to_tiny(reply, &shared.common, &request_id),
+            length,
+            shared,
+        );
+    }
+    let (reply, body_read, method, path) = {
+        let mut incoming = Incoming::new(&mut request, &shared.permits, shared.limits);
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            router::route(&shared.app, &mut incoming)
+        }));
+        let reply = outcome.unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            log::error!(
+                "handler panicked on {} {}: {what} [{request_id}]",
+                incoming.method,
+                incoming.path
+            );
+            Reply::error(&ApiError::Internal(
+                "the handler failed; the error is logged with this request id".into(),
+            ))
+        });
+        (
+            reply,
+            incoming.body_was_read(),
+            incoming.method.clone(),
+            incoming.path.clone(),
+        )
+    };
+    let status = reply.status;
+    let response = to_tiny(reply, &shared.common, &request_id);
+    let unread_body = !body_read && (declared.is_some_and(|n| n > 1024) || is_chunked(&request));
+    if unread_body {
+        refuse_unread(request, response, declared.unwrap_or(0), shared);
+    } else if let Err(e) = request.respond(response) {
+        log::debug!("could not send the response: {e}");
+    }
+    let level = if path == "/health" {
+        log::Level::Debug
+    } else {
+        log::Level::Info
+    };
+    log::log!(
+        level,
+        "{method} {path} {status} {}ms [{request_id}]",
+        started.elapsed().as_millis()
+    );
+}
+
+fn is_chunked(request: &tiny_http::Request) -> bool {
+    header_value(request, "Transfer-Encoding").is_some()
+}
+
+/// Answers a request whose body was not read, without letting the drain tiny_http does on drop
+/// hold a request thread or, for absurd lengths, abort the process.
+fn refuse_unread(
+    request: tiny_http::Request,
+    response: tiny_http::Response<std::io::Cursor<Vec<u8>>>,
+    declared: u64,
+    shared: &Shared,
+) {
+    if declared > DRAIN_LIMIT {
+        return refuse_huge(request, response, shared);
+    }
+    if shared.drainers.fetch_add(1, Ordering::AcqRel) >= MAX_DRAINERS {
+        shared.drainers.fetch_sub(1, Ordering::AcqRel);
+        let _ = request.respond(response);
+        return;
+    }
+    let guard = DrainerSlot(Arc::clone(&shared.drainers));
+    // Answer at once; the thread then lives as long as the drain: until the client closes or
+    // finishes sending.
+    let drain = move || {
+        let _guard = guard;
+        let _ = request.respond(response);
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("drain".into())
+        .spawn(drain)
+    {
+        log::warn!("cannot start a drain thread ({e}); the request was answered with a 500");
+    }
+}
+
+/// One of the `MAX_DRAINERS` places, given back when the drain ends (or never starts).
+struct DrainerSlot(Arc<AtomicUsize>);
+
+impl Drop for DrainerSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Sends the response and then never touches the connection again: dropping the request would
+/// make tiny_http allocate the declared length. The cost, one parked tiny_http thread and its
+/// socket, is logged; an nginx or HAProxy in front refuses such requests before they get here.
+fn refuse_huge(
+    request: tiny_http::Request,
+    response: tiny_http::Response<std::io::Cursor<Vec<u8>>>,
+    shared: &Shared,
+) {
+    let stream = request.upgrade("refused", response);
+    std::mem::forget(stream);
+    let total = shared.abandoned.fetch_add(1, Ordering::Relaxed) + 1;
+    log::warn!(
+        "abandoned a connection that announced a body over {DRAIN_LIMIT} bytes ({total} so far); \
+         put a proxy with a body limit in front to stop these at the edge"
+    );
+}
+
+/// The client's `X-Request-Id` when it is short printable ASCII, else a fresh one.
+fn request_id(request: &tiny_http::Request, shared: &Shared) -> String {
+    header_value(request, "X-Request-Id")
+        .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map(String::from)
+        .unwrap_or_else(|| {
+            let n = shared.next_request_id.fetch_add(1, Ordering::Relaxed);
+            format!("req-{:x}-{n}", shared.app.boot_id)
+        })
+}

@@ -1,0 +1,166 @@
+//! `inference-server-manager`: parses the command line, runs the command, maps the outcome
+//! to an exit code (0 ok, 1 runtime failure, 2 bad usage or invalid settings).
+
+use std::process::ExitCode;
+
+use inference_server_manager::app::{self, ServeError};
+use inference_server_manager::cli::{self, Command};
+use inference_server_manager::settings::{self, Overrides, Paths, Settings, SettingsError};
+use inference_server_manager::{logging, pool};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cli = match cli::parse(&args) {
+        Ok(cli) => cli,
+        Err(message) => {
+            eprintln!("error: {message}\n\n{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(std::env::var("LOG_LEVEL").ok().as_deref());
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+enum Failure {
+    Usage(String),
+    Runtime(String),
+}
+
+impl From<SettingsError> for Failure {
+    fn from(e: SettingsError) -> Self {
+        Failure::Usage(e.to_string())
+    }
+}
+
+fn run(cli: &cli::Cli) -> Result<(), Failure> {
+    let paths = Paths::resolve(cli.config.as_deref())?;
+    let overrides = Overrides {
+        host: cli.host.clone(),
+        port: cli.port,
+    };
+    match cli.command {
+        Command::Help => print!("{}", cli::USAGE),
+        Command::Version => println!("inference-server-manager {}", env!("CARGO_PKG_VERSION")),
+        Command::ConfigPath => println!("{}", paths.config_file.display()),
+        Command::ConfigShow => println!(
+            "{}",
+            settings::redacted_json(&load(&paths, &overrides, false)?)
+        ),
+        Command::ConfigInit => config_init(&paths)?,
+        Command::ConfigEdit => config_edit(&paths)?,
+        Command::Check => check(&paths, &overrides)?,
+        Command::Serve => {
+            let settings = load(&paths, &overrides, true)?;
+            app::serve(settings, &paths).map_err(|e| match e {
+                ServeError::Usage(m) => Failure::Usage(m),
+                ServeError::Runtime(m) => Failure::Runtime(m),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Loads the settings and logs the unknown-key warnings.
+fn load(paths: &Paths, overrides: &Overrides, create: bool) -> Result<Settings, SettingsError> {
+    let (settings, warnings) = settings::load(paths, overrides, create)?;
+    for warning in warnings {
+        log::warn!("{warning}");
+    }
+    Ok(settings)
+}
+
+fn config_init(paths: &Paths) -> Result<(), Failure> {
+    if paths.config_file.exists() {
+        println!(
+            "{} already exists; left as it is",
+            paths.config_file.display()
+        );
+    } else {
+        settings::write_defaults(&paths.config_file)?;
+        println!(
+            "wrote the default settings to {}",
+            paths.config_file.display()
+        );
+    }
+    Ok(())
+}
+
+/// Opens the settings file in `editor` from the settings (when the file parses and that
+/// editor is installed), else `$EDITOR`, else `vi`.
+fn config_edit(paths: &Paths) -> Result<(), Failure> {
+    if !paths.config_file.exists() {
+        settings::write_defaults(&paths.config_file)?;
+    }
+    let configured = settings::load(paths, &Overrides::default(), false)
+        .ok()
+        .map(|(s, _)| s.editor);
+    let editor = configured
+        .into_iter()
+        .chain(std::env::var("EDITOR").ok())
+        .filter(|e| !e.trim().is_empty())
+        .find(|e| {
+            e.split_whitespace()
+                .next()
+                .is_some_and(|p| pool::process::resolve_program(p, None).is_ok())
+        })
+        .unwrap_or_else(|| "vi".to_string());
+    let mut words = editor.split_whitespace();
+    let program = words.next().unwrap_or("vi");
+    let status = std::process::Command::new(program)
+        .args(words)
+        .arg(&paths.config_file)
+        .status()
+        .map_err(|e| Failure::Runtime(format!("cannot run the editor `{program}`: {e}")))?;
+    if !status.success() {
+        return Err(Failure::Runtime(format!(
+            "the editor `{program}` exited with {status}"
+        )));
+    }
+    Ok(())
+}
+
+/// Validates the settings and the worker command without starting anything.
+fn check(paths: &Paths, overrides: &Overrides) -> Result<(), Failure> {
+    let settings = load(paths, overrides, false)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let plan = app::plan_workers(&settings, paths, cores).map_err(Failure::Usage)?;
+    for warning in &plan.warnings {
+        log::warn!("{warning}");
+    }
+    println!(
+        "settings: {} ({})",
+        paths.config_file.display(),
+        if paths.config_file.exists() {
+            "found"
+        } else {
+            "not found; defaults"
+        }
+    );
+    println!(
+        "worker:   {} {}",
+        plan.command.program.display(),
+        plan.command
+            .argv(settings.workers.starting_port, plan.model_path.as_deref())
+            .join(" ")
+    );
+    println!(
+        "pool:     {} worker(s) of model `{}`",
+        settings.workers.pool_size, plan.model
+    );
+    println!(
+        "listen:   {}:{}",
+        settings.server.host, settings.server.port
+    );
+    println!("ok");
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! The HTTP client side of the whisper-server protocol: `GET /health` and a multipart
+//! `POST /inference`, over loopback with `ureq`.
+//!
+//! Connections are not pooled: whisper-server closes idle keep-alive connections on its own
+//! schedule and workers are replaced on the same ports, so a pooled socket could belong to a
+//! process that no longer exists. A loopback connect costs tens of microseconds.
+
+use std::io::Read;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Largest worker answer we accept: a transcript of hours of audio with word timestamps stays
+/// far below this; anything bigger is a broken worker, not a transcript.
+const MAX_REPLY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Multipart fields for whisper-server's `POST /inference`.
+#[derive(Debug, Clone, Default)]
+pub struct InferenceForm {
+    pub audio: Vec<u8>,
+    pub file_name: String,
+    /// `json`, `text`, `srt`, `vtt` or `verbose_json`.
+    pub response_format: String,
+    pub language: Option<String>,
+    pub prompt: Option<String>,
+    pub temperature: Option<f32>,
+}
+
+/// What the worker answered, whatever the status.
+#[derive(Debug, Clone)]
+pub struct WorkerReply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// Why no answer came back.
+#[derive(Debug)]
+pub enum CallError {
+    /// Nothing answered on the port, or the connection broke: the process is likely gone.
+    Connection(String),
+    /// The deadline passed first.
+    Timeout,
+}
+
+fn agent() -> &'static ureq::Agent {
+    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
+    AGENT.get_or_init(|| {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
+            .build();
+        ureq::Agent::new_with_config(config)
+    })
+}
+
+fn classify(error: ureq::Error) -> CallError {
+    match error {
+        ureq::Error::Timeout(_) => CallError::Timeout,
+        ureq::Error::Io(e)
+            if e.kind() == std::io::ErrorKind::TimedOut
+                || e.kind() == std::io::ErrorKind::WouldBlock =>
+        {
+            CallError::Timeout
+        }
+        other => CallError::Connection(other.to_string()),
+    }
+}
+
+/// `GET /health` within `timeout`; `Ok` only for a 2xx.
+pub fn health(port: u16, timeout: Duration) -> Result<(), String> {
+    let response = agent()
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .config()
+        .timeout_global(Some(timeout))
+        .build()
+        .call()
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!("/health answered {status}"))
+    }
+}
+
+/// `POST /inference` with `form`, giving up after `timeout`. A closed connection makes
+/// whisper-server abort the inference, so timing out also frees the worker's CPU.
+pub fn inference(
+    port: u16,
+    form: &InferenceForm,
+    timeout: Duration,
+) -> Result<WorkerReply, CallError> {
+    let boundary = boundary_for(&form.audio);
+    let body = multipart_body(form, &boundary);
+    let mut response = agent()
+        .post(format!("http://127.0.0.1:{port}/inference"))
+        .config()
+        .timeout_global(Some(timeout))
+        .build()
+        .header(
+            "Content-Type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .send(&body[..])
+        .map_err(classify)?;
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let mut body = Vec::new();
+    response
+        .body_mut()
+        .as_reader()
+        .take(MAX_REPLY_BYTES)
+        .read_to_end(&mut body)
+        .map_err(|e| classify(ureq::Error::Io(e)))?;
+    Ok(WorkerReply {
+        status,
+        content_type,
+        body,
+    })
+}
+
+/// A boundary that does not occur in the audio: the usual fixed prefix plus a counter bumped
+/// until it is absent (in practice the first try).
+fn boundary_for(audio: &[u8]) -> String {
+    (0u32..)
+        .map(|n| format!("----inference-server-manager-{n:08x}"))
+        .find(|b| !contains(audio, b.as_bytes()))
+        .expect("some boundary is absent")
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Encodes the form as `multipart/form-data` (RFC 7578), the file part first.
+pub fn multipart_body(form: &InferenceForm, boundary: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(form.audio.len() + 512);
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{}\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n",
+            form.file_name.replace(['"', '\r', '\n'], "_")
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(&form.audio);
+    body.extend_from_slice(b"\r\n");
+    let mut field = |name: &str, value: &str| {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes(),
+        );
+    };
+    field("response_format", &form.response_format);
+    if let Some(language) = &form.language {
+        field("language", language);
+    }
+    if let Some(prompt) = &form.prompt {
+        field("prompt", prompt);
+    }
+    if let Some(temperature) = form.temperature {
+        field("temperature", &temperature.to_string());
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multipart_round_trips_through_the_parser() {
+        let form = InferenceForm {
+            audio: b"RIFF\x00\x01binary\r\n--not-a-boundary".to_vec(),
+            file_name: "a\"b.wav".into(),
+            response_format: "verbose_json".into(),
+            language: Some("en".into()),
+            prompt: None,
+            temperature: Some(0.2),
+        };
+        let boundary = boundary_for(&form.audio);
+        let body = multipart_body(&form, &boundary);
+        let parts = crate::http::multipart::parse(&body, &boundary).unwrap();
+        let file = parts.iter().find(|p| p.name == "file").unwrap();
+        assert_eq!(file.data, form.audio);
+        assert_eq!(file.file_name.as_deref(), Some("a_b.wav"));
+        let text = |n: &str| {
+            parts
+                .iter()
+                .find(|p| p.name == n)
+                .map(|p| String::from_utf8_lossy(&p.data).into_owned())
+        };
+        assert_eq!(text("response_format").as_deref(), Some("verbose_json"));
+        assert_eq!(text("language").as_deref(), Some("en"));
+        assert_eq!(text("temperature").as_deref(), Some("0.2"));
+        assert_eq!(text("prompt"), None);
+    }
+
+    #[test]
+    fn boundary_avoids_the_payload() {
+        let audio = b"xx----inference-server-manager-00000000yy".to_vec();
+        assert_eq!(
+            boundary_for(&audio),
+            "----inference-server-manager-00000001"
+        );
+    }
+}

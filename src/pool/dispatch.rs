@@ -1,0 +1,190 @@
+//! A request's side of the pool (SPEC section 5): wait for an idle healthy worker in a bounded
+//! FIFO queue, send the inference, and retry once on another worker when the first one dies
+//! under the request.
+
+use std::time::{Duration, Instant};
+
+use super::client::{self, CallError, InferenceForm, WorkerReply};
+use super::state::{Lease, Outcome};
+use super::Pool;
+use crate::error::ApiError;
+
+/// How often a queued request re-checks the pool even without a wake-up, so a pool that died
+/// while it waited is noticed and reported instead of waiting out the whole timeout.
+const QUEUE_RECHECK: Duration = Duration::from_millis(250);
+
+/// After a worker's 5xx, how long its `/health` gets to prove it is still alive (which makes
+/// the 5xx the worker's verdict on the audio rather than a crash).
+const CRASH_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The answer of a worker, with who gave it (for the response `metadata`).
+#[derive(Debug)]
+pub struct Served {
+    pub reply: WorkerReply,
+    pub worker_id: String,
+    pub port: u16,
+}
+
+impl Pool {
+    /// Waits until an idle healthy worker of `model` is free and leases it: FIFO among waiters,
+    /// at most `maxQueue` waiting, at most `queueTimeoutMs` or until `deadline`.
+    pub fn acquire(&self, model: &str, deadline: Instant) -> Result<Lease, ApiError> {
+        let mut state = self.lock();
+        if state.queue.is_empty() {
+            if let Some(lease) = state.take_idle(model) {
+                return Ok(lease);
+            }
+        }
+        if !state.has_live_worker(model) {
+            return Err(ApiError::NoHealthyWorkers {
+                retry_after: state.next_spawn_in(model, Instant::now()),
+            });
+        }
+        if state.queue.len() >= self.config.max_queue {
+            return Err(ApiError::CapacityExceeded {
+                retry_after: Duration::from_secs(1),
+                reason: format!(
+                    "all workers are busy and {} requests are queued",
+                    state.queue.len()
+                ),
+            });
+        }
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.queue.push_back(ticket);
+        let give_up_at = deadline.min(Instant::now() + self.config.queue_timeout);
+        loop {
+            if state.queue.front() == Some(&ticket) {
+                if let Some(lease) = state.take_idle(model) {
+                    state.queue.pop_front();
+                    // The next in line may find another idle worker.
+                    self.notify_changed();
+                    return Ok(lease);
+                }
+            }
+            let now = Instant::now();
+            let dead = !state.has_live_worker(model);
+            if now >= give_up_at || dead {
+                state.queue.retain(|t| *t != ticket);
+                self.notify_changed();
+                return Err(if dead {
+                    ApiError::NoHealthyWorkers {
+                        retry_after: state.next_spawn_in(model, now),
+                    }
+                } else {
+                    ApiError::CapacityExceeded {
+                        retry_after: Duration::from_secs(1),
+                        reason: format!(
+                            "no worker became free within {} ms",
+                            self.config.queue_timeout.as_millis()
+                        ),
+                    }
+                });
+            }
+            let wait = give_up_at.saturating_duration_since(now).min(QUEUE_RECHECK);
+            state = self
+                .changed
+                .wait_timeout(state, wait)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Returns a leased worker and wakes whoever can use what changed.
+    pub fn release(&self, lease: &Lease, outcome: Outcome) {
+        let threshold = self.config.workers.rotate_threshold;
+        let needs_monitor = {
+            let mut state = self.lock();
+            state.finish(lease, outcome, threshold, Instant::now());
+            outcome != Outcome::Completed
+                || state
+                    .worker(&lease.worker_id)
+                    .is_some_and(|w| w.rotation_due)
+        };
+        self.notify_changed();
+        if needs_monitor {
+            self.wake_monitor();
+        }
+    }
+
+    /// Runs one inference on the pool. A worker that dies under the request (connection
+    /// refused or cut, or a 5xx after which its `/health` fails) is reported to the monitor
+    /// and the request is sent once more to another worker.
+    pub fn infer(
+        &self,
+        model: &str,
+        form: &InferenceForm,
+        deadline: Instant,
+    ) -> Result<Served, ApiError> {
+        let mut last_failure = String::new();
+        for attempt in 1..=2 {
+            let lease = self.acquire(model, deadline)?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match client::inference(lease.port, form, remaining) {
+                Ok(reply) if reply.status < 500 => {
+                    self.release(&lease, Outcome::Completed);
+                    return answer(reply, lease);
+                }
+                Ok(reply) if client::health(lease.port, CRASH_PROBE_TIMEOUT).is_ok() => {
+                    // Alive and failing: the worker's own verdict, not a crash. Not retried.
+                    self.release(&lease, Outcome::Completed);
+                    return Err(ApiError::WorkerError(format!(
+                        "{} answered {}: {}",
+                        lease.worker_id,
+                        reply.status,
+                        snippet(&reply.body)
+                    )));
+                }
+                Ok(reply) => {
+                    last_failure = format!(
+                        "{} answered {} and then stopped answering",
+                        lease.worker_id, reply.status
+                    )
+                }
+                Err(CallError::Timeout) => {
+                    log::warn!(
+                        "{} did not answer within the deadline; recycling it",
+                        lease.worker_id
+                    );
+                    self.release(&lease, Outcome::Hung);
+                    return Err(ApiError::Timeout(format!(
+                        "{} gave no transcript within the request deadline",
+                        lease.worker_id
+                    )));
+                }
+                Err(CallError::Connection(why)) => {
+                    last_failure = format!("{}: {why}", lease.worker_id)
+                }
+            }
+            log::warn!("request failed on a dying worker (attempt {attempt}/2): {last_failure}");
+            self.release(&lease, Outcome::Crashed);
+        }
+        Err(ApiError::WorkerError(format!(
+            "two workers failed in a row; last: {last_failure}"
+        )))
+    }
+}
+
+/// A 2xx becomes the answer; a 4xx is the worker refusing the audio and goes back to the
+/// client as 422 (whisper-server's 400 bodies are plain text such as `Invalid request`).
+fn answer(reply: WorkerReply, lease: Lease) -> Result<Served, ApiError> {
+    if (400..500).contains(&reply.status) {
+        return Err(ApiError::WorkerRejected(snippet(&reply.body)));
+    }
+    Ok(Served {
+        reply,
+        worker_id: lease.worker_id,
+        port: lease.port,
+    })
+}
+
+/// The start of a worker's error body, for a message.
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    let text = text.trim();
+    if text.is_empty() {
+        "(empty body)".to_string()
+    } else {
+        text.to_string()
+    }
+}

@@ -1,0 +1,182 @@
+//! The worker pool: shared state, the monitor that owns the processes, and the dispatch that
+//! lends workers to requests.
+//!
+//! - `state`: `PoolState`, the bookkeeping behind the one mutex; pure logic, unit-tested.
+//! - `monitor`: the single thread that spawns, health-checks, rotates, reaps and stops.
+//! - `dispatch`: a request's side: wait for an idle worker (bounded FIFO), call it, retry once.
+//! - `process`: spawning, signals, the log pump, pid records, orphan reaping, port checks.
+//! - `client`: the whisper-server HTTP protocol over `ureq`.
+
+pub mod client;
+pub mod dispatch;
+pub mod monitor;
+pub mod process;
+pub mod state;
+
+use std::path::PathBuf;
+use std::sync::mpsc::Sender;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::settings::WorkerSettings;
+use process::WorkerCommand;
+use state::PoolState;
+
+/// Everything the pool needs from the settings, resolved once at start.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub command: WorkerCommand,
+    /// The model id served (`defaultModel`, "" when `args` choose the model).
+    pub model: String,
+    /// `-m` path for that model, if the manager adds one.
+    pub model_path: Option<String>,
+    pub workers: WorkerSettings,
+    pub max_queue: usize,
+    pub queue_timeout: Duration,
+    pub log_dir: PathBuf,
+    pub pid_dir: PathBuf,
+}
+
+impl PoolConfig {
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    pub fn health_interval(&self) -> Duration {
+        Self::ms(self.workers.health_interval_ms)
+    }
+
+    pub fn health_timeout(&self) -> Duration {
+        Self::ms(self.workers.health_timeout_ms)
+    }
+
+    pub fn startup_timeout(&self) -> Duration {
+        Self::ms(self.workers.startup_timeout_ms)
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Self::ms(self.workers.drain_timeout_ms)
+    }
+
+    pub fn audit_interval(&self) -> Duration {
+        Self::ms(self.workers.audit_interval_ms)
+    }
+
+    pub fn backoff_base(&self) -> Duration {
+        Self::ms(self.workers.backoff_base_ms)
+    }
+
+    pub fn backoff_max(&self) -> Duration {
+        Self::ms(self.workers.backoff_max_ms)
+    }
+}
+
+/// Messages that wake the monitor before its next tick.
+#[derive(Debug)]
+pub enum MonitorEvent {
+    /// Something changed (a worker failed a request, rotation became due): look now.
+    Wake,
+    /// Stop every worker and exit.
+    Shutdown,
+}
+
+/// The pool as the rest of the service sees it.
+pub struct Pool {
+    state: Mutex<PoolState>,
+    /// Signalled whenever a worker may have become idle or the pool changed, for the queue.
+    changed: Condvar,
+    pub config: PoolConfig,
+    monitor: Sender<MonitorEvent>,
+    pub started_at: Instant,
+}
+
+/// One worker as `/api/v1/status` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerView {
+    pub id: String,
+    pub port: u16,
+    pub pid: u32,
+    pub model: String,
+    pub state: &'static str,
+    pub accepting_requests: bool,
+    pub in_flight: usize,
+    pub request_count: u64,
+    pub consecutive_failures: u32,
+    pub restarts: u64,
+    /// Milliseconds since the process started.
+    pub uptime: u64,
+}
+
+/// Pool-wide counts for `/health`, `/api/v1/providers` and the capacity block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSummary {
+    pub healthy: usize,
+    pub total: usize,
+    pub in_flight: usize,
+    pub queue_depth: usize,
+}
+
+impl Pool {
+    pub fn new(config: PoolConfig, monitor: Sender<MonitorEvent>) -> Pool {
+        let now = Instant::now();
+        Pool {
+            state: Mutex::new(PoolState::new(&config.model, config.workers.pool_size, now)),
+            changed: Condvar::new(),
+            config,
+            monitor,
+            started_at: now,
+        }
+    }
+
+    /// The state lock. A panic while holding it (a bug) poisons it; the bookkeeping is still
+    /// the best information there is, so the service goes on with it rather than failing
+    /// every later request.
+    pub fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Wakes the request threads waiting in the queue.
+    pub fn notify_changed(&self) {
+        self.changed.notify_all();
+    }
+
+    /// Wakes the monitor.
+    pub fn wake_monitor(&self) {
+        let _ = self.monitor.send(MonitorEvent::Wake);
+    }
+
+    pub fn summary(&self) -> PoolSummary {
+        let state = self.lock();
+        PoolSummary {
+            healthy: state.healthy_count(),
+            total: state.live_count(),
+            in_flight: state.workers.iter().map(|w| w.in_flight).sum(),
+            queue_depth: state.queue.len(),
+        }
+    }
+
+    pub fn worker_views(&self) -> Vec<WorkerView> {
+        let state = self.lock();
+        let now = Instant::now();
+        state
+            .workers
+            .iter()
+            .map(|w| WorkerView {
+                id: w.id.clone(),
+                port: w.port,
+                pid: w.pid,
+                model: w.model.clone(),
+                state: w.state.as_str(),
+                accepting_requests: w.accepting && w.state == state::WorkerState::Healthy,
+                in_flight: w.in_flight,
+                request_count: w.request_count,
+                consecutive_failures: w.consecutive_failures,
+                restarts: state.slots.get(w.slot).map_or(0, |s| s.restarts),
+                uptime: now.duration_since(w.started_at).as_millis() as u64,
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,417 @@
+//! Worker processes: the command line, spawning into an own process group, the log pump that
+//! timestamps their output into `logs/workers/worker-{port}.log`, signals, pid records and the
+//! reaping of orphans left by a manager that was killed.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+/// A worker log is renamed to `.1` (replacing the previous one) past this size, so a chatty
+/// or crash-looping worker cannot fill the disk: at most twice this per port.
+const LOG_ROTATE_BYTES: u64 = 10 * 1024 * 1024;
+
+/// Ports scanned above `startingPort` for a free one: room for the pool, rotation overlap
+/// and ports held by foreign processes.
+const PORT_SCAN_RANGE: u16 = 1000;
+
+/// How to start a worker: `program --host 127.0.0.1 --port P [-m model] [--threads n] args...`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerCommand {
+    pub program: PathBuf,
+    pub cwd: Option<PathBuf>,
+    pub args: Vec<String>,
+    /// `--threads` to add when `args` do not set one.
+    pub threads: Option<usize>,
+}
+
+impl WorkerCommand {
+    /// The arguments after the program for a worker on `port` serving `model_path`.
+    pub fn argv(&self, port: u16, model_path: Option<&str>) -> Vec<String> {
+        let mut argv = vec![
+            "--host".to_string(),
+            "127.0.0.1".to_string(),
+            "--port".to_string(),
+            port.to_string(),
+        ];
+        if let Some(path) = model_path {
+            argv.extend(["-m".to_string(), path.to_string()]);
+        }
+        if let Some(threads) = self.threads {
+            argv.extend(["--threads".to_string(), threads.to_string()]);
+        }
+        argv.extend(self.args.iter().cloned());
+        argv
+    }
+}
+
+/// Whether `args` already choose a thread count.
+pub fn args_set_threads(args: &[String]) -> bool {
+    args.iter()
+        .any(|a| a == "-t" || a == "--threads" || a.starts_with("--threads="))
+}
+
+/// Finds `name` on `PATH` when it has no slash; checks that the file exists and is executable.
+pub fn resolve_program(name: &str, cwd: Option<&Path>) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let candidate = if name.contains('/') {
+        let path = PathBuf::from(name);
+        match (path.is_relative(), cwd) {
+            (true, Some(cwd)) => cwd.join(path),
+            _ => path,
+        }
+    } else {
+        let path_var = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path_var)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+            .ok_or_else(|| format!("`{name}` is not on PATH"))?
+    };
+    let meta =
+        std::fs::metadata(&candidate).map_err(|e| format!("{}: {e}", candidate.display()))?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(format!("{} is not an executable file", candidate.display()));
+    }
+    Ok(candidate)
+}
+
+/// A running worker process and what is needed to stop it.
+#[derive(Debug)]
+pub struct WorkerProcess {
+    pub child: Child,
+    pub port: u16,
+    /// Where its pid record lives, removed when the process is gone.
+    pub pid_record: PathBuf,
+    /// Set when we asked it to stop: SIGKILL follows at this instant if it is still alive.
+    pub kill_at: Option<Instant>,
+    /// The process has been waited for: its pid may now belong to someone else, so no more
+    /// signals go to it.
+    reaped: bool,
+}
+
+impl WorkerProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM to the worker's process group now, SIGKILL after `grace`. Idempotent.
+    pub fn request_stop(&mut self, grace: Duration) {
+        if self.kill_at.is_none() {
+            signal_group(self.pid(), Signal::SIGTERM);
+            self.kill_at = Some(Instant::now() + grace);
+        }
+    }
+
+    /// `Some` once the process has exited (and is reaped). Escalates to SIGKILL when the
+    /// grace period of `request_stop` has passed.
+    pub fn poll_exit(&mut self) -> Option<std::process::ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            self.cleanup();
+            return Some(status);
+        }
+        if self.kill_at.is_some_and(|at| Instant::now() >= at) {
+            self.kill_now();
+        }
+        None
+    }
+
+    /// SIGKILL to the group; the next `poll_exit` reaps it.
+    pub fn kill_now(&mut self) {
+        signal_group(self.pid(), Signal::SIGKILL);
+        let _ = self.child.kill();
+    }
+
+    fn cleanup(&mut self) {
+        if self.reaped {
+            return;
+        }
+        self.reaped = true;
+        // The group may hold children of the worker; they go with it.
+        signal_group(self.pid(), Signal::SIGKILL);
+        let _ = std::fs::remove_file(&self.pid_record);
+    }
+}
+
+impl Drop for WorkerProcess {
+    /// Last defence: a worker must never outlive the manager's bookkeeping of it.
+    fn drop(&mut self) {
+        if !self.reaped && matches!(self.child.try_wait(), Ok(None)) {
+            log::warn!(
+                "worker pid {} on port {} dropped while alive; killing it",
+                self.pid(),
+                self.port
+            );
+            self.kill_now();
+            let _ = self.child.wait();
+        }
+        self.cleanup();
+    }
+}
+
+fn signal_group(pid: u32, signal: Signal) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // ESRCH (already gone) is the expected outcome often enough not to log.
+        let _ = killpg(Pid::from_raw(pid), signal);
+    }
+}
+
+/// Spawns the worker in its own process group with output pumped into its log file, and
+/// writes its pid record.
+pub fn spawn(
+    command: &WorkerCommand,
+    port: u16,
+    model_path: Option<&str>,
+    log_dir: &Path,
+    pid_dir: &Path,
+) -> Result<WorkerProcess, String> {
+    let log = WorkerLog::open(log_dir, port)
+        .map_err(|e| format!("cannot open the worker log in {}: {e}", log_dir.display()))?;
+    let mut cmd = Command::new(&command.program);
+    cmd.args(command.argv(port, model_path))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some(cwd) = &command.cwd {
+        cmd.current_dir(cwd);
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", command.program.display()))?;
+    let log = Arc::new(Mutex::new(log));
+    if let Some(out) = child.stdout.take() {
+        pump(out, "stdout", Arc::clone(&log));
+    }
+    if let Some(err) = child.stderr.take() {
+        pump(err, "stderr", log);
+    }
+    let pid_record = pid_dir.join(format!("worker-{port}.pid"));
+    write_pid_record(&pid_record, child.id(), &command.program)
+        .unwrap_or_else(|e| log::warn!("cannot write pid record {}: {e}", pid_record.display()));
+    Ok(WorkerProcess {
+        child,
+        port,
+        pid_record,
+        kill_at: None,
+        reaped: false,
+    })
+}
+
+/// One worker's log file, shared by its stdout and stderr pumps.
+struct WorkerLog {
+    path: PathBuf,
+    file: File,
+    written: u64,
+}
+
+impl WorkerLog {
+    fn open(dir: &Path, port: u16) -> std::io::Result<WorkerLog> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!("worker-{port}.log"));
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let written = file.metadata()?.len();
+        Ok(WorkerLog {
+            path,
+            file,
+            written,
+        })
+    }
+
+    fn write_line(&mut self, stream: &str, line: &str) {
+        let entry = format!("[{}] [{stream}] {line}\n", crate::clock::now_rfc3339());
+        if self.written + entry.len() as u64 > LOG_ROTATE_BYTES {
+            self.rotate();
+        }
+        if self.file.write_all(entry.as_bytes()).is_ok() {
+            self.written += entry.len() as u64;
+        }
+    }
+
+    fn rotate(&mut self) {
+        let old = self.path.with_extension("log.1");
+        let reopened = std::fs::rename(&self.path, &old).and_then(|()| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+        });
+        match reopened {
+            Ok(file) => {
+                self.file = file;
+                self.written = 0;
+            }
+            Err(e) => log::warn!("cannot rotate {}: {e}", self.path.display()),
+        }
+    }
+}
+
+/// Copies `stream` line by line into the log until the process closes it.
+fn pump(stream: impl Read + Send + 'static, name: &'static str, log: Arc<Mutex<WorkerLog>>) {
+    let spawned = std::thread::Builder::new()
+        .name(format!("log-{name}"))
+        .spawn(move || {
+            let mut reader = BufReader::new(stream);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        let text = String::from_utf8_lossy(&line);
+                        let mut log = log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                        log.write_line(name, text.trim_end_matches(['\r', '\n']));
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("cannot start the {name} log pump: {e}");
+    }
+}
+
+fn write_pid_record(path: &Path, pid: u32, program: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let record = serde_json::json!({ "pid": pid, "program": program });
+    std::fs::write(path, record.to_string())
+}
+
+/// Kills the workers recorded under `pid_dir` by a previous manager that did not shut down
+/// cleanly. A record is only acted on when the pid still runs the recorded program, so a
+/// recycled pid is never killed. Returns how many were reaped.
+pub fn reap_orphans(pid_dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(pid_dir) else {
+        return 0;
+    };
+    let mut reaped = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "pid") {
+            if let Some(pid) = orphan_pid(&path) {
+                log::warn!("reaping orphaned worker pid {pid} from {}", path.display());
+                signal_group(pid, Signal::SIGKILL);
+                wait_gone(pid, Duration::from_secs(5));
+                reaped += 1;
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    reaped
+}
+
+/// The recorded pid if that process is alive and still runs the recorded program.
+fn orphan_pid(record: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(record).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let pid = u32::try_from(value.get("pid")?.as_u64()?).ok()?;
+    let program = value.get("program")?.as_str()?;
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let exe = exe.to_string_lossy();
+    let recorded = std::fs::canonicalize(program)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| program.into());
+    // A binary replaced on disk shows as "<path> (deleted)".
+    (exe == recorded || exe.strip_suffix(" (deleted)") == Some(&recorded)).then_some(pid)
+}
+
+fn wait_gone(pid: u32, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether nothing listens on `port` on loopback or the wildcard address. whisper-server sets
+/// SO_REUSEPORT, so a second one on a taken port would start silently and share its traffic;
+/// a plain bind (without that option) fails on any listener and is the reliable test.
+pub fn port_is_free(port: u16) -> bool {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+        && TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok()
+}
+
+/// The first port from `start` that no worker of ours holds and nothing listens on.
+pub fn pick_port(start: u16, in_use: &[u16]) -> Option<u16> {
+    (start..=start.saturating_add(PORT_SCAN_RANGE))
+        .find(|p| !in_use.contains(p) && port_is_free(*p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argv_puts_host_port_model_threads_before_args() {
+        let command = WorkerCommand {
+            program: "/bin/ws".into(),
+            cwd: None,
+            args: vec!["--flash-attn".into()],
+            threads: Some(2),
+        };
+        assert_eq!(
+            command.argv(39000, Some("m.bin")),
+            [
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "39000",
+                "-m",
+                "m.bin",
+                "--threads",
+                "2",
+                "--flash-attn"
+            ]
+        );
+    }
+
+    #[test]
+    fn thread_flags_are_recognised() {
+        assert!(args_set_threads(&["-t".into(), "4".into()]));
+        assert!(args_set_threads(&["--threads=4".into()]));
+        assert!(!args_set_threads(&["-tr".into()]));
+    }
+
+    #[test]
+    fn pick_port_skips_ours_and_taken_ones() {
+        let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let picked = pick_port(port, &[port + 1]).unwrap();
+        assert!(picked != port && picked != port + 1);
+    }
+
+    #[test]
+    fn resolve_program_finds_sh_and_rejects_missing() {
+        assert!(resolve_program("sh", None).is_ok());
+        assert!(resolve_program("/nonexistent/ws", None).is_err());
+        let plain = std::env::temp_dir().join(format!("ism-not-executable-{}", std::process::id()));
+        std::fs::write(&plain, "data").unwrap();
+        let err = resolve_program(plain.to_str().unwrap(), None).unwrap_err();
+        let _ = std::fs::remove_file(&plain);
+        assert!(err.contains("not an executable"), "{err}");
+    }
+
+    #[test]
+    fn log_lines_are_timestamped_and_rotated() {
+        let dir = std::env::temp_dir().join(format!("ism-log-test-{}", std::process::id()));
+        let mut log = WorkerLog::open(&dir, 1).unwrap();
+        log.write_line("stdout", "hello");
+        let text = std::fs::read_to_string(dir.join("worker-1.log")).unwrap();
+        assert!(
+            text.starts_with('[') && text.ends_with("] [stdout] hello\n"),
+            "{text}"
+        );
+        log.written = LOG_ROTATE_BYTES;
+        log.write_line("stderr", "after rotation");
+        assert!(dir.join("worker-1.log.1").exists());
+        let text = std::fs::read_to_string(dir.join("worker-1.log")).unwrap();
+        assert!(text.contains("[stderr] after rotation") && !text.contains("hello"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

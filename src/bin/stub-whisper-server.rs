@@ -12,6 +12,7 @@
 //!   --delay-ms N         each inference takes N ms
 //!   --crash-after N      the process exits (code 3) on receiving its N-th inference
 //!   --hang               inferences never finish while `/health` stays fine
+//!   --unhealthy-after-ms N  `/health` answers 500 from N ms after start on
 //!   --exit-immediately   exit with code 1 at start (a crash loop)
 //!   --fail-if-exists P   exit with code 1 at start while file P exists
 
@@ -36,6 +37,7 @@ struct Options {
     delay: Duration,
     crash_after: Option<u64>,
     hang: bool,
+    unhealthy_after: Option<Duration>,
 }
 
 fn main() {
@@ -104,6 +106,9 @@ fn parse_args(args: Vec<String>) -> Result<Options, String> {
             "--delay-ms" => options.delay = Duration::from_millis(number(value()?)?),
             "--crash-after" => options.crash_after = Some(number(value()?)?),
             "--hang" => options.hang = true,
+            "--unhealthy-after-ms" => {
+                options.unhealthy_after = Some(Duration::from_millis(number(value()?)?))
+            }
             "--exit-immediately" => {
                 eprintln!("stub-whisper-server: exiting at once as asked");
                 std::process::exit(1);
@@ -148,12 +153,20 @@ impl Stub {
     }
 
     fn health(&self) -> Reply {
-        if self.started.elapsed() < self.options.load {
+        let age = self.started.elapsed();
+        if age < self.options.load {
             return (
                 503,
                 "application/json",
                 br#"{"status":"loading model"}"#.to_vec(),
             );
+        }
+        if self
+            .options
+            .unhealthy_after
+            .is_some_and(|after| age >= after)
+        {
+            return (500, "text/plain", b"Internal Server Error".to_vec());
         }
         (200, "application/json", br#"{"status":"ok"}"#.to_vec())
     }

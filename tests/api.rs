@@ -1,0 +1,354 @@
+//! The HTTP API of SPEC section 6 (seed 1), black box through the binary and stub workers.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::*;
+
+#[test]
+fn port_opens_at_once_and_health_turns_healthy_when_workers_are_ready() {
+    // Workers that take 1.5 s to "load their model".
+    let manager = Setup::new().stub(&["--load-ms", "1500"]).start();
+    let first = manager.get("/health");
+    assert_eq!(first.status, 503, "{}", first.text());
+    assert_eq!(first.json()["status"], "unhealthy");
+    manager.wait_healthy(2);
+    let health = manager.get("/health");
+    assert_eq!(health.status, 200);
+    let body = health.json();
+    assert_eq!(body["success"], true);
+    assert_eq!(body["status"], "healthy");
+    assert_eq!(body["service"], "inference-server-manager");
+    assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert!(body["uptime"].is_u64());
+    assert_eq!(
+        body["pool"],
+        json!({"healthyWorkers": 2, "totalWorkers": 2})
+    );
+    let capacity = &body["capacity"];
+    assert_eq!(capacity["available"], true);
+    assert_eq!(capacity["queueDepth"], 0);
+    assert_eq!(capacity["currentLoad"], 0);
+    assert!(capacity["maxConcurrent"].is_u64());
+    assert_eq!(capacity["availableModels"], json!(["default"]));
+}
+
+#[test]
+fn health_is_degraded_when_fewer_than_half_are_healthy() {
+    // One healthy worker of a pool of three is fewer than half.
+    let manager = Setup::new().set("workers", "poolSize", json!(3)).start();
+    manager.wait_healthy(3);
+    let pids = manager.worker_pids();
+    // Freeze two workers: the process stays but no longer answers its health checks, so it
+    // turns unhealthy (and is replaced a moment later).
+    for pid in &pids[..2] {
+        signal(*pid, "STOP");
+    }
+    let degraded = wait_for(SOON, || {
+        let reply = manager.get("/health");
+        (reply.json()["status"] == "degraded").then_some(reply)
+    })
+    .expect("health never said degraded");
+    assert_eq!(degraded.status, 200);
+    assert_eq!(degraded.json()["pool"]["healthyWorkers"], 1);
+}
+
+#[test]
+fn transcription_with_timestamps_has_segments_duration_and_confidence() {
+    let manager = Setup::new().start();
+    manager.wait_healthy(2);
+    let audio = wav(16_000, 7);
+    let reply = manager.post_json(
+        "/api/v1/transcriptions",
+        &json!({ "content": b64(&audio), "language": "en", "metadata": { "job": "42" } }),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let body = reply.json();
+    assert_eq!(body["success"], true);
+    assert_eq!(body["message"], "Transcription completed successfully");
+    let result = &body["result"];
+    assert_eq!(result["text"], stub_text(&audio));
+    assert_eq!(result["language"], "en");
+    assert_eq!(result["duration"], 1.0);
+    assert_eq!(result["provider"], "whisper-server");
+    let confidence = result["confidence"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&confidence));
+    let segment = &result["segments"][0];
+    assert_eq!(
+        (segment["start"].as_f64(), segment["end"].as_f64()),
+        (Some(0.0), Some(1.0))
+    );
+    assert_eq!(segment["text"], stub_text(&audio));
+    assert!(segment["confidence"].is_f64());
+    assert_eq!(segment["speaker"], Value::Null);
+    let metadata = &result["metadata"];
+    assert_eq!(metadata["job"], "42");
+    let worker_id = metadata["worker_id"].as_str().unwrap();
+    assert!(worker_id.starts_with("worker-"), "{worker_id}");
+    let port = worker_id.split('-').nth(1).unwrap();
+    assert_eq!(metadata["worker_url"], format!("http://127.0.0.1:{port}"));
+}
+
+#[test]
+fn transcription_without_timestamps_asks_for_plain_json() {
+    let manager = Setup::new().start();
+    manager.wait_healthy(2);
+    let audio = wav(8_000, 3);
+    // The Audetic desktop app's request shape.
+    let reply = manager.post_json(
+        "/api/v1/transcriptions",
+        &json!({ "content": format!("data:audio/wav;base64,{}", b64(&audio)), "language": "en", "timestamps": false }),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let result = &reply.json()["result"];
+    assert_eq!(result["text"], stub_text(&audio));
+    assert_eq!(result["segments"], json!([]));
+    assert_eq!(result["confidence"], Value::Null);
+    assert_eq!(result["duration"], 0.5, "from the WAV header");
+    // The worker was asked for `json`, not `verbose_json`.
+    let logs = std::fs::read_dir(manager.data_dir().join("logs/workers")).unwrap();
+    let text: String = logs
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(text.contains("format json"), "{text}");
+}
+
+#[test]
+fn providers_and_status_have_the_seed_shapes() {
+    let manager = Setup::new()
+        .set("server", "maxBodyBytes", json!(5_000_000))
+        .start();
+    manager.wait_healthy(2);
+    let providers = manager.get("/api/v1/providers").json();
+    assert_eq!(providers["success"], true);
+    let provider = &providers["providers"][0];
+    assert_eq!(provider["id"], "whisper-server");
+    assert_eq!(provider["name"], "Whisper Server");
+    assert_eq!(provider["available"], true);
+    assert_eq!(provider["costPerMinute"], 0);
+    assert_eq!(provider["speed"], Value::Null);
+    let caps = &provider["capabilities"];
+    assert_eq!(
+        caps["supportedFormats"],
+        json!(["wav", "mp3", "flac", "ogg"])
+    );
+    assert_eq!(caps["maxFileSize"], 5_000_000);
+    assert_eq!(caps["wordTimestamps"], true);
+    assert!(caps["languages"].as_array().unwrap().contains(&json!("en")));
+
+    let status = manager.status();
+    assert_eq!(
+        (
+            status["healthyWorkers"].as_u64(),
+            status["totalWorkers"].as_u64()
+        ),
+        (Some(2), Some(2))
+    );
+    for worker in status["workers"].as_array().unwrap() {
+        for key in [
+            "id",
+            "port",
+            "pid",
+            "model",
+            "state",
+            "acceptingRequests",
+            "inFlight",
+            "requestCount",
+            "consecutiveFailures",
+            "restarts",
+            "uptime",
+        ] {
+            assert!(worker.get(key).is_some(), "{key} missing in {worker}");
+        }
+        let id = worker["id"].as_str().unwrap();
+        assert!(
+            id.starts_with(&format!("worker-{}-", worker["port"])),
+            "{id}"
+        );
+        assert_eq!(worker["state"], "healthy");
+        assert_eq!(worker["acceptingRequests"], true);
+    }
+}
+
+#[test]
+fn index_and_openapi_describe_the_service() {
+    let manager = Setup::new().start();
+    let index = manager.get("/").json();
+    assert_eq!(index["service"], "inference-server-manager");
+    assert_eq!(index["docs"], "/openapi");
+    let spec = manager.get("/openapi/json").json();
+    assert_eq!(spec["openapi"], "3.1.0");
+    for path in [
+        "/",
+        "/health",
+        "/api/v1/transcriptions",
+        "/api/v1/providers",
+        "/api/v1/status",
+        "/openapi",
+        "/openapi/json",
+    ] {
+        assert!(spec["paths"].get(path).is_some(), "{path} undocumented");
+    }
+    let page = manager.get("/openapi");
+    assert_eq!(page.status, 200);
+    assert!(page
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    let html = page.text();
+    assert!(
+        html.contains("/api/v1/transcriptions")
+            && !html.contains("<script")
+            && !html.contains("http://cdn")
+    );
+}
+
+#[test]
+fn every_response_carries_cors_and_a_request_id() {
+    let manager = Setup::new()
+        .set("server", "corsOrigin", json!("https://app.example"))
+        .start();
+    for reply in [
+        manager.get("/health"),
+        manager.get("/nope"),
+        request(
+            "POST",
+            &manager.url("/api/v1/transcriptions"),
+            &[],
+            Some(b"{".to_vec()),
+        ),
+        request("OPTIONS", &manager.url("/api/v1/transcriptions"), &[], None),
+    ] {
+        assert_eq!(
+            reply.header("access-control-allow-origin"),
+            Some("https://app.example")
+        );
+        assert_eq!(
+            reply.header("access-control-allow-methods"),
+            Some("GET, POST, PUT, DELETE, OPTIONS")
+        );
+        assert_eq!(
+            reply.header("access-control-allow-headers"),
+            Some("Content-Type, Authorization")
+        );
+        assert!(reply
+            .header("x-request-id")
+            .is_some_and(|id| !id.is_empty()));
+    }
+    let preflight = request("OPTIONS", &manager.url("/anything/at/all"), &[], None);
+    assert_eq!(preflight.status, 204);
+    let echoed = request(
+        "GET",
+        &manager.url("/health"),
+        &[("X-Request-Id", "trace-abc-123")],
+        None,
+    );
+    assert_eq!(echoed.header("x-request-id"), Some("trace-abc-123"));
+    let hostile = request(
+        "GET",
+        &manager.url("/health"),
+        &[("X-Request-Id", &"x".repeat(500))],
+        None,
+    );
+    assert_ne!(
+        hostile.header("x-request-id"),
+        Some("x".repeat(500).as_str()),
+        "overlong ids are replaced"
+    );
+}
+
+#[test]
+fn api_keys_guard_everything_but_the_public_routes() {
+    let manager = Setup::new()
+        .env("INFERENCE_SERVER_API_KEYS", "k-one,k-two")
+        .start();
+    manager.wait_healthy_with_key(2, "k-one");
+    for path in ["/health", "/", "/openapi", "/openapi/json"] {
+        assert_eq!(manager.get(path).status, 200, "{path} must be public");
+    }
+    for path in ["/api/v1/status", "/api/v1/providers"] {
+        let reply = manager.get(path);
+        assert_eq!(reply.status, 401, "{path}");
+        assert_eq!(reply.error_code(), "UNAUTHORIZED");
+        let wrong = request(
+            "GET",
+            &manager.url(path),
+            &[("Authorization", "Bearer k-on")],
+            None,
+        );
+        assert_eq!(wrong.status, 401);
+        let right = request(
+            "GET",
+            &manager.url(path),
+            &[("Authorization", "Bearer k-two")],
+            None,
+        );
+        assert_eq!(right.status, 200, "{path}");
+    }
+    let post = manager.post_json(
+        "/api/v1/transcriptions",
+        &json!({"content": b64(&wav(100, 1))}),
+    );
+    assert_eq!(post.status, 401);
+    assert_eq!(
+        request("OPTIONS", &manager.url("/api/v1/status"), &[], None).status,
+        204
+    );
+    assert!(
+        !manager.log_text().contains("k-two"),
+        "keys are never logged"
+    );
+}
+
+#[test]
+fn unknown_routes_and_methods_get_json_errors() {
+    let manager = Setup::new().start();
+    let missing = manager.get("/api/v2/whatever");
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.error_code(), "NOT_FOUND");
+    let wrong_method = manager.post_json("/health", &json!({}));
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(wrong_method.error_code(), "METHOD_NOT_ALLOWED");
+    assert_eq!(wrong_method.header("allow"), Some("GET, OPTIONS"));
+    assert_eq!(
+        manager.get("/health/").status / 100,
+        manager.get("/health").status / 100,
+        "trailing slash is the same route"
+    );
+}
+
+#[test]
+fn model_ids_are_checked_against_the_settings() {
+    let manager = Setup::new()
+        .set("models", "base", json!({ "path": "/models/base.bin" }))
+        .start();
+    manager.wait_healthy(2);
+    let ask = |model: &str| {
+        manager.post_json(
+            "/api/v1/transcriptions",
+            &json!({ "content": b64(&wav(100, 1)), "model": model }),
+        )
+    };
+    assert_eq!(ask("default").status, 200);
+    let cold = ask("base");
+    assert_eq!(
+        (cold.status, cold.error_code().as_str()),
+        (409, "MODEL_NOT_LOADED")
+    );
+    for hostile in [
+        "../../etc/passwd",
+        "/etc/shadow",
+        "base\0",
+        &"x".repeat(10_000),
+        "模型",
+        "base; rm -rf /",
+    ] {
+        let reply = ask(hostile);
+        assert_eq!(
+            (reply.status, reply.error_code().as_str()),
+            (404, "MODEL_NOT_FOUND"),
+            "{hostile:.40}"
+        );
+    }
+    assert_eq!(ask("default").status, 200, "still serving");
+}

@@ -1,0 +1,229 @@
+//! Bad input on purpose: every kind gets a clear 4xx JSON error and the service keeps serving.
+
+mod support;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::*;
+
+fn post_raw(manager: &Manager, body: &[u8]) -> Reply {
+    request(
+        "POST",
+        &manager.url("/api/v1/transcriptions"),
+        &[("Content-Type", "application/json")],
+        Some(body.to_vec()),
+    )
+}
+
+/// The service still transcribes after whatever the test did.
+fn assert_still_serving(manager: &Manager) {
+    let audio = wav(300, 11);
+    let reply = manager.transcribe(&audio);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["result"]["text"], stub_text(&audio));
+}
+
+#[test]
+fn malformed_bodies_get_400_invalid_request() {
+    let manager = Setup::new().start();
+    manager.wait_healthy(2);
+    let not_audio = b64(b"this is plain text, not a RIFF file at all");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("malformed JSON", b"{\"content\": ".to_vec()),
+        ("not JSON at all", b"\x00\xff\xfe garbage".to_vec()),
+        ("JSON array", b"[1,2,3]".to_vec()),
+        ("missing content", br#"{"language":"en"}"#.to_vec()),
+        ("content not a string", br#"{"content": 12}"#.to_vec()),
+        ("empty content", br#"{"content": ""}"#.to_vec()),
+        ("bad base64", br#"{"content": "@@@not base64@@@"}"#.to_vec()),
+        (
+            "not audio",
+            json!({ "content": not_audio }).to_string().into_bytes(),
+        ),
+        (
+            "metadata not strings",
+            json!({ "content": b64(&wav(10, 1)), "metadata": { "n": 1 } })
+                .to_string()
+                .into_bytes(),
+        ),
+        (
+            "timestamps not bool",
+            json!({ "content": b64(&wav(10, 1)), "timestamps": "yes" })
+                .to_string()
+                .into_bytes(),
+        ),
+        ("empty body", Vec::new()),
+    ];
+    for (what, body) in cases {
+        let reply = post_raw(&manager, &body);
+        assert_eq!(reply.status, 400, "{what}: {}", reply.text());
+        assert_eq!(reply.error_code(), "INVALID_REQUEST", "{what}");
+    }
+    assert_still_serving(&manager);
+}
+
+#[test]
+fn an_oversized_body_is_refused_before_it_is_read() {
+    let manager = Setup::new()
+        .set("server", "maxBodyBytes", json!(100_000))
+        .start();
+    manager.wait_healthy(2);
+    // Only the head is sent: the answer must come without the body.
+    let head = b"POST /api/v1/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000000\r\n\r\n";
+    let answer = raw_exchange(manager.port, head, Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("PAYLOAD_TOO_LARGE"), "{answer}");
+    // A client that expects 100-continue is told 413 instead of "continue".
+    let expect = b"POST /api/v1/transcriptions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5000000\r\n\r\n";
+    let answer = raw_exchange(manager.port, expect, Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // A body just over the limit, sent in full, gets the same answer.
+    let reply = post_raw(&manager, &vec![b' '; 100_001]);
+    assert_eq!(
+        (reply.status, reply.error_code().as_str()),
+        (413, "PAYLOAD_TOO_LARGE")
+    );
+    assert_still_serving(&manager);
+}
+
+#[test]
+fn an_absurd_content_length_does_not_take_the_service_down() {
+    // tiny_http 0.12 would allocate the declared length to drain it and abort the process.
+    let manager = Setup::new().start();
+    manager.wait_healthy(2);
+    for length in [
+        "1000000000000",
+        "18446744073709551615",
+        "99999999999999999999999",
+    ] {
+        let head = format!(
+            "POST /api/v1/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n"
+        );
+        let answer = raw_exchange(manager.port, head.as_bytes(), Duration::from_secs(5));
+        assert!(answer.starts_with("HTTP/1.1 4"), "{length}: {answer}");
+    }
+    assert_still_serving(&manager);
+}
+
+#[test]
+fn a_chunked_body_is_bounded_while_it_is_read() {
+    let manager = Setup::new()
+        .set("server", "maxBodyBytes", json!(50_000))
+        .start();
+    manager.wait_healthy(2);
+    let mut stream = TcpStream::connect(("127.0.0.1", manager.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"POST /api/v1/transcriptions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    let chunk = format!("{:x}\r\n{}\r\n", 10_000, "a".repeat(10_000));
+    let mut answer = String::new();
+    for _ in 0..20 {
+        if stream.write_all(chunk.as_bytes()).is_err() {
+            break;
+        }
+    }
+    let _ = std::io::Read::read_to_string(&mut stream, &mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert_still_serving(&manager);
+}
+
+#[test]
+fn a_trickling_upload_times_out_with_408() {
+    let manager = Setup::new()
+        .set("server", "requestTimeoutMs", json!(1000))
+        .start();
+    manager.wait_healthy(2);
+    let mut stream = TcpStream::connect(("127.0.0.1", manager.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    stream
+        .write_all(
+            b"POST /api/v1/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
+        )
+        .unwrap();
+    // One byte every 100 ms: forever, for a server without a deadline.
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    while started.elapsed() < Duration::from_secs(15) {
+        if stream.write_all(b"x").is_err() {
+            break;
+        }
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = std::io::Read::read(&mut stream, &mut buf) {
+            answer.extend_from_slice(&buf[..n]);
+            if n == 0 || answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_still_serving(&manager);
+}
+
+#[test]
+fn stalled_uploads_never_starve_health_and_status() {
+    // 8 request threads: at most 6 may read bodies, so 2 always remain for small requests.
+    let manager = Setup::new()
+        .set("server", "threads", json!(8))
+        .set("server", "requestTimeoutMs", json!(60_000))
+        .start();
+    manager.wait_healthy(2);
+    // 12 clients announce a body and send none of it.
+    let stalled: Vec<TcpStream> = (0..12)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", manager.port)).unwrap();
+            s.write_all(
+                b"POST /api/v1/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: 50000\r\n\r\n",
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..5 {
+        assert_eq!(manager.get("/health").status, 200);
+        assert_eq!(manager.get("/api/v1/status").status, 200);
+    }
+    // Uploads beyond the share were refused at once with a 503, not left hanging.
+    let refused = stalled
+        .into_iter()
+        .filter_map(|mut s| {
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            let mut buf = [0u8; 64];
+            std::io::Read::read(&mut s, &mut buf)
+                .ok()
+                .filter(|n| *n > 0)
+                .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+        })
+        .filter(|head| head.starts_with("HTTP/1.1 503"))
+        .count();
+    assert_eq!(refused, 12 - 6, "all uploads past the share of 6 get 503");
+}
+
+#[test]
+fn junk_http_and_headers_do_not_hurt() {
+    let manager = Setup::new().start();
+    manager.wait_healthy(2);
+    for junk in [
+        &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..],
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"NONSENSE\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nBad Header Without Colon\r\n\r\n",
+        b"POST /api/v1/transcriptions HTTP/1.1\r\nContent-Length: nope\r\n\r\n",
+    ] {
+        let _ = raw_exchange(manager.port, junk, Duration::from_secs(2));
+    }
+    let traversal = manager.get("/../../etc/passwd");
+    assert_eq!(traversal.status, 404);
+    assert_still_serving(&manager);
+}

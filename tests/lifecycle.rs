@@ -1,0 +1,314 @@
+//! The command line, settings and lifecycle (SPEC sections 2, 3 and 7): exit codes, settings
+//! precedence and errors, worker logs, graceful shutdown, orphan reaping.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+/// Runs the binary to completion in `dir`'s XDG dirs: (exit code, stdout, stderr).
+fn run(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let output = command(&dir.0, &env)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn settings_file(dir: &TempDir) -> std::path::PathBuf {
+    dir.0.join("config/transcription_manager/settings.json5")
+}
+
+#[test]
+fn help_version_and_bad_usage() {
+    let dir = TempDir::new("cli");
+    let (code, out, _) = run(&dir, &["--help"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("config path|show|init|edit") && out.contains("check"));
+    let (code, out, _) = run(&dir, &["--version"], &[]);
+    assert_eq!(
+        (code, out.trim()),
+        (
+            0,
+            format!("inference-server-manager {}", env!("CARGO_PKG_VERSION")).as_str()
+        )
+    );
+    let (code, _, err) = run(&dir, &["--frobnicate"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown option"), "{err}");
+    let (code, _, _) = run(&dir, &["--port", "http"], &[]);
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn config_path_init_and_show_with_precedence() {
+    let dir = TempDir::new("config");
+    let (_, path, _) = run(&dir, &["config", "path"], &[]);
+    assert_eq!(path.trim(), settings_file(&dir).to_str().unwrap());
+    let (code, _, _) = run(&dir, &["config", "init"], &[]);
+    assert_eq!(code, 0);
+    let written = std::fs::read_to_string(settings_file(&dir)).unwrap();
+    assert!(written.starts_with("//") && written.contains("\"poolSize\": 3"));
+    // file < env < flag
+    std::fs::write(
+        settings_file(&dir),
+        "{ server: { port: 1111, host: '127.0.0.1' }, workers: { poolSize: 2 } }",
+    )
+    .unwrap();
+    let show = |env: &[(&str, &str)], args: &[&str]| -> Value {
+        let mut all = vec!["config", "show"];
+        all.extend(args);
+        let (code, out, err) = run(&dir, &all, env);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    assert_eq!(show(&[], &[])["server"]["port"], 1111);
+    assert_eq!(show(&[], &[])["workers"]["poolSize"], 2);
+    assert_eq!(
+        show(&[], &[])["workers"]["rotateThreshold"],
+        25,
+        "defaults fill the rest"
+    );
+    assert_eq!(
+        show(&[("TRANSCRIPTION_MANAGER_PORT", "2222")], &[])["server"]["port"],
+        2222
+    );
+    assert_eq!(
+        show(
+            &[
+                ("INFERENCE_SERVER_PORT", "3333"),
+                ("TRANSCRIPTION_MANAGER_PORT", "2222")
+            ],
+            &[]
+        )["server"]["port"],
+        3333
+    );
+    assert_eq!(
+        show(&[("INFERENCE_SERVER_PORT", "3333")], &["--port", "4444"])["server"]["port"],
+        4444
+    );
+    let shown = show(
+        &[
+            ("INFERENCE_SERVER_API_KEYS", "secret1,secret2"),
+            ("WHISPER_SERVER_ARGS", "-t 2 --x"),
+        ],
+        &[],
+    );
+    assert_eq!(shown["server"]["apiKeys"], json!(["***", "***"]));
+    assert_eq!(shown["whisperServer"]["args"], json!(["-t", "2", "--x"]));
+}
+
+#[test]
+fn a_bad_settings_file_exits_2_naming_file_line_and_key() {
+    let dir = TempDir::new("badsettings");
+    std::fs::create_dir_all(settings_file(&dir).parent().unwrap()).unwrap();
+    std::fs::write(
+        settings_file(&dir),
+        "{\n  workers: {\n    poolSize: 'three',\n  },\n}\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(
+        &dir,
+        &["serve", "--port", "0"],
+        &[("WHISPER_SERVER_CMD", STUB)],
+    );
+    assert_eq!(code, 2);
+    let expected = format!(
+        "{}:3: workers.poolSize: expected a whole number",
+        settings_file(&dir).display()
+    );
+    assert!(err.contains(&expected), "{err}");
+    std::fs::write(settings_file(&dir), "{ workers: { poolSize: 2 ").unwrap();
+    let (code, _, err) = run(&dir, &["check"], &[("WHISPER_SERVER_CMD", STUB)]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("settings.json5:1:") && err.contains("JSON5"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_keys_are_warned_about_and_ignored() {
+    let dir = TempDir::new("unknown");
+    std::fs::create_dir_all(settings_file(&dir).parent().unwrap()).unwrap();
+    std::fs::write(
+        settings_file(&dir),
+        "{ workers: { poolSize: 1, colour: 'red' } }",
+    )
+    .unwrap();
+    let (code, out, err) = run(&dir, &["check"], &[("WHISPER_SERVER_CMD", STUB)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("unknown key `workers.colour` is ignored"),
+        "{err}"
+    );
+    assert!(out.contains("1 worker(s)"), "{out}");
+}
+
+#[test]
+fn no_worker_command_exits_2_and_says_how_to_set_one() {
+    let dir = TempDir::new("nocmd");
+    let (code, _, err) = run(&dir, &["serve", "--port", "0"], &[]);
+    assert_eq!(code, 2);
+    for needle in [
+        "whisperServer.cmd",
+        "WHISPER_SERVER_CMD",
+        "scripts/setup-whisper.sh",
+    ] {
+        assert!(err.contains(needle), "{needle} missing from: {err}");
+    }
+    assert!(
+        settings_file(&dir).exists(),
+        "serve wrote the defaults on first run"
+    );
+    let (code, _, err) = run(
+        &dir,
+        &["check"],
+        &[("WHISPER_SERVER_CMD", "/nonexistent/whisper-server")],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/whisper-server"), "{err}");
+}
+
+#[test]
+fn worker_output_goes_to_timestamped_log_files_not_the_console() {
+    let manager = Setup::new().start();
+    let status = manager.wait_healthy(2);
+    assert_eq!(manager.transcribe(&wav(100, 1)).status, 200);
+    for worker in status["workers"].as_array().unwrap() {
+        let path = manager
+            .data_dir()
+            .join(format!("logs/workers/worker-{}.log", worker["port"]));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line = text.lines().next().unwrap();
+        assert!(
+            line.starts_with("[20") && line.contains("Z] [stdout] stub-whisper-server listening"),
+            "{line}"
+        );
+    }
+    assert!(
+        !manager.log_text().contains("stub-whisper-server listening"),
+        "worker output leaked to the console"
+    );
+}
+
+#[test]
+fn graceful_shutdown_finishes_requests_and_leaves_no_process_behind() {
+    let mut manager = Setup::new().stub(&["--delay-ms", "1000"]).start();
+    manager.wait_healthy(2);
+    let pids = manager.worker_pids();
+    let url = manager.url("/api/v1/transcriptions");
+    let audio = wav(100, 5);
+    let in_flight = std::thread::spawn(move || {
+        request(
+            "POST",
+            &url,
+            &[],
+            Some(
+                json!({ "content": b64(&audio), "timestamps": false })
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+    });
+    wait_for(SOON, || {
+        (manager.status()["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["inFlight"] == 1))
+        .then_some(())
+    });
+    let exit = manager.terminate();
+    assert!(exit.success(), "{exit:?}");
+    let reply = in_flight.join().unwrap();
+    assert_eq!(
+        reply.status,
+        200,
+        "the in-flight request finished: {}",
+        reply.text()
+    );
+    for pid in pids {
+        assert!(!alive(pid), "worker {pid} outlived the manager");
+    }
+    let records = std::fs::read_dir(manager.data_dir().join("pids"))
+        .unwrap()
+        .count();
+    assert_eq!(records, 0, "pid records removed");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", manager.port)).is_err(),
+        "port closed"
+    );
+}
+
+#[test]
+fn orphans_of_a_killed_manager_are_reaped_on_the_next_start() {
+    let setup = Setup::new();
+    let settings = setup.settings.clone();
+    let mut manager = setup.start();
+    let old_pids = manager.wait_healthy(2)["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["pid"].as_u64().unwrap() as u32)
+        .collect::<Vec<_>>();
+    // SIGKILL: no chance to stop the workers, which live on in their own process groups.
+    manager.child.kill().unwrap();
+    manager.child.wait().unwrap();
+    for pid in &old_pids {
+        assert!(
+            alive(*pid),
+            "worker {pid} should outlive a SIGKILLed manager"
+        );
+    }
+    // Hand the XDG dirs to the next manager; this one must not clean up the orphans itself.
+    let dir = std::mem::replace(&mut manager.dir, TempDir::new("placeholder"));
+    manager.seen_pids.lock().unwrap().clear();
+    drop(manager);
+    let next = Manager::start(
+        Setup {
+            settings,
+            ..Setup::new()
+        },
+        dir,
+    );
+    assert!(
+        next.log_text().contains("reaped 2 worker(s)"),
+        "{}",
+        next.log_text()
+    );
+    for pid in &old_pids {
+        assert!(!alive(*pid), "orphan {pid} survived the next start");
+    }
+    next.wait_healthy(2);
+}
+
+#[test]
+fn a_slot_recovers_when_its_command_starts_working() {
+    let blocker = TempDir::new("blocker");
+    let flag = blocker.0.join("fail");
+    std::fs::write(&flag, "").unwrap();
+    let manager = Setup::new()
+        .set("workers", "poolSize", json!(1))
+        .stub(&["--fail-if-exists", flag.to_str().unwrap()])
+        .start();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(manager.get("/health").status, 503);
+    std::fs::remove_file(&flag).unwrap();
+    let status = manager.wait_healthy(1);
+    assert!(status["workers"][0]["restarts"].as_u64().unwrap() >= 1);
+    assert_eq!(manager.get("/health").status, 200);
+}

@@ -15,7 +15,7 @@ fn run(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> (i32, String, Stri
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let output = command(&dir.0, &env)
+    let output = command(&dir.0, &env, &[])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -311,4 +311,42 @@ fn a_slot_recovers_when_its_command_starts_working() {
     let status = manager.wait_healthy(1);
     assert!(status["workers"][0]["restarts"].as_u64().unwrap() >= 1);
     assert_eq!(manager.get("/health").status, 200);
+}
+
+#[test]
+fn the_listener_comes_back_after_file_descriptors_run_out() {
+    // With at most 64 open files, enough idle connections exhaust the fd table, which ends
+    // tiny_http's accept thread for good (an accept error, or a panic cloning the socket).
+    let mut setup = Setup::new().set("workers", "poolSize", json!(1));
+    setup.launcher = vec!["prlimit".into(), "--nofile=64:64".into(), "--".into()];
+    let manager = setup.start();
+    manager.wait_healthy(1);
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        match std::net::TcpStream::connect(("127.0.0.1", manager.port)) {
+            Ok(stream) => held.push(stream),
+            Err(_) => break,
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let log_says = |needle: &str| {
+        wait_for(SOON, || manager.log_text().contains(needle).then_some(())).is_some()
+    };
+    assert!(
+        log_says("binding a new"),
+        "the dead listener was noticed:\n{}",
+        manager.log_text()
+    );
+    drop(held);
+    assert!(log_says("listening again on"), "{}", manager.log_text());
+    let healthy = wait_for(SOON, || {
+        let reply = std::panic::catch_unwind(|| manager.get("/health")).ok()?;
+        (reply.status == 200).then_some(())
+    });
+    assert!(
+        healthy.is_some(),
+        "the service never came back:\n{}",
+        manager.log_text()
+    );
+    assert_eq!(manager.transcribe(&wav(100, 1)).status, 200);
 }

@@ -7,7 +7,7 @@
 //! good on its first accept error, e.g. EMFILE; the acceptor sees that as an error from `recv`
 //! and binds a fresh server on the same address).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -32,9 +32,18 @@ const DRAIN_LIMIT: u64 = 256 * 1024 * 1024;
 /// thread drains it itself, which bounds the threads a flood can create.
 const MAX_DRAINERS: usize = 64;
 
-/// Pause between attempts to bind a replacement server after the acceptor died (a full fd
-/// table takes a moment to clear).
+/// First pause between attempts to bind a replacement server after the acceptor died; it
+/// doubles up to `MAX_REBIND_PAUSE` so a long fd shortage does not flood the log.
 const REBIND_PAUSE: Duration = Duration::from_millis(200);
+const MAX_REBIND_PAUSE: Duration = Duration::from_secs(5);
+
+/// A listener that lived this long was a recovery, and the next death starts the pause over.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// How often the acceptor checks that its listener still exists. One loopback connect per
+/// second is nothing, and a dead listener costs at most this much downtime before rebinding.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The running HTTP front end.
 pub struct HttpServer {
@@ -139,50 +148,126 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The acceptor loop: forwards requests, rebinds when tiny_http's accept thread dies, and at
 /// shutdown forwards what was already accepted before letting the server (and port) go.
+///
+/// The accept thread dies in two ways: an accept error (delivered once through `recv`), or a
+/// panic on `try_clone().unwrap()` when the fd table fills between accepting a socket and
+/// cloning it, which delivers nothing. The second is only visible as a closed port, so the
+/// acceptor also probes its own port every `PROBE_INTERVAL`.
 fn accept(
     current: &Mutex<Arc<tiny_http::Server>>,
     stopping: &AtomicBool,
     addr: SocketAddr,
     tx: &SyncSender<tiny_http::Request>,
 ) {
+    let mut last_probe = Instant::now();
+    let mut recovery = Recovery::new();
     loop {
         let server = Arc::clone(&lock(current));
-        match server.recv() {
-            Ok(request) => {
+        let received = server.recv_timeout(PROBE_INTERVAL);
+        if stopping.load(Ordering::SeqCst) {
+            if let Ok(Some(request)) = received {
+                let _ = tx.send(request);
+            }
+            while let Ok(Some(request)) = server.try_recv() {
+                let _ = tx.send(request);
+            }
+            *lock(current) = Arc::new(unbound_placeholder());
+            return;
+        }
+        let died = match received {
+            Ok(Some(request)) => {
                 if tx.send(request).is_err() {
                     return;
                 }
+                false
             }
-            Err(_) if stopping.load(Ordering::SeqCst) => {
-                while let Ok(Some(request)) = server.try_recv() {
-                    let _ = tx.send(request);
-                }
-                *lock(current) = Arc::new(unbound_placeholder());
-                return;
-            }
+            Ok(None) => false,
             Err(e) => {
                 log::error!("the HTTP acceptor stopped ({e}); binding a new listener on {addr}");
-                drop(server);
-                *lock(current) = Arc::new(rebind(addr, stopping));
+                true
             }
+        };
+        let closed = !died && last_probe.elapsed() >= PROBE_INTERVAL && {
+            last_probe = Instant::now();
+            listener_is_gone(addr)
+        };
+        if closed {
+            log::error!(
+                "the HTTP listener on {addr} is gone (its accept thread died); binding a new one"
+            );
+        }
+        if died || closed {
+            drop(server);
+            *lock(current) = Arc::new(recovery.rebind(addr, stopping));
         }
     }
 }
 
-/// Binds a new server on `addr`, retrying until it works or shutdown starts.
-fn rebind(addr: SocketAddr, stopping: &AtomicBool) -> tiny_http::Server {
-    loop {
-        match tiny_http::Server::http(addr) {
-            Ok(server) => {
-                log::info!("listening again on http://{addr}");
-                return server;
-            }
-            Err(e) if !stopping.load(Ordering::SeqCst) => {
-                log::warn!("cannot bind {addr} yet: {e}");
-                std::thread::sleep(REBIND_PAUSE);
-            }
-            Err(_) => return unbound_placeholder(),
+/// Whether nothing listens on `addr` any more: a connection to it is refused. Any other
+/// outcome (accepted, or our own fd table full) counts as alive.
+fn listener_is_gone(addr: SocketAddr) -> bool {
+    let target = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()))
         }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    };
+    matches!(
+        TcpStream::connect_timeout(&target, PROBE_TIMEOUT),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// Rebinding after the acceptor died, with a pause that grows while it keeps dying (a full fd
+/// table kills a fresh listener at once) so a long shortage neither spins nor floods the log.
+struct Recovery {
+    pause: Duration,
+    last_rebind: Option<Instant>,
+}
+
+impl Recovery {
+    fn new() -> Recovery {
+        Recovery {
+            pause: REBIND_PAUSE,
+            last_rebind: None,
+        }
+    }
+
+    /// Binds a new server on `addr`, retrying until it works or shutdown starts.
+    fn rebind(&mut self, addr: SocketAddr, stopping: &AtomicBool) -> tiny_http::Server {
+        if self
+            .last_rebind
+            .is_some_and(|at| at.elapsed() < STABLE_AFTER)
+        {
+            self.wait();
+        } else {
+            self.pause = REBIND_PAUSE;
+        }
+        loop {
+            match tiny_http::Server::http(addr) {
+                Ok(server) => {
+                    log::info!("listening again on http://{addr}");
+                    self.last_rebind = Some(Instant::now());
+                    return server;
+                }
+                Err(e) if !stopping.load(Ordering::SeqCst) => {
+                    log::warn!(
+                        "cannot bind {addr} yet ({e}); retrying in {} ms",
+                        self.pause.as_millis()
+                    );
+                    self.wait();
+                }
+                Err(_) => return unbound_placeholder(),
+            }
+        }
+    }
+
+    fn wait(&mut self) {
+        std::thread::sleep(self.pause);
+        self.pause = (self.pause * 2).min(MAX_REBIND_PAUSE);
     }
 }
 

@@ -47,6 +47,8 @@ pub struct Setup {
     pub env: Vec<(String, String)>,
     pub stub_args: Vec<String>,
     pub args: Vec<String>,
+    /// A program the manager is started through, e.g. `prlimit --nofile=64 --`.
+    pub launcher: Vec<String>,
 }
 
 impl Setup {
@@ -65,6 +67,7 @@ impl Setup {
             env: Vec::new(),
             stub_args: Vec::new(),
             args: Vec::new(),
+            launcher: Vec::new(),
         }
     }
 
@@ -133,16 +136,14 @@ impl Manager {
         env.extend(setup.env);
         let mut args = vec!["serve".to_string(), "--port".into(), "0".into()];
         args.extend(setup.args);
-        Manager::spawn(dir, &args, env)
+        let mut command = command(&dir.0, &env, &setup.launcher);
+        command.args(args);
+        Manager::spawn(dir, command, env)
     }
 
-    /// Starts the binary with `args` in `dir`'s XDG dirs and waits for its port.
-    pub fn spawn(dir: TempDir, args: &[String], env: Vec<(String, String)>) -> Manager {
-        let mut child = command(&dir.0, &env)
-            .args(args)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+    /// Starts `command` (the binary in `dir`'s XDG dirs) and waits for its port.
+    pub fn spawn(dir: TempDir, mut command: Command, env: Vec<(String, String)>) -> Manager {
+        let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
@@ -304,9 +305,17 @@ pub fn recorded_pids(data_dir: &Path) -> Vec<u32> {
         .collect()
 }
 
-/// The manager command with XDG dirs under `dir` and a clean environment for its settings.
-pub fn command(dir: &Path, env: &[(String, String)]) -> Command {
-    let mut command = Command::new(MANAGER);
+/// The manager command with XDG dirs under `dir` and a clean environment for its settings,
+/// started through `launcher` when one is given (it must exec the manager, keeping the pid).
+pub fn command(dir: &Path, env: &[(String, String)], launcher: &[String]) -> Command {
+    let mut command = match launcher.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(MANAGER);
+            command
+        }
+        None => Command::new(MANAGER),
+    };
     command
         .env("XDG_CONFIG_HOME", dir.join("config"))
         .env("XDG_DATA_HOME", dir.join("data"))

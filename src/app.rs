@@ -119,6 +119,8 @@ fn threads_in_args(args: &[String]) -> Option<usize> {
 pub fn serve(settings: Settings, paths: &Paths) -> Result<(), ServeError> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let plan = plan_workers(&settings, paths, cores).map_err(ServeError::Usage)?;
+    // Installed before any worker exists, so a signal can never leave one behind.
+    let signals = signal_channel().map_err(ServeError::Runtime)?;
     for warning in &plan.warnings {
         log::warn!("{warning}");
     }
@@ -159,7 +161,7 @@ pub fn serve(settings: Settings, paths: &Paths) -> Result<(), ServeError> {
     let monitor = monitor::start(pool, monitor_rx)
         .map_err(|e| ServeError::Runtime(format!("cannot start the monitor: {e}")))?;
 
-    wait_for_signal().map_err(ServeError::Runtime)?;
+    let _ = signals.recv();
     log::info!(
         "shutting down: no new connections; draining requests for up to {} ms",
         drain.as_millis()
@@ -175,14 +177,14 @@ pub fn serve(settings: Settings, paths: &Paths) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Blocks until SIGINT or SIGTERM.
-fn wait_for_signal() -> Result<(), String> {
+/// A channel that receives once per SIGINT or SIGTERM.
+fn signal_channel() -> Result<mpsc::Receiver<()>, String> {
     let (tx, rx) = mpsc::channel();
     ctrlc::set_handler(move || {
         let _ = tx.send(());
     })
     .map_err(|e| format!("cannot install the signal handler: {e}"))?;
-    rx.recv().map_err(|e| e.to_string())
+    Ok(rx)
 }
 
 fn warn_if_open_to_the_world(settings: &Settings) {

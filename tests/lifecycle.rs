@@ -340,8 +340,7 @@ fn the_listener_comes_back_after_file_descriptors_run_out() {
     drop(held);
     assert!(log_says("listening again on"), "{}", manager.log_text());
     let healthy = wait_for(SOON, || {
-        let reply = std::panic::catch_unwind(|| manager.get("/health")).ok()?;
-        (reply.status == 200).then_some(())
+        (try_request("GET", &manager.url("/health"))?.status == 200).then_some(())
     });
     assert!(
         healthy.is_some(),

@@ -91,16 +91,17 @@ fn transcript(
         .and_then(Value::as_array)
         .map(|segments| segments.iter().map(segment).collect())
         .unwrap_or_default();
-    let language = reply
-        .get("language")
-        .and_then(Value::as_str)
-        .or(requested_language.filter(|l| !l.eq_ignore_ascii_case("auto")));
+    // The caller's code ("en") over the worker's name for it ("english"); the worker's answer
+    // when the language was detected.
+    let language = requested_language
+        .filter(|l| !l.eq_ignore_ascii_case("auto"))
+        .or_else(|| reply.get("language").and_then(Value::as_str));
     let duration = reply
         .get("duration")
         .and_then(Value::as_f64)
         .or(wav_duration);
     json!({
-        "text": reply.get("text").and_then(Value::as_str).unwrap_or("").trim(),
+        "text": clean_text(reply.get("text").and_then(Value::as_str).unwrap_or("")),
         "language": language,
         "duration": duration,
         "confidence": confidence(&segments),
@@ -110,12 +111,18 @@ fn transcript(
     })
 }
 
+/// whisper-server joins segments with newlines and starts them with a space; clients want
+/// one line of text.
+fn clean_text(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 fn segment(raw: &Value) -> Value {
     let number = |key: &str| raw.get(key).and_then(Value::as_f64);
     json!({
         "start": number("start").unwrap_or(0.0),
         "end": number("end").unwrap_or(0.0),
-        "text": raw.get("text").and_then(Value::as_str).unwrap_or("").trim(),
+        "text": clean_text(raw.get("text").and_then(Value::as_str).unwrap_or("")),
         "confidence": number("avg_logprob").map(logprob_to_confidence),
         "speaker": null,
     })
@@ -155,9 +162,16 @@ mod tests {
                 {"id": 1, "text": " my fellow Americans", "start": 1.0, "end": 4.0, "avg_logprob": -0.3}
             ]
         });
-        let result = transcript(&reply, Some("en"), None, BTreeMap::new());
+        let result = transcript(&reply, None, None, BTreeMap::new());
         assert_eq!(result["text"], "And so my fellow Americans");
-        assert_eq!(result["language"], "english");
+        assert_eq!(
+            result["language"], "english",
+            "the worker's, when none was asked for"
+        );
+        assert_eq!(
+            transcript(&reply, Some("en"), None, BTreeMap::new())["language"],
+            "en"
+        );
         assert_eq!(result["duration"], 11.0);
         assert_eq!(result["segments"][1]["text"], "my fellow Americans");
         assert_eq!(result["segments"][0]["speaker"], Value::Null);

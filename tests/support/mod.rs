@@ -409,6 +409,12 @@ impl Reply {
     }
 }
 
+/// A bodiless request that may fail to connect (a server still starting, or gone).
+pub fn try_request(method: &str, url: &str) -> Option<Reply> {
+    std::net::TcpStream::connect(url.trim_start_matches("http://").split('/').next()?).ok()?;
+    Some(request(method, url, &[], None))
+}
+
 /// One HTTP/1.1 request on a fresh connection; any status is a `Reply`.
 pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> Reply {
     let agent = ureq::Agent::new_with_config(

@@ -86,8 +86,9 @@ pub fn plan_workers(
     let mut warnings = Vec::new();
     if pool_size * per_worker > cores {
         warnings.push(format!(
-            "{pool_size} workers x {per_worker} threads exceed the {cores} CPU cores: oversubscribed \
-             whisper-servers run several times slower, not a little slower; lower workers.poolSize or --threads"
+            "{pool_size} workers x {per_worker} threads exceed the {cores} CPU cores: the workers compete \
+             for the cores and every transcription slows down; set workers.poolSize x --threads to at \
+             most {cores}"
         ));
     }
     let model = if settings.default_model.is_empty() {

@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
@@ -41,8 +42,10 @@ fn real_whisper_dir() -> Option<PathBuf> {
             Some(dir)
         }
         None => {
-            eprintln!(
-                "SKIPPED: the real-whisper test needs ISM_REAL_WHISPER_DIR \
+            // Straight to the stream, past the test harness's capture, so a skip is never silent.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: the real-whisper tests need ISM_REAL_WHISPER_DIR \
                  (run scripts/setup-whisper.sh, then set it to ~/.local/share/transcription_manager/whisper)"
             );
             None

@@ -1,4 +1,4 @@
-//! `Incoming`: one request as the handlers see it — method, path, query, headers — and the
+//! `Incoming`: one request as the handlers see it — method, path, headers — and the
 //! bounded body read.
 //!
 //! Reading a body is where a slow or hostile client can hold a thread, so it happens only here:
@@ -65,7 +65,6 @@ pub struct Incoming<'a> {
     pub method: Method,
     /// The path without the query string.
     pub path: String,
-    pub query: String,
     request: &'a mut tiny_http::Request,
     permits: &'a BodyPermits,
     limits: BodyLimits,
@@ -79,14 +78,10 @@ impl<'a> Incoming<'a> {
         permits: &'a BodyPermits,
         limits: BodyLimits,
     ) -> Incoming<'a> {
-        let (path, query) = match request.url().split_once('?') {
-            Some((p, q)) => (p.to_string(), q.to_string()),
-            None => (request.url().to_string(), String::new()),
-        };
+        let path = request.url().split('?').next().unwrap_or_default().to_string();
         Incoming {
             method: request.method().clone(),
             path,
-            query,
             request,
             permits,
             limits,
@@ -98,14 +93,6 @@ impl<'a> Incoming<'a> {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         header_value(self.request, name)
-    }
-
-    /// `name` from the query string, percent-decoding not needed for the numbers we read.
-    pub fn query_param(&self, name: &str) -> Option<&str> {
-        self.query.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (k == name).then_some(v)
-        })
     }
 
     /// Reads the whole body within the limits, once.

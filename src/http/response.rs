@@ -57,11 +57,6 @@ impl Reply {
         }
         reply
     }
-
-    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
-        self.headers.push((name, value.into()));
-        self
-    }
 }
 
 impl From<Result<Reply, ApiError>> for Reply {

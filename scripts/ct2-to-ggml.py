@@ -170,6 +170,20 @@ def convert(variables, hparams):
         vector(f"{src}/gamma", f"{dst}.weight")
         vector(f"{src}/beta", f"{dst}.bias")
 
+    def block(src, dst, cross_attention):
+        """One transformer layer: self-attention, cross-attention (decoder only), MLP."""
+        norm(f"{src}/self_attention/layer_norm", f"{dst}.attn_ln")
+        fused(f"{src}/self_attention/linear_0", [f"{dst}.attn.query", f"{dst}.attn.key", f"{dst}.attn.value"])
+        linear(f"{src}/self_attention/linear_1", f"{dst}.attn.out")
+        if cross_attention:
+            norm(f"{src}/attention/layer_norm", f"{dst}.cross_attn_ln")
+            linear(f"{src}/attention/linear_0", f"{dst}.cross_attn.query")
+            fused(f"{src}/attention/linear_1", [f"{dst}.cross_attn.key", f"{dst}.cross_attn.value"])
+            linear(f"{src}/attention/linear_2", f"{dst}.cross_attn.out")
+        norm(f"{src}/ffn/layer_norm", f"{dst}.mlp_ln")
+        linear(f"{src}/ffn/linear_0", f"{dst}.mlp.0")
+        linear(f"{src}/ffn/linear_1", f"{dst}.mlp.2")
+
     state = hparams["n_audio_state"]
     conv1 = get("encoder/conv1/weight")[0]
     if conv1 != [state, hparams["n_mels"], 3]:
@@ -180,29 +194,13 @@ def convert(variables, hparams):
     vector("encoder/conv2/bias", "encoder.conv2.bias", [state, 1])
     vector("encoder/position_encodings/encodings", "encoder.positional_embedding")
     for i in range(hparams["n_audio_layer"]):
-        src, dst = f"encoder/layer_{i}", f"encoder.blocks.{i}"
-        norm(f"{src}/self_attention/layer_norm", f"{dst}.attn_ln")
-        fused(f"{src}/self_attention/linear_0", [f"{dst}.attn.query", f"{dst}.attn.key", f"{dst}.attn.value"])
-        linear(f"{src}/self_attention/linear_1", f"{dst}.attn.out")
-        norm(f"{src}/ffn/layer_norm", f"{dst}.mlp_ln")
-        linear(f"{src}/ffn/linear_0", f"{dst}.mlp.0")
-        linear(f"{src}/ffn/linear_1", f"{dst}.mlp.2")
+        block(f"encoder/layer_{i}", f"encoder.blocks.{i}", cross_attention=False)
     norm("encoder/layer_norm", "encoder.ln_post")
 
     matrix("decoder/embeddings/weight", "decoder.token_embedding.weight")
     vector("decoder/position_encodings/encodings", "decoder.positional_embedding")
     for i in range(hparams["n_text_layer"]):
-        src, dst = f"decoder/layer_{i}", f"decoder.blocks.{i}"
-        norm(f"{src}/self_attention/layer_norm", f"{dst}.attn_ln")
-        fused(f"{src}/self_attention/linear_0", [f"{dst}.attn.query", f"{dst}.attn.key", f"{dst}.attn.value"])
-        linear(f"{src}/self_attention/linear_1", f"{dst}.attn.out")
-        norm(f"{src}/attention/layer_norm", f"{dst}.cross_attn_ln")
-        linear(f"{src}/attention/linear_0", f"{dst}.cross_attn.query")
-        fused(f"{src}/attention/linear_1", [f"{dst}.cross_attn.key", f"{dst}.cross_attn.value"])
-        linear(f"{src}/attention/linear_2", f"{dst}.cross_attn.out")
-        norm(f"{src}/ffn/layer_norm", f"{dst}.mlp_ln")
-        linear(f"{src}/ffn/linear_0", f"{dst}.mlp.0")
-        linear(f"{src}/ffn/linear_1", f"{dst}.mlp.2")
+        block(f"decoder/layer_{i}", f"decoder.blocks.{i}", cross_attention=True)
     norm("decoder/layer_norm", "decoder.ln")
     return out
 

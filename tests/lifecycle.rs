@@ -224,14 +224,7 @@ fn graceful_shutdown_finishes_requests_and_leaves_no_process_behind() {
             ),
         )
     });
-    wait_for(SOON, || {
-        (manager.status()["workers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|w| w["inFlight"] == 1))
-        .then_some(())
-    });
+    manager.busy_worker();
     let exit = manager.terminate();
     assert!(exit.success(), "{exit:?}");
     let reply = in_flight.join().unwrap();

@@ -107,15 +107,7 @@ fn a_worker_killed_mid_request_is_retried_on_another() {
     std::thread::scope(|scope| {
         let request = scope.spawn(|| manager.transcribe(&audio));
         // Find the worker serving the request and kill it under the request.
-        let busy = wait_for(SOON, || {
-            manager.status()["workers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|w| w["inFlight"] == 1)
-                .cloned()
-        })
-        .expect("no worker took the request");
+        let busy = manager.busy_worker();
         signal(busy["pid"].as_u64().unwrap() as u32, "KILL");
         let reply = request.join().unwrap();
         assert_eq!(reply.status, 200, "{}", reply.text());
@@ -324,9 +316,7 @@ fn a_queued_request_gives_up_after_queue_timeout() {
     manager.wait_healthy(1);
     std::thread::scope(|scope| {
         let slow = scope.spawn(|| manager.transcribe(&wav(100, 1)));
-        wait_for(SOON, || {
-            (manager.status()["workers"][0]["inFlight"] == 1).then_some(())
-        });
+        manager.busy_worker();
         let waited = manager.transcribe(&wav(100, 2));
         assert_eq!(waited.status, 503);
         assert_eq!(waited.error_code(), "CAPACITY_EXCEEDED");

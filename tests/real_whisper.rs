@@ -287,15 +287,7 @@ fn a_real_worker_killed_mid_request_is_retried() {
     let jfk = std::fs::read(dir.join("jfk.wav")).unwrap();
     std::thread::scope(|scope| {
         let request = scope.spawn(|| transcribe(&manager, &jfk, false));
-        let busy = wait_for(SOON, || {
-            manager.status()["workers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|w| w["inFlight"] == 1)
-                .cloned()
-        })
-        .expect("no worker took the request");
+        let busy = manager.busy_worker();
         signal(busy["pid"].as_u64().unwrap() as u32, "KILL");
         let result = request.join().unwrap();
         assert!(

@@ -78,7 +78,12 @@ impl<'a> Incoming<'a> {
         permits: &'a BodyPermits,
         limits: BodyLimits,
     ) -> Incoming<'a> {
-        let path = request.url().split('?').next().unwrap_or_default().to_string();
+        let path = request
+            .url()
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .to_string();
         Incoming {
             method: request.method().clone(),
             path,

@@ -310,22 +310,13 @@ impl Monitor {
             slot_state.restarts += 1;
         }
         log::info!("starting {id} (pid {})", process.pid());
-        state.workers.push(Worker {
-            id: id.clone(),
+        state.workers.push(Worker::starting(
+            id.clone(),
             slot,
             port,
-            pid: process.pid(),
-            model: config.model.clone(),
-            state: WorkerState::Starting,
-            accepting: true,
-            in_flight: 0,
-            request_count: 0,
-            consecutive_failures: 0,
-            rotation_due: false,
-            recycle: false,
-            started_at: Instant::now(),
-            draining_since: None,
-        });
+            process.pid(),
+            config.model.clone(),
+        ));
         drop(state);
         self.processes.insert(id, process);
         Some(port)

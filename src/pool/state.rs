@@ -66,6 +66,26 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// A freshly spawned worker, not yet answering `/health`.
+    pub fn starting(id: String, slot: usize, port: u16, pid: u32, model: String) -> Worker {
+        Worker {
+            id,
+            slot,
+            port,
+            pid,
+            model,
+            state: WorkerState::Starting,
+            accepting: true,
+            in_flight: 0,
+            request_count: 0,
+            consecutive_failures: 0,
+            rotation_due: false,
+            recycle: false,
+            started_at: Instant::now(),
+            draining_since: None,
+        }
+    }
+
     /// Counts toward its slot's capacity: alive, not on its way out.
     pub fn is_primary(&self) -> bool {
         matches!(
@@ -348,22 +368,9 @@ mod tests {
     use super::*;
 
     fn worker(id: &str, slot: usize, state: WorkerState) -> Worker {
-        Worker {
-            id: id.into(),
-            slot,
-            port: 40000 + slot as u16,
-            pid: 1,
-            model: String::new(),
-            state,
-            accepting: true,
-            in_flight: 0,
-            request_count: 0,
-            consecutive_failures: 0,
-            rotation_due: false,
-            recycle: false,
-            started_at: Instant::now(),
-            draining_since: None,
-        }
+        let mut worker = Worker::starting(id.into(), slot, 40000 + slot as u16, 1, String::new());
+        worker.state = state;
+        worker
     }
 
     fn pool(states: &[WorkerState]) -> PoolState {

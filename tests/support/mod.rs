@@ -256,6 +256,19 @@ impl Manager {
         .unwrap_or_else(|| panic!("{n} workers never became healthy\n{}", self.log_text()));
     }
 
+    /// Waits for the worker that has a request in flight and returns its status entry.
+    pub fn busy_worker(&self) -> Value {
+        wait_for(SOON, || {
+            self.status()["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|w| w["inFlight"] == 1)
+                .cloned()
+        })
+        .expect("no worker took the request")
+    }
+
     pub fn worker_pids(&self) -> Vec<u32> {
         self.status()["workers"]
             .as_array()

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::http::server::HttpServer;
+use crate::metrics::Metrics;
 use crate::pool::process::{self, WorkerCommand};
 use crate::pool::{monitor, MonitorEvent, Pool, PoolConfig};
 use crate::settings::{Paths, Settings};
@@ -18,6 +19,7 @@ pub const ARGS_MODEL_ID: &str = "default";
 pub struct App {
     pub settings: Settings,
     pub pool: Arc<Pool>,
+    pub metrics: Metrics,
     /// Distinguishes request ids of this run from those of earlier runs.
     pub boot_id: u64,
 }
@@ -153,6 +155,7 @@ pub fn serve(settings: Settings, paths: &Paths) -> Result<(), ServeError> {
     let app = Arc::new(App {
         settings,
         pool: Arc::clone(&pool),
+        metrics: Metrics::default(),
         boot_id,
     });
 

@@ -13,6 +13,8 @@ use std::time::Duration;
 pub enum ApiError {
     /// Bad JSON, a missing field, bad base64, a body that is not audio. 400.
     InvalidRequest(String),
+    /// A named field with a bad value (OpenAI clients are told its name as `param`). 400.
+    InvalidField { field: &'static str, why: String },
     /// `apiKeys` is set and the request carries no valid `Authorization: Bearer` key. 401.
     Unauthorized,
     /// No route for this path. 404.
@@ -47,7 +49,7 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
-            ApiError::InvalidRequest(_) => 400,
+            ApiError::InvalidRequest(_) | ApiError::InvalidField { .. } => 400,
             ApiError::Unauthorized => 401,
             ApiError::NotFound(_) | ApiError::ModelNotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
@@ -65,7 +67,9 @@ impl ApiError {
     /// The machine-readable `code` field.
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::InvalidRequest(_) | ApiError::WorkerRejected(_) => "INVALID_REQUEST",
+            ApiError::InvalidRequest(_)
+            | ApiError::InvalidField { .. }
+            | ApiError::WorkerRejected(_) => "INVALID_REQUEST",
             ApiError::Unauthorized => "UNAUTHORIZED",
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
@@ -96,12 +100,29 @@ impl ApiError {
     pub fn body(&self) -> serde_json::Value {
         serde_json::json!({ "success": false, "code": self.code(), "error": self.to_string() })
     }
+
+    /// The same error in OpenAI's shape, for the `/v1/*` routes, so their SDKs raise the
+    /// matching exception: `{"error": {"message", "type", "param", "code"}}`.
+    pub fn openai_body(&self) -> serde_json::Value {
+        let (kind, code) = match self {
+            ApiError::Unauthorized => ("authentication_error", "invalid_api_key".to_string()),
+            e if e.status() >= 500 => ("server_error", e.code().to_ascii_lowercase()),
+            e => ("invalid_request_error", e.code().to_ascii_lowercase()),
+        };
+        let param = match self {
+            ApiError::InvalidField { field, .. } => Some(*field),
+            ApiError::ModelNotFound(_) | ApiError::ModelNotLoaded(_) => Some("model"),
+            _ => None,
+        };
+        serde_json::json!({ "error": { "message": self.to_string(), "type": kind, "param": param, "code": code } })
+    }
 }
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ApiError::InvalidRequest(why) => write!(f, "Invalid request: {why}"),
+            ApiError::InvalidField { field, why } => write!(f, "Invalid `{field}`: {why}"),
             ApiError::Unauthorized => {
                 f.write_str("Missing or invalid API key: send `Authorization: Bearer <key>`")
             }
@@ -149,6 +170,35 @@ mod tests {
         assert_eq!(body["success"], false);
         assert_eq!(body["code"], "INVALID_REQUEST");
         assert!(body["error"].as_str().unwrap().contains("content"));
+    }
+
+    #[test]
+    fn openai_shape_names_type_param_and_code() {
+        let body = ApiError::ModelNotFound("gpt-9".into()).openai_body();
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(body["error"]["param"], "model");
+        assert_eq!(body["error"]["code"], "model_not_found");
+        let field = ApiError::InvalidField {
+            field: "temperature",
+            why: "not a number".into(),
+        }
+        .openai_body();
+        assert_eq!(field["error"]["param"], "temperature");
+        assert_eq!(
+            ApiError::Unauthorized.openai_body()["error"]["code"],
+            "invalid_api_key"
+        );
+        let busy = ApiError::NoHealthyWorkers {
+            retry_after: Duration::from_secs(1),
+        }
+        .openai_body();
+        assert_eq!(
+            (
+                busy["error"]["type"].as_str(),
+                busy["error"]["param"].as_str()
+            ),
+            (Some("server_error"), None)
+        );
     }
 
     #[test]

@@ -15,13 +15,14 @@
 //! | [`http::request`] | one request's view; the bounded, deadline-checked body read |
 //! | [`http::response`] | `Reply` and the headers every response carries (CORS, request id) |
 //! | [`http::router`] | the route table and the API-key check |
-//! | [`http::multipart`] | a `multipart/form-data` parser (stub worker, tests) |
-//! | [`api`] | route handlers by family: service/health/status, transcriptions, OpenAPI |
+//! | [`http::multipart`] | a streaming, bounded `multipart/form-data` parser |
+//! | [`api`] | route handlers by family: service/health/status, transcriptions, OpenAI, metrics, OpenAPI |
 //! | [`pool::state`] | `PoolState` behind the one `Mutex`: workers, slots, queue; pure logic |
 //! | [`pool::monitor`] | the thread that spawns, health-checks, rotates, reaps and stops workers |
 //! | [`pool::dispatch`] | a request's side: bounded FIFO wait for an idle worker, one retry |
 //! | [`pool::process`] | spawn in an own process group, log pump, signals, pid records, orphans |
 //! | [`pool::client`] | the whisper-server protocol (`/health`, multipart `/inference`) via `ureq` |
+//! | [`metrics`] | Prometheus counters and histograms with bounded labels; the `/metrics` page |
 //! | [`audio`] | lenient base64, audio container sniffing, WAV duration |
 //! | [`auth`] | constant-time API key check |
 //! | [`error`] | `ApiError`, the one error enum, and its HTTP status and JSON body |
@@ -41,5 +42,6 @@ pub mod clock;
 pub mod error;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod pool;
 pub mod settings;

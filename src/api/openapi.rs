@@ -63,10 +63,13 @@ fn render(spec: &Value) -> String {
                 path = escape(path),
                 summary = text(&operation["summary"]),
             );
-            if let Some(schema) =
-                operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].as_str()
-            {
-                render_schema(&mut html, spec, schema);
+            let request_body = operation["requestBody"]["content"]
+                .as_object()
+                .and_then(|c| c.iter().next());
+            if let Some((media_type, body)) = request_body {
+                if let Some(schema) = body["schema"]["$ref"].as_str() {
+                    render_schema(&mut html, spec, media_type, schema);
+                }
             }
             html.push_str("<table>");
             for (status, response) in operation["responses"].as_object().unwrap_or(&empty) {
@@ -85,14 +88,18 @@ fn render(spec: &Value) -> String {
 }
 
 /// The fields of a referenced request schema, with their descriptions.
-fn render_schema(html: &mut String, spec: &Value, reference: &str) {
+fn render_schema(html: &mut String, spec: &Value, media_type: &str, reference: &str) {
     let name = reference.rsplit('/').next().unwrap_or(reference);
     let schema = &spec["components"]["schemas"][name];
     let required: Vec<&str> = schema["required"]
         .as_array()
         .map(|r| r.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    let _ = write!(html, "<p>Request body (JSON):</p><table>");
+    let _ = write!(
+        html,
+        "<p>Request body (<code>{}</code>):</p><table>",
+        escape(media_type)
+    );
     for (field, definition) in schema["properties"].as_object().into_iter().flatten() {
         let kind = definition["type"].as_str().unwrap_or("");
         let flag = if required.contains(&field.as_str()) {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::clean_text;
 use crate::app::App;
 use crate::audio;
 use crate::error::ApiError;
@@ -29,7 +30,7 @@ pub fn create(app: &App, rq: &mut Incoming) -> Result<Reply, ApiError> {
     let mut request: TranscriptionRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::InvalidRequest(format!("the body is not the expected JSON: {e}")))?;
     drop(body);
-    check_model(app, request.model.as_deref())?;
+    let model = super::resolve_model(app, request.model.as_deref())?;
     let (audio, container) =
         audio::decode_audio(&request.content).map_err(ApiError::InvalidRequest)?;
     // The base64 text is as large as the upload; free it before the worker call.
@@ -45,7 +46,7 @@ pub fn create(app: &App, rq: &mut Incoming) -> Result<Reply, ApiError> {
         language: request.language.clone(),
         ..InferenceForm::default()
     };
-    let served = app.pool.infer(&app.pool.config.model, &form, deadline)?;
+    let served = super::infer(app, model, &form, deadline)?;
     let reply: Value = serde_json::from_slice(&served.reply.body).map_err(|e| {
         ApiError::WorkerError(format!(
             "{} answered with something that is not JSON: {e}",
@@ -64,19 +65,6 @@ pub fn create(app: &App, rq: &mut Incoming) -> Result<Reply, ApiError> {
         "message": "Transcription completed successfully",
         "result": result,
     })))
-}
-
-/// The pool serves one model in this version: a request may name it, and any other id is
-/// either unknown (404) or configured but not loaded (409).
-fn check_model(app: &App, model: Option<&str>) -> Result<(), ApiError> {
-    match model {
-        None | Some("") => Ok(()),
-        Some(id) if id == app.pool.config.model => Ok(()),
-        Some(id) if app.settings.models.contains_key(id) => {
-            Err(ApiError::ModelNotLoaded(id.to_string()))
-        }
-        Some(id) => Err(ApiError::ModelNotFound(id.chars().take(100).collect())),
-    }
 }
 
 /// Builds the seed-1 `result` from the worker's `json` or `verbose_json` answer.
@@ -109,12 +97,6 @@ fn transcript(
         "segments": segments,
         "metadata": metadata,
     })
-}
-
-/// whisper-server joins segments with newlines and starts them with a space; clients want
-/// one line of text.
-fn clean_text(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn segment(raw: &Value) -> Value {

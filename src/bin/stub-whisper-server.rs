@@ -225,9 +225,7 @@ fn read_form(request: &mut tiny_http::Request) -> Option<(Vec<u8>, Fields)> {
         .find(|h| h.field.equiv("Content-Type"))
         .map(|h| h.value.as_str().to_string())?;
     let boundary = multipart::boundary_of(&content_type)?;
-    let mut body = Vec::new();
-    request.as_reader().read_to_end(&mut body).ok()?;
-    let parts = multipart::parse(&body, &boundary).ok()?;
+    let parts = multipart::read_form(request.as_reader(), &boundary).ok()?;
     let audio = parts.iter().find(|p| p.name == "file")?.data.clone();
     if audio.is_empty() {
         return None;

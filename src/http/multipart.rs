@@ -1,5 +1,25 @@
-//! A small `multipart/form-data` parser over a body already in memory (RFC 7578 / 2046).
-//! It serves the stub worker and the tests; it refuses anything it cannot read with certainty.
+//! A streaming `multipart/form-data` parser (RFC 7578 / RFC 2046 section 5.1).
+//!
+//! It reads the body in chunks from any `Read` and copies each part's bytes once, into the
+//! part, so a form costs the size of its parts and not twice that. It refuses, with a reason
+//! fit for a 400, anything it cannot read with certainty: no boundary, a part without a
+//! `form-data` name, a header block over `MAX_HEADER_BYTES`, more than `MAX_PARTS` parts, or a
+//! body that ends inside a part. Size and time limits belong to the reader it is given.
+//!
+//! Tolerated, because real clients send them: a preamble before the first boundary, transport
+//! padding (spaces, tabs) after a boundary, parts in any order, quoted or bare parameter
+//! values, and header lines ended by a bare LF.
+
+use std::io::Read;
+
+/// Longest header block of one part: a few lines of `Content-Disposition` and `Content-Type`.
+const MAX_HEADER_BYTES: usize = 8 * 1024;
+
+/// Most parts in one form: the widest form we take has seven fields.
+const MAX_PARTS: usize = 64;
+
+/// Bytes asked of the reader at a time.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// One part of the form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -7,6 +27,21 @@ pub struct Part {
     pub name: String,
     pub file_name: Option<String>,
     pub data: Vec<u8>,
+}
+
+/// Why a form could not be read.
+#[derive(Debug)]
+pub enum FormError {
+    /// The form itself is malformed; the text says how.
+    Malformed(String),
+    /// The reader failed (its error says why: a limit, a timeout, a dropped connection).
+    Read(std::io::Error),
+}
+
+impl From<&str> for FormError {
+    fn from(why: &str) -> Self {
+        FormError::Malformed(why.to_string())
+    }
 }
 
 /// The boundary parameter of a `multipart/form-data` content type, quoted or not.
@@ -25,49 +60,180 @@ pub fn boundary_of(content_type: &str) -> Option<String> {
     })
 }
 
-/// Splits `body` into its parts. Errors name what is wrong, for a 400.
+/// Reads the whole form from `reader`.
+pub fn read_form(reader: &mut dyn Read, boundary: &str) -> Result<Vec<Part>, FormError> {
+    Parser::new(reader, boundary).run()
+}
+
+/// Parses a form already in memory.
 pub fn parse(body: &[u8], boundary: &str) -> Result<Vec<Part>, String> {
-    let delimiter = format!("--{boundary}").into_bytes();
-    let mut at = find(body, &delimiter, 0).ok_or("no multipart boundary in the body")?;
-    let mut parts = Vec::new();
-    loop {
-        at += delimiter.len();
-        if body[at..].starts_with(b"--") {
-            return Ok(parts);
+    read_form(&mut &body[..], boundary).map_err(|e| match e {
+        FormError::Malformed(why) => why,
+        FormError::Read(e) => e.to_string(),
+    })
+}
+
+struct Parser<'r> {
+    reader: &'r mut dyn Read,
+    /// `\r\n--boundary`: what ends a part's data.
+    delimiter: Vec<u8>,
+    /// Bytes read and not yet consumed.
+    pending: Vec<u8>,
+    eof: bool,
+}
+
+impl<'r> Parser<'r> {
+    fn new(reader: &'r mut dyn Read, boundary: &str) -> Parser<'r> {
+        // The first boundary may open the body without a line break before it; a virtual CRLF
+        // in front lets one search find it either way (the preamble is discarded).
+        Parser {
+            reader,
+            delimiter: format!("\r\n--{boundary}").into_bytes(),
+            pending: b"\r\n".to_vec(),
+            eof: false,
         }
-        at = skip_line_end(body, at).ok_or("malformed multipart boundary line")?;
-        let headers_end =
-            find(body, b"\r\n\r\n", at).ok_or("multipart part without a header end")?;
-        let headers = std::str::from_utf8(&body[at..headers_end])
-            .map_err(|_| "multipart headers are not UTF-8")?;
-        let (name, file_name) =
-            disposition(headers).ok_or("multipart part without a form-data name")?;
-        let data_start = headers_end + 4;
-        let mut next_delimiter = b"\r\n".to_vec();
-        next_delimiter.extend_from_slice(&delimiter);
-        let data_end =
-            find(body, &next_delimiter, data_start).ok_or("multipart body ends inside a part")?;
-        parts.push(Part {
-            name,
-            file_name,
-            data: body[data_start..data_end].to_vec(),
-        });
-        at = data_end + 2;
+    }
+
+    fn run(mut self) -> Result<Vec<Part>, FormError> {
+        self.skip_to_delimiter()?;
+        let mut parts = Vec::new();
+        while self.after_delimiter()? {
+            if parts.len() == MAX_PARTS {
+                return Err(FormError::Malformed(format!("more than {MAX_PARTS} parts")));
+            }
+            let (name, file_name) = self.headers()?;
+            let data = self.data()?;
+            parts.push(Part {
+                name,
+                file_name,
+                data,
+            });
+        }
+        Ok(parts)
+    }
+
+    /// Reads one more chunk into `pending`; `false` at the end of the body.
+    fn fill(&mut self) -> Result<bool, FormError> {
+        if self.eof {
+            return Ok(false);
+        }
+        let start = self.pending.len();
+        self.pending.resize(start + READ_CHUNK, 0);
+        let n = loop {
+            match self.reader.read(&mut self.pending[start..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.pending.truncate(start);
+                    return Err(FormError::Read(e));
+                }
+            }
+        };
+        self.pending.truncate(start + n);
+        self.eof = n == 0;
+        Ok(n > 0)
+    }
+
+    /// Discards the preamble up to and including the first delimiter.
+    fn skip_to_delimiter(&mut self) -> Result<(), FormError> {
+        loop {
+            if let Some(at) = find(&self.pending, &self.delimiter) {
+                self.pending.drain(..at + self.delimiter.len());
+                return Ok(());
+            }
+            // Keep a tail that may hold the start of a split delimiter.
+            let keep = self.delimiter.len() - 1;
+            if self.pending.len() > keep {
+                self.pending.drain(..self.pending.len() - keep);
+            }
+            if !self.fill()? {
+                return Err("no multipart boundary in the body".into());
+            }
+        }
+    }
+
+    /// After a delimiter: `--` closes the form (`false`), else padding and a line break open
+    /// the next part (`true`).
+    fn after_delimiter(&mut self) -> Result<bool, FormError> {
+        loop {
+            let padding = self
+                .pending
+                .iter()
+                .take_while(|b| matches!(b, b' ' | b'\t'))
+                .count();
+            let rest = &self.pending[padding..];
+            if self.pending.starts_with(b"--") {
+                return Ok(false);
+            }
+            if let Some(line_break) = [&b"\r\n"[..], b"\n"]
+                .into_iter()
+                .find(|lb| rest.starts_with(lb))
+            {
+                self.pending.drain(..padding + line_break.len());
+                return Ok(true);
+            }
+            let undecided = rest.is_empty() || rest == b"\r" || self.pending == b"-";
+            if !undecided || padding > 128 {
+                return Err("malformed multipart boundary line".into());
+            }
+            if !self.fill()? {
+                return Err("the multipart body ends after a boundary".into());
+            }
+        }
+    }
+
+    /// The part's header block: its `form-data` name and file name.
+    fn headers(&mut self) -> Result<(String, Option<String>), FormError> {
+        loop {
+            // Whichever blank line comes first ends the block: CRLF, or a bare LF.
+            let crlf = find(&self.pending, b"\r\n\r\n").map(|at| (at, 4));
+            let lf = find(&self.pending, b"\n\n").map(|at| (at, 2));
+            let end = match (crlf, lf) {
+                (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
+                (a, b) => a.or(b),
+            };
+            if let Some((at, separator)) = end {
+                let block = String::from_utf8_lossy(&self.pending[..at]).into_owned();
+                self.pending.drain(..at + separator);
+                return disposition(&block)
+                    .ok_or_else(|| "a multipart part has no form-data name".into());
+            }
+            if self.pending.len() > MAX_HEADER_BYTES {
+                return Err(FormError::Malformed(format!(
+                    "multipart part headers over {MAX_HEADER_BYTES} bytes"
+                )));
+            }
+            if !self.fill()? {
+                return Err("the multipart body ends inside part headers".into());
+            }
+        }
+    }
+
+    /// The part's bytes up to the next delimiter, which is consumed.
+    fn data(&mut self) -> Result<Vec<u8>, FormError> {
+        let mut data = Vec::new();
+        loop {
+            if let Some(at) = find(&self.pending, &self.delimiter) {
+                data.extend_from_slice(&self.pending[..at]);
+                self.pending.drain(..at + self.delimiter.len());
+                return Ok(data);
+            }
+            let keep = self.delimiter.len() - 1;
+            if self.pending.len() > keep {
+                let flush = self.pending.len() - keep;
+                data.extend_from_slice(&self.pending[..flush]);
+                self.pending.drain(..flush);
+            }
+            if !self.fill()? {
+                return Err("the multipart body ends inside a part".into());
+            }
+        }
     }
 }
 
-fn skip_line_end(body: &[u8], at: usize) -> Option<usize> {
-    // Transport padding (spaces/tabs) may precede the CRLF after a boundary.
-    let mut i = at;
-    while matches!(body.get(i), Some(b' ' | b'\t')) {
-        i += 1;
-    }
-    body[i..].starts_with(b"\r\n").then_some(i + 2)
-}
-
-/// `name` and `filename` from the part's `Content-Disposition: form-data` header.
+/// `name` and `filename` from a part's `Content-Disposition: form-data` header.
 fn disposition(headers: &str) -> Option<(String, Option<String>)> {
-    let line = headers.split("\r\n").find(|l| {
+    let line = headers.lines().find(|l| {
         l.split_once(':')
             .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case("content-disposition"))
     })?;
@@ -92,19 +258,41 @@ fn disposition(headers: &str) -> Option<(String, Option<String>)> {
     Some((name?, file_name))
 }
 
-fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    if from > haystack.len() {
-        return None;
-    }
-    haystack[from..]
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|p| p + from)
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Yields at most `step` bytes per read, to split delimiters and headers everywhere.
+    struct Dribble<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Dribble<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn form(body: &[u8], boundary: &str) -> Vec<Part> {
+        let whole = parse(body, boundary).unwrap();
+        for step in [1, 2, 3, 7, 64] {
+            let dribbled = read_form(&mut Dribble { data: body, step }, boundary).unwrap();
+            assert_eq!(dribbled, whole, "reads of {step} bytes");
+        }
+        whole
+    }
+
+    const BODY: &[u8] = b"--xx\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n\
+--xx\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n\
+RIFF\r\n--x not a boundary\r\n\r\n--xx--\r\n";
 
     #[test]
     fn boundary_quoted_and_unquoted() {
@@ -117,37 +305,107 @@ mod tests {
             Some("a b")
         );
         assert_eq!(boundary_of("application/json"), None);
+        assert_eq!(boundary_of("multipart/form-data"), None);
         assert_eq!(boundary_of("multipart/form-data; boundary="), None);
+        assert_eq!(
+            boundary_of(&format!("multipart/form-data; boundary={}", "b".repeat(71))),
+            None
+        );
     }
 
     #[test]
-    fn parses_parts_with_preamble_and_padding() {
-        let body = b"preamble\r\n--xx  \r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n--xx\r\n\
-content-disposition: form-data; name=file; filename=\"f.wav\"\r\nContent-Type: audio/wav\r\n\r\nRIFF\r\n--xx--\r\n";
-        let parts = parse(body, "xx").unwrap();
-        assert_eq!(parts.len(), 2);
+    fn parts_in_any_order_with_binary_data() {
+        let parts = form(BODY, "xx");
         assert_eq!(
             parts[0],
             Part {
-                name: "a".into(),
+                name: "model".into(),
                 file_name: None,
-                data: b"1".to_vec()
+                data: b"whisper-1".to_vec()
             }
         );
-        assert_eq!(parts[1].file_name.as_deref(), Some("f.wav"));
-        assert_eq!(parts[1].data, b"RIFF");
+        assert_eq!(parts[1].name, "file");
+        assert_eq!(parts[1].file_name.as_deref(), Some("a.wav"));
+        assert_eq!(parts[1].data, b"RIFF\r\n--x not a boundary\r\n");
     }
 
     #[test]
-    fn rejects_junk() {
-        assert!(parse(b"nothing here", "xx").is_err());
-        assert!(parse(b"--xx\r\nno header end", "xx").is_err());
-        assert!(parse(
-            b"--xx\r\nContent-Disposition: form-data; name=a\r\n\r\nunterminated",
-            "xx"
-        )
-        .is_err());
-        assert!(parse(b"--xx\r\nContent-Type: text/plain\r\n\r\nx\r\n--xx--", "xx").is_err());
-        assert!(parse(b"--xx", "xx").is_err());
+    fn preamble_padding_bare_lf_headers_and_epilogue() {
+        let body = b"preamble\r\n--xx \t\r\ncontent-disposition: form-data; name=a\n\n1\r\n--xx\n\
+Content-Disposition: form-data; name=\"b\"\r\n\r\n\r\n--xx--epilogue";
+        let parts = form(body, "xx");
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].data, b"1");
+        assert_eq!(parts[1].data, b"", "an empty value");
+    }
+
+    #[test]
+    fn boundary_at_the_very_start_and_empty_form() {
+        assert_eq!(form(b"--xx--", "xx"), Vec::new());
+        assert_eq!(form(b"--xx--\r\n", "xx"), Vec::new());
+    }
+
+    #[test]
+    fn junk_is_refused_with_a_reason() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"nothing here", "no multipart boundary"),
+            (b"--xx\r\nno header end", "ends inside part headers"),
+            (
+                b"--xx\r\nContent-Disposition: form-data; name=a\r\n\r\nunterminated",
+                "ends inside a part",
+            ),
+            (
+                b"--xx\r\nContent-Type: text/plain\r\n\r\nx\r\n--xx--",
+                "no form-data name",
+            ),
+            (
+                b"--xx\r\nContent-Disposition: attachment; name=a\r\n\r\nx\r\n--xx--",
+                "no form-data name",
+            ),
+            (b"--xxjunk\r\n", "malformed multipart boundary line"),
+            (b"--xx", "ends after a boundary"),
+            (b"--xx\r", "ends after a boundary"),
+        ];
+        for (body, why) in cases {
+            let err = parse(body, "xx").unwrap_err();
+            assert!(
+                err.contains(why),
+                "{:?}: {err}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn header_blocks_and_part_counts_are_bounded() {
+        let mut body = b"--xx\r\nContent-Disposition: form-data; name=a\r\nX-Long: ".to_vec();
+        body.extend(std::iter::repeat_n(b'a', MAX_HEADER_BYTES + READ_CHUNK));
+        assert!(parse(&body, "xx").unwrap_err().contains("headers over"));
+        let mut many = Vec::new();
+        for i in 0..=MAX_PARTS {
+            many.extend_from_slice(
+                format!("--xx\r\nContent-Disposition: form-data; name=f{i}\r\n\r\nv\r\n")
+                    .as_bytes(),
+            );
+        }
+        many.extend_from_slice(b"--xx--");
+        assert!(parse(&many, "xx").unwrap_err().contains("more than"));
+    }
+
+    #[test]
+    fn reader_errors_are_reported_as_such() {
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "too slow",
+                ))
+            }
+        }
+        assert!(matches!(
+            read_form(&mut Broken, "xx"),
+            Err(FormError::Read(_))
+        ));
     }
 }

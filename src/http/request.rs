@@ -16,9 +16,6 @@ use tiny_http::Method;
 
 use crate::error::ApiError;
 
-/// Read size for bodies: large enough that a 100 MB upload is a few thousand reads.
-const READ_CHUNK: usize = 64 * 1024;
-
 /// Counts the threads reading a body, against a cap.
 #[derive(Debug)]
 pub struct BodyPermits {
@@ -100,13 +97,17 @@ impl<'a> Incoming<'a> {
         header_value(self.request, name)
     }
 
-    /// Reads the whole body within the limits, once.
-    pub fn body(&mut self) -> Result<Vec<u8>, ApiError> {
+    /// Hands the body to `parse` as a reader that enforces the limits: more than `max_bytes`
+    /// is `PAYLOAD_TOO_LARGE` and a read finishing past the deadline is `TIMEOUT`, whatever
+    /// `parse` makes of the failed read.
+    pub fn with_body<T>(
+        &mut self,
+        parse: impl FnOnce(&mut dyn Read) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
         let declared = self.request.body_length();
-        if declared.is_some_and(|n| n as u64 > self.limits.max_bytes) {
-            return Err(ApiError::PayloadTooLarge {
-                limit: self.limits.max_bytes,
-            });
+        let max_bytes = self.limits.max_bytes;
+        if declared.is_some_and(|n| n as u64 > max_bytes) {
+            return Err(ApiError::PayloadTooLarge { limit: max_bytes });
         }
         // Bodies of 1 KiB or less were already read by tiny_http; no permit needed.
         let _permit = match declared {
@@ -121,13 +122,38 @@ impl<'a> Incoming<'a> {
             ),
         };
         let deadline = self.received_at + self.limits.timeout;
-        let body = read_bounded(
-            self.request.as_reader(),
-            declared.unwrap_or(0),
-            self.limits.max_bytes,
+        let mut reader = Bounded {
+            inner: self.request.as_reader(),
+            read: 0,
+            max_bytes,
             deadline,
-        )?;
-        self.body_read = true;
+            broken: None,
+            eof: false,
+        };
+        let result = parse(&mut reader);
+        if let Some(limit) = reader.broken {
+            return Err(limit);
+        }
+        self.body_read = result.is_ok() && reader.eof;
+        result
+    }
+
+    /// Reads the whole body within the limits.
+    pub fn body(&mut self) -> Result<Vec<u8>, ApiError> {
+        let expected = self.request.body_length().unwrap_or(0);
+        let body = self.with_body(|reader| {
+            let mut body = Vec::with_capacity(expected);
+            reader.read_to_end(&mut body).map_err(|e| {
+                ApiError::InvalidRequest(format!("the request body could not be read: {e}"))
+            })?;
+            Ok(body)
+        })?;
+        if body.len() < expected {
+            return Err(ApiError::InvalidRequest(format!(
+                "the body ended after {} of the {expected} bytes announced by Content-Length",
+                body.len()
+            )));
+        }
         Ok(body)
     }
 
@@ -145,42 +171,37 @@ pub fn header_value<'r>(request: &'r tiny_http::Request, name: &str) -> Option<&
         .map(|h| h.value.as_str())
 }
 
-/// Reads `reader` to the end, refusing more than `max` bytes or a read finishing past
-/// `deadline`. `expected` sizes the buffer for a declared length (already checked ≤ `max`).
-fn read_bounded(
-    reader: &mut dyn Read,
-    expected: usize,
-    max: u64,
+/// A body reader that fails once the body passes `max_bytes` or a read ends past `deadline`,
+/// and remembers which, so the caller reports the limit rather than a parse error.
+struct Bounded<'r> {
+    inner: &'r mut dyn Read,
+    read: u64,
+    max_bytes: u64,
     deadline: Instant,
-) -> Result<Vec<u8>, ApiError> {
-    let mut body = Vec::with_capacity(expected);
-    let mut chunk = vec![0u8; READ_CHUNK];
-    loop {
-        let n = match reader.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(ApiError::InvalidRequest(format!(
-                    "the request body could not be read: {e}"
-                )))
-            }
-        };
-        if body.len() as u64 + n as u64 > max {
-            return Err(ApiError::PayloadTooLarge { limit: max });
+    broken: Option<ApiError>,
+    eof: bool,
+}
+
+impl Read for Bounded<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(broken) = &self.broken {
+            return Err(std::io::Error::other(broken.to_string()));
         }
-        body.extend_from_slice(&chunk[..n]);
-        if Instant::now() > deadline {
-            return Err(ApiError::BodyTimeout);
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        self.eof = n == 0;
+        if self.read > self.max_bytes {
+            self.broken = Some(ApiError::PayloadTooLarge {
+                limit: self.max_bytes,
+            });
+        } else if Instant::now() > self.deadline {
+            self.broken = Some(ApiError::BodyTimeout);
+        }
+        match &self.broken {
+            Some(broken) => Err(std::io::Error::other(broken.to_string())),
+            None => Ok(n),
         }
     }
-    if body.len() < expected {
-        return Err(ApiError::InvalidRequest(format!(
-            "the body ended after {} of the {expected} bytes announced by Content-Length",
-            body.len()
-        )));
-    }
-    Ok(body)
 }
 
 #[cfg(test)]
@@ -209,13 +230,36 @@ mod tests {
         Instant::now() + Duration::from_secs(60)
     }
 
+    /// Reads `reader` through `Bounded` like `Incoming::with_body` does.
+    fn read_all(
+        reader: &mut dyn Read,
+        max_bytes: u64,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, ApiError> {
+        let mut bounded = Bounded {
+            inner: reader,
+            read: 0,
+            max_bytes,
+            deadline,
+            broken: None,
+            eof: false,
+        };
+        let mut body = Vec::new();
+        let result = bounded.read_to_end(&mut body);
+        match (bounded.broken, result) {
+            (Some(limit), _) => Err(limit),
+            (None, Err(e)) => Err(ApiError::InvalidRequest(e.to_string())),
+            (None, Ok(_)) => Ok(body),
+        }
+    }
+
     #[test]
     fn reads_within_limits() {
         let mut r = Trickle {
             chunks: vec![b"ab".to_vec(), b"cd".to_vec()],
             pause: Duration::ZERO,
         };
-        assert_eq!(read_bounded(&mut r, 4, 10, far()).unwrap(), b"abcd");
+        assert_eq!(read_all(&mut r, 10, far()).unwrap(), b"abcd");
     }
 
     #[test]
@@ -225,7 +269,7 @@ mod tests {
             pause: Duration::ZERO,
         };
         assert_eq!(
-            read_bounded(&mut r, 0, 10, far()),
+            read_all(&mut r, 10, far()),
             Err(ApiError::PayloadTooLarge { limit: 10 })
         );
     }
@@ -237,22 +281,7 @@ mod tests {
             pause: Duration::from_millis(5),
         };
         let deadline = Instant::now() + Duration::from_millis(20);
-        assert_eq!(
-            read_bounded(&mut r, 0, 1000, deadline),
-            Err(ApiError::BodyTimeout)
-        );
-    }
-
-    #[test]
-    fn a_short_body_is_invalid() {
-        let mut r = Trickle {
-            chunks: vec![b"ab".to_vec()],
-            pause: Duration::ZERO,
-        };
-        assert!(matches!(
-            read_bounded(&mut r, 5, 10, far()),
-            Err(ApiError::InvalidRequest(_))
-        ));
+        assert_eq!(read_all(&mut r, 1000, deadline), Err(ApiError::BodyTimeout));
     }
 
     #[test]

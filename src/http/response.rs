@@ -47,8 +47,27 @@ impl Reply {
         }
     }
 
+    /// An error in the service's own shape (SPEC section 6).
     pub fn error(error: &ApiError) -> Reply {
-        let mut reply = Reply::json(error.status(), &error.body());
+        Reply::json(error.status(), &error.body()).with_error_headers(error)
+    }
+
+    /// An error in OpenAI's shape, for the `/v1/*` routes.
+    pub fn openai_error(error: &ApiError) -> Reply {
+        Reply::json(error.status(), &error.openai_body()).with_error_headers(error)
+    }
+
+    pub fn text(content_type: &'static str, body: Vec<u8>) -> Reply {
+        Reply {
+            status: 200,
+            content_type,
+            body,
+            headers: Vec::new(),
+        }
+    }
+
+    fn with_error_headers(self, error: &ApiError) -> Reply {
+        let mut reply = self;
         if let Some(secs) = error.retry_after_secs() {
             reply.headers.push(("Retry-After", secs.to_string()));
         }
@@ -56,12 +75,6 @@ impl Reply {
             reply.headers.push(("Allow", allow.clone()));
         }
         reply
-    }
-}
-
-impl From<Result<Reply, ApiError>> for Reply {
-    fn from(result: Result<Reply, ApiError>) -> Reply {
-        result.unwrap_or_else(|e| Reply::error(&e))
     }
 }
 

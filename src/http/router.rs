@@ -1,6 +1,7 @@
 //! The route table: method, path, whether it is open without an API key, and the handler.
 //! `ROUTES` is also what the OpenAPI test checks the document against, so a route cannot be
-//! added without being documented.
+//! added without being documented. Errors under `/v1/` take OpenAI's shape, elsewhere the
+//! service's own (SPEC section 6).
 
 use tiny_http::Method;
 
@@ -52,6 +53,24 @@ pub const ROUTES: &[Route] = &[
         handler: api::service::status,
     },
     Route {
+        method: Method::Post,
+        path: "/v1/audio/transcriptions",
+        public: false,
+        handler: api::openai::transcriptions,
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/models",
+        public: false,
+        handler: api::openai::models,
+    },
+    Route {
+        method: Method::Get,
+        path: "/metrics",
+        public: false,
+        handler: api::metrics::page,
+    },
+    Route {
         method: Method::Get,
         path: "/openapi",
         public: true,
@@ -65,25 +84,67 @@ pub const ROUTES: &[Route] = &[
     },
 ];
 
+/// Metric label for requests that matched no route.
+pub const UNMATCHED: &str = "unmatched";
+/// Metric label for CORS preflight requests.
+pub const PREFLIGHT: &str = "preflight";
+
+/// A reply and the route pattern it came from (the metrics label).
+pub struct Routed {
+    pub reply: Reply,
+    pub label: &'static str,
+}
+
 /// Finds the handler for the request and runs it behind the API-key check.
-pub fn route(app: &App, request: &mut Incoming) -> Reply {
+pub fn route(app: &App, request: &mut Incoming) -> Routed {
     if request.method == Method::Options {
-        return Reply::no_content();
+        return Routed {
+            reply: Reply::no_content(),
+            label: PREFLIGHT,
+        };
     }
-    // HEAD is answered like GET; tiny_http leaves the body out.
-    let method = if request.method == Method::Head {
-        Method::Get
+    let path = normalise(&request.path).to_string();
+    let Some(route) = find(&request.method, &path) else {
+        return Routed {
+            reply: error_reply(&path, &unmatched(&request.method, &path)),
+            label: UNMATCHED,
+        };
+    };
+    let reply = if !route.public && !app.authorized(request.header("Authorization")) {
+        error_reply(&path, &ApiError::Unauthorized)
     } else {
-        request.method.clone()
+        (route.handler)(app, request).unwrap_or_else(|e| error_reply(&path, &e))
     };
-    let path = normalise(&request.path);
-    let Some(route) = ROUTES.iter().find(|r| r.path == path && r.method == method) else {
-        return Reply::error(&unmatched(&method, path));
-    };
-    if !route.public && !app.authorized(request.header("Authorization")) {
-        return Reply::error(&ApiError::Unauthorized);
+    Routed {
+        reply,
+        label: route.path,
     }
-    (route.handler)(app, request).into()
+}
+
+/// The metrics label of a request that is answered before routing (a 413, a panic).
+pub fn label(method: &Method, path: &str) -> &'static str {
+    find(method, normalise(path)).map_or(UNMATCHED, |r| r.path)
+}
+
+/// An error in the shape its API family uses.
+pub fn error_reply(path: &str, error: &ApiError) -> Reply {
+    if path.starts_with("/v1/") {
+        Reply::openai_error(error)
+    } else {
+        Reply::error(error)
+    }
+}
+
+/// HEAD is answered like GET; tiny_http leaves the body out.
+fn find(method: &Method, path: &str) -> Option<&'static Route> {
+    let method = if *method == Method::Head {
+        &Method::Get
+    } else {
+        method
+    };
+    ROUTES
+        .iter()
+        .find(|r| r.path == path && r.method == *method)
 }
 
 /// `/health/` and `/health` are the same route.
@@ -133,6 +194,26 @@ mod tests {
             unmatched(&Method::Get, "/nope"),
             ApiError::NotFound(_)
         ));
+    }
+
+    #[test]
+    fn labels_are_route_patterns_never_request_paths() {
+        assert_eq!(
+            label(&Method::Post, "/api/v1/transcriptions/"),
+            "/api/v1/transcriptions"
+        );
+        assert_eq!(label(&Method::Head, "/health"), "/health");
+        assert_eq!(label(&Method::Get, "/../../etc/passwd"), UNMATCHED);
+    }
+
+    #[test]
+    fn v1_errors_take_the_openai_shape() {
+        let reply = error_reply("/v1/audio/transcriptions", &ApiError::Unauthorized);
+        let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(body["error"]["code"], "invalid_api_key");
+        let reply = error_reply("/api/v1/transcriptions", &ApiError::Unauthorized);
+        let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(body["code"], "UNAUTHORIZED");
     }
 
     #[test]

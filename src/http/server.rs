@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::request::{header_value, BodyLimits, BodyPermits, Incoming};
-use super::response::{to_tiny, CommonHeaders, Reply};
+use super::response::{to_tiny, CommonHeaders};
 use super::router;
 use crate::app::App;
 use crate::error::ApiError;
@@ -291,59 +291,66 @@ fn serve_requests(rx: &Mutex<Receiver<tiny_http::Request>>, shared: &Shared) {
 fn handle(mut request: tiny_http::Request, shared: &Shared) {
     let started = Instant::now();
     let request_id = request_id(&request, shared);
+    let method = request.method().clone();
+    let path = request
+        .url()
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let declared = request.body_length().map(|n| n as u64);
     if let Some(length) = declared.filter(|n| *n > shared.limits.max_bytes) {
-        let reply = Reply::error(&ApiError::PayloadTooLarge {
+        let error = ApiError::PayloadTooLarge {
             limit: shared.limits.max_bytes,
-        });
-        log::info!(
-            "{} {} 413 (declared {length} bytes) [{request_id}]",
-            request.method(),
-            request.url()
+        };
+        log::info!("{method} {path} 413 (declared {length} bytes) [{request_id}]");
+        shared
+            .app
+            .metrics
+            .record_request(router::label(&method, &path), 413, started.elapsed());
+        let response = to_tiny(
+            router::error_reply(&path, &error),
+            &shared.common,
+            &request_id,
         );
-        return refuse_unread(
-            request,
-            to_tiny(reply, &shared.common, &request_id),
-            length,
-            shared,
-        );
+        return refuse_unread(request, response, length, shared);
     }
-    let (reply, body_read, method, path) = {
+    let (routed, body_read) = {
         let mut incoming = Incoming::new(&mut request, &shared.permits, shared.limits);
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             router::route(&shared.app, &mut incoming)
         }));
-        let reply = outcome.unwrap_or_else(|panic| {
+        let routed = outcome.unwrap_or_else(|panic| {
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            log::error!(
-                "handler panicked on {} {}: {what} [{request_id}]",
-                incoming.method,
-                incoming.path
-            );
-            Reply::error(&ApiError::Internal(
+            log::error!("handler panicked on {method} {path}: {what} [{request_id}]");
+            let error = ApiError::Internal(
                 "the handler failed; the error is logged with this request id".into(),
-            ))
+            );
+            router::Routed {
+                reply: router::error_reply(&path, &error),
+                label: router::label(&method, &path),
+            }
         });
-        (
-            reply,
-            incoming.body_was_read(),
-            incoming.method.clone(),
-            incoming.path.clone(),
-        )
+        (routed, incoming.body_was_read())
     };
-    let status = reply.status;
-    let response = to_tiny(reply, &shared.common, &request_id);
+    let status = routed.reply.status;
+    let response = to_tiny(routed.reply, &shared.common, &request_id);
     let unread_body = !body_read && (declared.is_some_and(|n| n > 1024) || is_chunked(&request));
     if unread_body {
         refuse_unread(request, response, declared.unwrap_or(0), shared);
     } else if let Err(e) = request.respond(response) {
         log::debug!("could not send the response: {e}");
     }
-    let level = if path == "/health" {
+    let elapsed = started.elapsed();
+    shared
+        .app
+        .metrics
+        .record_request(routed.label, status, elapsed);
+    let level = if matches!(routed.label, "/health" | "/metrics") {
         log::Level::Debug
     } else {
         log::Level::Info
@@ -351,7 +358,7 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) {
     log::log!(
         level,
         "{method} {path} {status} {}ms [{request_id}]",
-        started.elapsed().as_millis()
+        elapsed.as_millis()
     );
 }
 

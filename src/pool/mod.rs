@@ -158,6 +158,22 @@ impl Pool {
         }
     }
 
+    /// The pool's gauges for `/metrics`.
+    pub fn gauges(&self) -> crate::metrics::PoolGauges {
+        use state::WorkerState::*;
+        let state = self.lock();
+        let count = |s: state::WorkerState| state.workers.iter().filter(|w| w.state == s).count();
+        crate::metrics::PoolGauges {
+            workers: [Starting, Healthy, Unhealthy, Draining, Stopped]
+                .map(|s| (s.as_str(), count(s)))
+                .to_vec(),
+            restarts: state.slots.iter().map(|s| s.restarts).sum(),
+            rotations: state.rotations,
+            in_flight: state.workers.iter().map(|w| w.in_flight).sum(),
+            queue_depth: state.queue.len(),
+        }
+    }
+
     pub fn worker_views(&self) -> Vec<WorkerView> {
         let state = self.lock();
         let now = Instant::now();

@@ -1,0 +1,340 @@
+//! The OpenAI-compatible routes and `/metrics`, through the binary and stub workers; and the
+//! official OpenAI Python SDK with prometheus_client's parser when `ISM_PYTHON_CLIENTS` is set
+//! (`.ci/run` installs both and sets it).
+
+mod support;
+
+use std::io::Write;
+
+use serde_json::{json, Value};
+use support::*;
+
+const BOUNDARY: &str = "test-boundary-7MA4YWxk";
+
+/// A multipart body with the audio as `file` and the given text fields.
+fn form(audio: &[u8], fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes());
+    }
+    body.extend_from_slice(
+        format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n").as_bytes(),
+    );
+    body.extend_from_slice(audio);
+    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+fn upload(manager: &Manager, body: Vec<u8>, extra: &[(&str, &str)]) -> Reply {
+    let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
+    let mut headers = vec![("Content-Type", content_type.as_str())];
+    headers.extend_from_slice(extra);
+    request(
+        "POST",
+        &manager.url("/v1/audio/transcriptions"),
+        &headers,
+        Some(body),
+    )
+}
+
+/// Asserts OpenAI's error shape and returns (code, param).
+fn openai_error(reply: &Reply) -> (String, Value) {
+    let body = reply.json();
+    let error = &body["error"];
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(error["type"].is_string(), "{body}");
+    (
+        error["code"].as_str().unwrap().to_string(),
+        error["param"].clone(),
+    )
+}
+
+#[test]
+fn every_response_format_comes_back_with_its_content_type() {
+    let manager = Setup::new().start();
+    manager.wait_healthy(2);
+    let audio = wav(16_000, 4);
+    let expected = stub_text(&audio);
+    let cases = [
+        ("json", "application/json"),
+        ("text", "text/plain; charset=utf-8"),
+        ("srt", "application/x-subrip; charset=utf-8"),
+        ("vtt", "text/vtt; charset=utf-8"),
+        ("verbose_json", "application/json"),
+    ];
+    for (format, content_type) in cases {
+        let reply = upload(
+            &manager,
+            form(
+                &audio,
+                &[("model", "whisper-1"), ("response_format", format)],
+            ),
+            &[],
+        );
+        assert_eq!(reply.status, 200, "{format}: {}", reply.text());
+        assert_eq!(reply.header("content-type"), Some(content_type), "{format}");
+        match format {
+            "json" => assert_eq!(reply.json(), json!({ "text": expected })),
+            "verbose_json" => {
+                let body = reply.json();
+                assert_eq!(body["text"], expected);
+                assert_eq!(body["duration"], 1.0);
+                assert!(body["segments"][0]["end"].is_f64());
+            }
+            "text" => assert_eq!(reply.text().trim(), expected),
+            "srt" => assert!(
+                reply
+                    .text()
+                    .starts_with("1\n00:00:00,000 --> 00:00:01,000\n"),
+                "{}",
+                reply.text()
+            ),
+            _ => assert!(
+                reply
+                    .text()
+                    .starts_with("WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n"),
+                "{}",
+                reply.text()
+            ),
+        }
+    }
+    // Defaults: no model and no format is json from the served model.
+    let plain = upload(&manager, form(&audio, &[]), &[]);
+    assert_eq!(plain.json(), json!({ "text": expected }));
+    // The form reached the worker as a form: language and format went through.
+    let sent = upload(
+        &manager,
+        form(
+            &audio,
+            &[("language", "de"), ("response_format", "verbose_json")],
+        ),
+        &[],
+    );
+    assert_eq!(sent.json()["language"], "de");
+}
+
+#[test]
+fn bad_uploads_get_openai_errors_naming_the_field() {
+    let manager = Setup::new().start();
+    manager.wait_healthy(2);
+    let audio = wav(1000, 1);
+    let not_multipart = request(
+        "POST",
+        &manager.url("/v1/audio/transcriptions"),
+        &[("Content-Type", "application/json")],
+        Some(b"{}".to_vec()),
+    );
+    assert_eq!(not_multipart.status, 400);
+    assert_eq!(openai_error(&not_multipart).0, "invalid_request");
+    let cases: Vec<(Vec<u8>, u16, &str, Value)> = vec![
+        (form(b"", &[]), 400, "invalid_request", json!("file")),
+        (
+            form(b"plain text", &[]),
+            400,
+            "invalid_request",
+            json!("file"),
+        ),
+        (
+            form(&audio, &[("response_format", "xml")]),
+            400,
+            "invalid_request",
+            json!("response_format"),
+        ),
+        (
+            form(&audio, &[("temperature", "warm")]),
+            400,
+            "invalid_request",
+            json!("temperature"),
+        ),
+        (
+            form(&audio, &[("language", "en; rm -rf /")]),
+            400,
+            "invalid_request",
+            json!("language"),
+        ),
+        (
+            form(&audio, &[("model", "gpt-4o-transcribe")]),
+            404,
+            "model_not_found",
+            json!("model"),
+        ),
+        (
+            form(&audio, &[("model", "../../etc/passwd")]),
+            404,
+            "model_not_found",
+            json!("model"),
+        ),
+        (
+            b"--nope\r\njunk".to_vec(),
+            400,
+            "invalid_request",
+            Value::Null,
+        ),
+        (
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nRIFF")
+                .into_bytes(),
+            400,
+            "invalid_request",
+            Value::Null,
+        ),
+    ];
+    for (body, status, code, param) in cases {
+        let reply = upload(&manager, body, &[]);
+        assert_eq!(reply.status, status, "{}", reply.text());
+        assert_eq!(openai_error(&reply), (code.to_string(), param));
+    }
+    assert_eq!(
+        upload(&manager, form(&audio, &[]), &[]).status,
+        200,
+        "still serving"
+    );
+}
+
+#[test]
+fn oversized_uploads_and_bad_keys_get_openai_errors_too() {
+    let manager = Setup::new()
+        .set("server", "maxBodyBytes", json!(20_000))
+        .env("INFERENCE_SERVER_API_KEYS", "sk-test")
+        .start();
+    manager.wait_healthy_with_key(2, "sk-test");
+    let auth = [("Authorization", "Bearer sk-test")];
+    let too_big = upload(&manager, form(&wav(20_000, 1), &[]), &auth);
+    assert_eq!(too_big.status, 413);
+    assert_eq!(openai_error(&too_big).0, "payload_too_large");
+    let no_key = upload(&manager, form(&wav(100, 1), &[]), &[]);
+    assert_eq!(no_key.status, 401);
+    assert_eq!(openai_error(&no_key).0, "invalid_api_key");
+    assert_eq!(upload(&manager, form(&wav(100, 1), &[]), &auth).status, 200);
+    let models = request("GET", &manager.url("/v1/models"), &auth, None).json();
+    assert_eq!(models["object"], "list");
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["whisper-1", "default"]);
+    assert_eq!(models["data"][0]["object"], "model");
+    assert_eq!(
+        manager.get("/metrics").status,
+        401,
+        "metrics need the key like the rest"
+    );
+}
+
+/// `name{labels} value` lines, with `# HELP`/`# TYPE` before each family.
+fn parse_metrics(page: &str) -> Vec<(String, f64)> {
+    let mut samples = Vec::new();
+    let mut typed = std::collections::HashSet::new();
+    for line in page.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut words = rest.split(' ');
+            typed.insert(words.next().unwrap().to_string());
+            assert!(
+                matches!(words.next(), Some("counter" | "gauge" | "histogram")),
+                "{line}"
+            );
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
+        let name = series.split('{').next().unwrap();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
+        assert!(
+            typed.contains(name) || typed.contains(family),
+            "{name} has no # TYPE"
+        );
+        samples.push((
+            series.to_string(),
+            value
+                .parse::<f64>()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        ));
+    }
+    samples
+}
+
+fn value(samples: &[(String, f64)], series: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(s, _)| s == series)
+        .map_or(0.0, |(_, v)| *v)
+}
+
+#[test]
+fn metrics_parse_and_move_with_traffic() {
+    let manager = Setup::new().start();
+    manager.wait_healthy(2);
+    let page = manager.get("/metrics");
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let before = parse_metrics(&page.text());
+    for i in 0..3 {
+        assert_eq!(manager.transcribe(&wav(500, i)).status, 200);
+    }
+    assert_eq!(manager.get("/no/such/route").status, 404);
+    let after = parse_metrics(&manager.get("/metrics").text());
+    let ok = "ism_http_requests_total{route=\"/api/v1/transcriptions\",status=\"200\"}";
+    assert_eq!(value(&after, ok) - value(&before, ok), 3.0);
+    assert!(
+        value(
+            &after,
+            "ism_http_requests_total{route=\"unmatched\",status=\"404\"}"
+        ) >= 1.0
+    );
+    let inferences = "ism_inference_duration_seconds_count{model=\"default\"}";
+    assert_eq!(value(&after, inferences) - value(&before, inferences), 3.0);
+    assert_eq!(value(&after, "ism_workers{state=\"healthy\"}"), 2.0);
+    assert_eq!(value(&after, "ism_queue_depth"), 0.0);
+    assert!(
+        !manager.get("/metrics").text().contains("no/such/route"),
+        "request paths never become labels"
+    );
+}
+
+#[test]
+fn the_openai_python_sdk_works_unchanged() {
+    if std::env::var_os("ISM_PYTHON_CLIENTS").is_none() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: the OpenAI SDK test needs ISM_PYTHON_CLIENTS=1 and `pip install openai prometheus_client`"
+        );
+        return;
+    }
+    let manager = Setup::new()
+        .env("INFERENCE_SERVER_API_KEYS", "sk-sdk")
+        .start();
+    manager.wait_healthy_with_key(2, "sk-sdk");
+    let scratch = TempDir::new("sdk");
+    let audio = wav(16_000, 8);
+    let audio_path = scratch.0.join("speech.wav");
+    std::fs::write(&audio_path, &audio).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/openai_sdk.py");
+    let output = std::process::Command::new("python3")
+        .args([
+            script,
+            &manager.url(""),
+            "sk-sdk",
+            audio_path.to_str().unwrap(),
+            &stub_text(&audio),
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

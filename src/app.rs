@@ -1,6 +1,7 @@
 //! Wiring: settings -> worker command -> pool and monitor -> HTTP server, and the graceful
 //! shutdown that unwinds them in the opposite order (SPEC section 7).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::http::server::HttpServer;
 use crate::metrics::Metrics;
 use crate::pool::process::{self, WorkerCommand};
-use crate::pool::{monitor, MonitorEvent, Pool, PoolConfig};
+use crate::pool::{monitor, ModelSpec, MonitorEvent, Pool, PoolConfig};
 use crate::settings::{Paths, Settings};
 
 /// Model id shown for workers whose model comes from `whisperServer.args` (no `defaultModel`).
@@ -37,12 +38,17 @@ pub enum ServeError {
     Runtime(String),
 }
 
-/// The worker command, model id and `-m` path derived from the settings.
+/// The worker command, the default model and every model's `-m` path derived from the
+/// settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerPlan {
     pub command: WorkerCommand,
+    /// The model served by default.
     pub model: String,
+    /// `-m` path of the default model, if the manager adds one.
     pub model_path: Option<String>,
+    /// Every model the pool may run, the default one included.
+    pub models: BTreeMap<String, ModelSpec>,
     /// Operator-facing notes, e.g. oversubscribed cores.
     pub warnings: Vec<String>,
 }
@@ -98,6 +104,26 @@ pub fn plan_workers(
     } else {
         settings.default_model.clone()
     };
+    let mut models: BTreeMap<String, ModelSpec> = settings
+        .models
+        .iter()
+        .map(|(id, m)| {
+            (
+                id.clone(),
+                ModelSpec {
+                    path: Some(m.path.clone()),
+                    pool_size: m.pool_size.unwrap_or(pool_size),
+                },
+            )
+        })
+        .collect();
+    models.insert(
+        model.clone(),
+        ModelSpec {
+            path: model_path.clone(),
+            pool_size: models.get(&model).map_or(pool_size, |m| m.pool_size),
+        },
+    );
     Ok(WorkerPlan {
         command: WorkerCommand {
             program,
@@ -107,6 +133,7 @@ pub fn plan_workers(
         },
         model,
         model_path,
+        models,
         warnings,
     })
 }
@@ -138,7 +165,8 @@ pub fn serve(settings: Settings, paths: &Paths) -> Result<(), ServeError> {
         PoolConfig {
             command: plan.command,
             model: plan.model,
-            model_path: plan.model_path,
+            models: plan.models,
+            max_concurrent: settings.inference.max_concurrent_inferences,
             workers: settings.workers.clone(),
             max_queue: settings.inference.max_queue,
             queue_timeout: Duration::from_millis(settings.inference.queue_timeout_ms),

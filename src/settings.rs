@@ -621,6 +621,18 @@ fn validate(s: &Settings) -> Result<(), SettingsError> {
         ("workers.backoffBaseMs", s.workers.backoff_base_ms),
         ("workers.backoffMaxMs", s.workers.backoff_max_ms),
         ("inference.queueTimeoutMs", s.inference.queue_timeout_ms),
+        (
+            "inference.maxConcurrentInferences",
+            s.inference.max_concurrent_inferences as u64,
+        ),
+        (
+            "inference.inferenceTimeoutMs",
+            s.inference.inference_timeout_ms,
+        ),
+        (
+            "inference.modelCacheSize",
+            s.inference.model_cache_size as u64,
+        ),
     ];
     if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
         return Err(SettingsError::plain(key, "must be at least 1"));

@@ -26,11 +26,13 @@ pub struct Served {
 }
 
 impl Pool {
-    /// Waits until an idle healthy worker of `model` is free and leases it: FIFO among waiters,
-    /// at most `maxQueue` waiting, at most `queueTimeoutMs` or until `deadline`.
+    /// Waits until an idle healthy worker of `model` is free and leases it: FIFO among the
+    /// waiters for the same model, at most `maxQueue` waiting in all, at most
+    /// `queueTimeoutMs` or until `deadline`. Waiters for different models do not block each
+    /// other; the global cap of `maxConcurrentInferences` applies to all.
     pub fn acquire(&self, model: &str, deadline: Instant) -> Result<Lease, ApiError> {
         let mut state = self.lock();
-        if state.queue.is_empty() {
+        if !state.queue.iter().any(|(_, m)| m == model) {
             if let Some(lease) = state.take_idle(model) {
                 return Ok(lease);
             }
@@ -51,12 +53,17 @@ impl Pool {
         }
         let ticket = state.next_ticket;
         state.next_ticket += 1;
-        state.queue.push_back(ticket);
+        state.queue.push_back((ticket, model.to_string()));
         let give_up_at = deadline.min(Instant::now() + self.config.queue_timeout);
         loop {
-            if state.queue.front() == Some(&ticket) {
+            let first_for_model = state
+                .queue
+                .iter()
+                .find(|(_, m)| m == model)
+                .map(|(t, _)| *t);
+            if first_for_model == Some(ticket) {
                 if let Some(lease) = state.take_idle(model) {
-                    state.queue.pop_front();
+                    state.queue.retain(|(t, _)| *t != ticket);
                     // The next in line may find another idle worker.
                     self.notify_changed();
                     return Ok(lease);
@@ -65,7 +72,7 @@ impl Pool {
             let now = Instant::now();
             let dead = !state.has_live_worker(model);
             if now >= give_up_at || dead {
-                state.queue.retain(|t| *t != ticket);
+                state.queue.retain(|(t, _)| *t != ticket);
                 self.notify_changed();
                 return Err(if dead {
                     ApiError::NoHealthyWorkers {

@@ -13,6 +13,7 @@ pub mod monitor;
 pub mod process;
 pub mod state;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::mpsc::Sender;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -26,15 +27,26 @@ use state::PoolState;
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
     pub command: WorkerCommand,
-    /// The model id served (`defaultModel`, "" when `args` choose the model).
+    /// The model served by default (`defaultModel`, or `default` when `args` choose it);
+    /// its workers start with the service.
     pub model: String,
-    /// `-m` path for that model, if the manager adds one.
-    pub model_path: Option<String>,
+    /// Every model the pool may run, the default one included.
+    pub models: BTreeMap<String, ModelSpec>,
     pub workers: WorkerSettings,
+    /// `inference.maxConcurrentInferences`: inferences at once across all models.
+    pub max_concurrent: usize,
     pub max_queue: usize,
     pub queue_timeout: Duration,
     pub log_dir: PathBuf,
     pub pid_dir: PathBuf,
+}
+
+/// How to run one model's workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// `-m` path, when the manager adds one (not when `whisperServer.args` choose the model).
+    pub path: Option<String>,
+    pub pool_size: usize,
 }
 
 impl PoolConfig {
@@ -120,8 +132,14 @@ pub struct PoolSummary {
 impl Pool {
     pub fn new(config: PoolConfig, monitor: Sender<MonitorEvent>) -> Pool {
         let now = Instant::now();
+        let pool_size = config
+            .models
+            .get(&config.model)
+            .map_or(config.workers.pool_size, |m| m.pool_size);
+        let mut state = PoolState::new(&config.model, pool_size, now);
+        state.max_concurrent = config.max_concurrent;
         Pool {
-            state: Mutex::new(PoolState::new(&config.model, config.workers.pool_size, now)),
+            state: Mutex::new(state),
             changed: Condvar::new(),
             config,
             monitor,

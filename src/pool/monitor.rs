@@ -269,6 +269,8 @@ impl Monitor {
 
     fn spawn_into(&mut self, slot: usize, in_use: &[u16]) -> Option<u16> {
         let config = &self.pool.config;
+        let model = self.pool.lock().slots[slot].model.clone();
+        let model_path = config.models.get(&model).and_then(|m| m.path.as_deref());
         let Some(port) = process::pick_port(config.workers.starting_port, in_use) else {
             log::error!(
                 "no free port at or above {}; cannot start a worker",
@@ -285,7 +287,7 @@ impl Monitor {
         let spawned = process::spawn(
             &config.command,
             port,
-            config.model_path.as_deref(),
+            model_path,
             &config.log_dir,
             &config.pid_dir,
         );
@@ -309,13 +311,13 @@ impl Monitor {
         if slot_state.failures > 0 {
             slot_state.restarts += 1;
         }
-        log::info!("starting {id} (pid {})", process.pid());
+        log::info!("starting {id} (pid {}, model {model})", process.pid());
         state.workers.push(Worker::starting(
             id.clone(),
             slot,
             port,
             process.pid(),
-            config.model.clone(),
+            model,
         ));
         drop(state);
         self.processes.insert(id, process);

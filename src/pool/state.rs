@@ -4,7 +4,8 @@
 //! for microseconds. Processes, sockets and sleeps live in `monitor.rs` and `dispatch.rs`,
 //! which take the lock in short blocks around this logic.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::SystemTime;
 use std::time::{Duration, Instant};
 
 /// The life of one worker process (SPEC section 4).
@@ -107,6 +108,9 @@ impl Worker {
 #[derive(Debug, Clone)]
 pub struct Slot {
     pub model: String,
+    /// `false` once its model is unloaded: no more spawns. Kept for reuse when the model is
+    /// loaded again, so slots stay bounded by the largest pool a model ever had.
+    pub active: bool,
     /// Consecutive failures of this slot's workers (crash, failed start, health, hang); reset
     /// when one of its workers turns healthy. Drives the backoff.
     pub failures: u32,
@@ -127,6 +131,33 @@ pub enum Outcome {
     Hung,
 }
 
+/// A model's life as `/api/models` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelState {
+    Cold,
+    Loading,
+    Warm,
+}
+
+impl ModelState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelState::Cold => "cold",
+            ModelState::Loading => "loading",
+            ModelState::Warm => "warm",
+        }
+    }
+}
+
+/// The model manager's notes about one model.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelEntry {
+    /// A `load` is waiting for this model's workers.
+    pub loading: bool,
+    /// The last request it served; drives LRU eviction.
+    pub last_used: Option<SystemTime>,
+}
+
 /// A worker handed to one request; give it back with `PoolState::finish`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -138,8 +169,13 @@ pub struct Lease {
 pub struct PoolState {
     pub workers: Vec<Worker>,
     pub slots: Vec<Slot>,
-    /// Tickets of requests waiting for an idle worker, oldest first.
-    pub queue: VecDeque<u64>,
+    /// Requests waiting for an idle worker, oldest first: (ticket, model).
+    pub queue: VecDeque<(u64, String)>,
+    /// Inferences allowed at once across all models and routes
+    /// (`inference.maxConcurrentInferences`).
+    pub max_concurrent: usize,
+    /// Per model id: what the model manager tracks (load in progress, last use).
+    pub models: BTreeMap<String, ModelEntry>,
     /// Next ticket number; tickets only need to be unique while queued.
     pub next_ticket: u64,
     /// Where the round-robin scan for an idle worker starts next time.
@@ -158,6 +194,7 @@ impl PoolState {
         let slots = (0..pool_size)
             .map(|_| Slot {
                 model: model.to_string(),
+                active: true,
                 failures: 0,
                 restarts: 0,
                 not_before: now,
@@ -167,6 +204,8 @@ impl PoolState {
             workers: Vec::new(),
             slots,
             queue: VecDeque::new(),
+            max_concurrent: usize::MAX,
+            models: BTreeMap::new(),
             next_ticket: 0,
             rr_cursor: 0,
             spawn_seq: 0,
@@ -198,13 +237,23 @@ impl PoolState {
             .count()
     }
 
-    /// Takes the next idle healthy worker for `model`, round-robin, and marks it busy.
+    /// Inferences running now, all models.
+    pub fn in_flight(&self) -> usize {
+        self.workers.iter().map(|w| w.in_flight).sum()
+    }
+
+    /// Takes the next idle healthy worker for `model`, round-robin, and marks it busy; none
+    /// while `max_concurrent` inferences are already running.
     pub fn take_idle(&mut self, model: &str) -> Option<Lease> {
+        if self.in_flight() >= self.max_concurrent {
+            return None;
+        }
         let n = self.workers.len();
         let index = (0..n)
             .map(|i| (self.rr_cursor + i) % n)
             .find(|&i| self.workers[i].is_idle_for(model))?;
         self.rr_cursor = index + 1;
+        self.touch(model);
         let worker = &mut self.workers[index];
         worker.in_flight += 1;
         Some(Lease {
@@ -321,14 +370,16 @@ impl PoolState {
         slot.not_before = now + delay;
     }
 
-    /// Slots with no primary worker whose backoff has elapsed: the monitor spawns for these.
+    /// Active slots with no primary worker whose backoff has elapsed: the monitor spawns for
+    /// these.
     pub fn slots_to_fill(&self, now: Instant) -> Vec<usize> {
         if self.shutting_down {
             return Vec::new();
         }
         (0..self.slots.len())
             .filter(|&slot| {
-                self.slots[slot].not_before <= now
+                self.slots[slot].active
+                    && self.slots[slot].not_before <= now
                     && !self
                         .workers
                         .iter()
@@ -340,6 +391,82 @@ impl PoolState {
     /// Ports held by any worker process that may still be alive.
     pub fn ports_in_use(&self) -> Vec<u16> {
         self.workers.iter().map(|w| w.port).collect()
+    }
+
+    /// Gives `model` `pool_size` active slots, reusing its inactive ones first.
+    pub fn activate(&mut self, model: &str, pool_size: usize, now: Instant) {
+        let mut wanted = pool_size.saturating_sub(self.active_slots(model));
+        for slot in self
+            .slots
+            .iter_mut()
+            .filter(|s| s.model == model && !s.active)
+        {
+            if wanted == 0 {
+                break;
+            }
+            *slot = Slot {
+                model: model.to_string(),
+                active: true,
+                failures: 0,
+                restarts: slot.restarts,
+                not_before: now,
+            };
+            wanted -= 1;
+        }
+        for _ in 0..wanted {
+            self.slots.push(Slot {
+                model: model.to_string(),
+                active: true,
+                failures: 0,
+                restarts: 0,
+                not_before: now,
+            });
+        }
+    }
+
+    /// Stops spawning for `model` and drains its workers: each stops when its in-flight
+    /// request is done, so an unload never cuts a request.
+    pub fn deactivate(&mut self, model: &str, now: Instant) {
+        for slot in self.slots.iter_mut().filter(|s| s.model == model) {
+            slot.active = false;
+        }
+        for worker in self.workers.iter_mut().filter(|w| w.model == model) {
+            if !matches!(worker.state, WorkerState::Stopped | WorkerState::Draining) {
+                start_draining(worker, now);
+            }
+        }
+    }
+
+    pub fn active_slots(&self, model: &str) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.model == model && s.active)
+            .count()
+    }
+
+    /// Healthy workers of `model`.
+    pub fn healthy_of(&self, model: &str) -> usize {
+        self.workers
+            .iter()
+            .filter(|w| w.model == model && w.state == WorkerState::Healthy)
+            .count()
+    }
+
+    /// Where `model` stands: cold (no slots), loading (slots, but a load is in progress or no
+    /// worker is healthy yet), warm (serving).
+    pub fn model_state(&self, model: &str) -> ModelState {
+        if self.active_slots(model) == 0 {
+            ModelState::Cold
+        } else if self.models.get(model).is_some_and(|m| m.loading) || self.healthy_of(model) == 0 {
+            ModelState::Loading
+        } else {
+            ModelState::Warm
+        }
+    }
+
+    /// Notes that `model` served a request now (for LRU eviction and `/api/models`).
+    pub fn touch(&mut self, model: &str) {
+        self.models.entry(model.to_string()).or_default().last_used = Some(SystemTime::now());
     }
 
     pub fn remove(&mut self, id: &str) -> Option<Worker> {
@@ -472,6 +599,7 @@ mod tests {
         let mut p = pool(&[]);
         p.slots.push(Slot {
             model: String::new(),
+            active: true,
             failures: 0,
             restarts: 0,
             not_before: now,
@@ -492,6 +620,43 @@ mod tests {
         p.workers.push(worker("w9", 0, WorkerState::Starting));
         p.on_healthy("w9", now);
         assert_eq!(p.slots[0].failures, 0);
+    }
+
+    #[test]
+    fn activate_reuses_slots_and_deactivate_drains() {
+        let now = Instant::now();
+        let mut p = pool(&[WorkerState::Healthy]);
+        p.activate("base", 2, now);
+        assert_eq!((p.slots.len(), p.active_slots("base")), (3, 2));
+        assert_eq!(
+            p.model_state("base"),
+            ModelState::Loading,
+            "no healthy worker yet"
+        );
+        let mut w = worker("b1", 1, WorkerState::Healthy);
+        w.model = "base".into();
+        p.workers.push(w);
+        assert_eq!(p.model_state("base"), ModelState::Warm);
+        p.deactivate("base", now);
+        assert_eq!(p.model_state("base"), ModelState::Cold);
+        assert_eq!(p.worker("b1").unwrap().state, WorkerState::Draining);
+        assert!(
+            p.slots_to_fill(now).is_empty(),
+            "no spawns for an unloaded model"
+        );
+        p.activate("base", 2, now);
+        assert_eq!(p.slots.len(), 3, "inactive slots are reused");
+    }
+
+    #[test]
+    fn the_global_cap_limits_inferences_across_models() {
+        let mut p = pool(&[WorkerState::Healthy, WorkerState::Healthy]);
+        p.max_concurrent = 1;
+        assert!(p.take_idle("").is_some());
+        assert!(
+            p.take_idle("").is_none(),
+            "an idle worker, but the cap is reached"
+        );
     }
 
     #[test]

@@ -7,10 +7,15 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::cli::Mode;
+use crate::engine::history::History;
+use crate::engine::models::ModelManager;
 use crate::http::server::HttpServer;
 use crate::metrics::Metrics;
 use crate::pool::process::{self, WorkerCommand};
 use crate::pool::{monitor, ModelSpec, MonitorEvent, Pool, PoolConfig};
+use crate::rpc::orchestrator;
+use crate::rpc::rack::RackServer;
 use crate::settings::{Paths, Settings};
 
 /// Model id shown for workers whose model comes from `whisperServer.args` (no `defaultModel`).
@@ -20,6 +25,8 @@ pub const ARGS_MODEL_ID: &str = "default";
 pub struct App {
     pub settings: Settings,
     pub pool: Arc<Pool>,
+    pub models: ModelManager,
+    pub history: History,
     pub metrics: Metrics,
     /// Distinguishes request ids of this run from those of earlier runs.
     pub boot_id: u64,
@@ -146,7 +153,7 @@ fn threads_in_args(args: &[String]) -> Option<usize> {
 }
 
 /// Runs the service until SIGINT or SIGTERM, then shuts down gracefully.
-pub fn serve(settings: Settings, paths: &Paths) -> Result<(), ServeError> {
+pub fn serve(settings: Settings, paths: &Paths, mode: Mode) -> Result<(), ServeError> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let plan = plan_workers(&settings, paths, cores).map_err(ServeError::Usage)?;
     // Installed before any worker exists, so a signal can never leave one behind.
@@ -180,20 +187,35 @@ pub fn serve(settings: Settings, paths: &Paths) -> Result<(), ServeError> {
     let boot_id = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let models = ModelManager::new(
+        settings.inference.model_cache_size,
+        Duration::from_millis(settings.workers.startup_timeout_ms),
+    );
+    let history = History::new(settings.inference.history_size);
     let app = Arc::new(App {
         settings,
         pool: Arc::clone(&pool),
+        models,
+        history,
         metrics: Metrics::default(),
         boot_id,
     });
 
     // The port opens before any worker is ready: /health says "unhealthy" until one is.
-    let server = HttpServer::start(app, &host, port).map_err(ServeError::Runtime)?;
+    let server = HttpServer::start(Arc::clone(&app), &host, port).map_err(ServeError::Runtime)?;
     log::info!("listening on http://{}", server.addr);
     let monitor = monitor::start(pool, monitor_rx)
         .map_err(|e| ServeError::Runtime(format!("cannot start the monitor: {e}")))?;
 
+    let rack = match mode {
+        Mode::Rack => Some(start_rack(&app).map_err(ServeError::Runtime)?),
+        Mode::Http => None,
+    };
+
     let _ = signals.recv();
+    if let Some(rack) = rack {
+        rack.stop();
+    }
     log::info!(
         "shutting down: no new connections; draining requests for up to {} ms",
         drain.as_millis()
@@ -217,6 +239,68 @@ fn signal_channel() -> Result<mpsc::Receiver<()>, String> {
     })
     .map_err(|e| format!("cannot install the signal handler: {e}"))?;
     Ok(rx)
+}
+
+/// Rack mode's pieces: JSON-RPC on TCP `rack.port`, and the orchestrator registration when
+/// `rack.orchestratorUrl` is set.
+struct Rack {
+    server: RackServer,
+    registration: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+}
+
+impl Rack {
+    fn stop(self) {
+        if let Some((stop, thread)) = self.registration {
+            let _ = stop.send(());
+            let _ = thread.join();
+        }
+        self.server.stop();
+    }
+}
+
+fn start_rack(app: &Arc<App>) -> Result<Rack, String> {
+    let rack = &app.settings.rack;
+    let server = RackServer::start(Arc::clone(app), &app.settings.server.host, rack.port)?;
+    log::info!("rack RPC listening on tcp://{}", server.addr);
+    let registration = if rack.orchestrator_url.is_empty() {
+        None
+    } else {
+        let host = advertised_host(&app.settings.server.host);
+        let address = format!("{host}:{}", server.addr.port());
+        let worker_id = format!("ism-{host}-{}", server.addr.port());
+        let (stop, stopped) = mpsc::channel();
+        let heartbeat = Duration::from_millis(rack.heartbeat_ms);
+        let thread = orchestrator::start(
+            Arc::clone(app),
+            rack.orchestrator_url.clone(),
+            worker_id,
+            address,
+            heartbeat,
+            stopped,
+        )
+        .map_err(|e| format!("cannot start the orchestrator registration: {e}"))?;
+        Some((stop, thread))
+    };
+    Ok(Rack {
+        server,
+        registration,
+    })
+}
+
+/// The host an orchestrator should dial: the listen address, or this machine's name when
+/// listening on every address.
+fn advertised_host(host: &str) -> String {
+    let unspecified = host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified());
+    if !unspecified {
+        return host.to_string();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "127.0.0.1".to_string())
 }
 
 fn warn_if_open_to_the_world(settings: &Settings) {

@@ -7,7 +7,7 @@ pub const USAGE: &str = "\
 inference-server-manager: a supervised pool of whisper.cpp whisper-server workers behind one HTTP API
 
 USAGE:
-    inference-server-manager [serve] [--config PATH] [--port N] [--host ADDR] [--mode http]
+    inference-server-manager [serve] [--config PATH] [--port N] [--host ADDR] [--mode http|rack]
     inference-server-manager config path|show|init|edit [--config PATH]
     inference-server-manager check [--config PATH]
     inference-server-manager --help | --version
@@ -24,7 +24,8 @@ OPTIONS:
     --config PATH  settings file (default: $XDG_CONFIG_HOME/$XDG_DIR_NAME/settings.json5)
     --port N       HTTP port (overrides INFERENCE_SERVER_PORT and server.port)
     --host ADDR    address to listen on (overrides INFERENCE_SERVER_HOST and server.host)
-    --mode MODE    `http` (rack mode is not available in this version)
+    --mode MODE    `http` (default), or `rack`: also JSON-RPC on TCP rack.port, and
+                   registration with rack.orchestratorUrl when it is set
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid settings.
 ";
@@ -41,9 +42,17 @@ pub enum Command {
     Version,
 }
 
+/// How `serve` is reached: HTTP only, or HTTP plus JSON-RPC on TCP `rack.port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Http,
+    Rack,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cli {
     pub command: Command,
+    pub mode: Mode,
     pub config: Option<PathBuf>,
     pub port: Option<u16>,
     pub host: Option<String>,
@@ -54,6 +63,7 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
     let mut words = Vec::new();
     let mut cli = Cli {
         command: Command::Serve,
+        mode: Mode::Http,
         config: None,
         port: None,
         host: None,
@@ -93,12 +103,8 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
                 );
             }
             "--mode" => match value("--mode")?.as_str() {
-                "http" => {}
-                "rack" => {
-                    return Err(
-                        "--mode rack is not available in this version; use --mode http".into(),
-                    )
-                }
+                "http" => cli.mode = Mode::Http,
+                "rack" => cli.mode = Mode::Rack,
                 other => return Err(format!("--mode: `{other}` is not one of http|rack")),
             },
             f if f.starts_with('-') => return Err(format!("unknown option `{f}`")),
@@ -165,6 +171,7 @@ mod tests {
         assert!(parse_str("--port 99999").is_err());
         assert!(parse_str("--frobnicate").is_err());
         assert!(parse_str("--mode tcp").is_err());
+        assert_eq!(parse_str("serve --mode rack").unwrap().mode, Mode::Rack);
         assert_eq!(parse_str("check --help").unwrap().command, Command::Help);
     }
 }

@@ -3,7 +3,7 @@
 //! Keeps a pool of whisper.cpp `whisper-server` processes alive on loopback ports and serves
 //! speech-to-text over HTTP in front of them. The contract is `SPEC.md`; this is the map.
 //!
-//! Requests flow one way: `http` -> `api` -> `pool` -> a worker process.
+//! Requests flow one way: `http` (or `rpc`) -> `api` -> `engine` -> `pool` -> a worker process.
 //!
 //! | module | its job |
 //! |---|---|
@@ -17,12 +17,17 @@
 //! | [`http::router`] | the route table and the API-key check |
 //! | [`http::multipart`] | a streaming, bounded `multipart/form-data` parser |
 //! | [`api`] | route handlers by family: service/health/status, transcriptions, OpenAI, metrics, OpenAPI |
+//! | [`engine::models`] | the model manager: cold / loading / warm, LRU eviction, unload by draining |
+//! | [`engine::inference`] | one run in stages: validate, preprocess, execute, postprocess, record |
+//! | [`engine::history`] | the bounded ring of past runs and all-time statistics |
+//! | [`engine::transcript`] | what a worker's `json` / `verbose_json` answer means |
 //! | [`pool::state`] | `PoolState` behind the one `Mutex`: workers, slots, queue; pure logic |
 //! | [`pool::monitor`] | the thread that spawns, health-checks, rotates, reaps and stops workers |
 //! | [`pool::dispatch`] | a request's side: bounded FIFO wait for an idle worker, one retry |
 //! | [`pool::process`] | spawn in an own process group, log pump, signals, pid records, orphans |
 //! | [`pool::client`] | the whisper-server protocol (`/health`, multipart `/inference`) via `ureq` |
 //! | [`metrics`] | Prometheus counters and histograms with bounded labels; the `/metrics` page |
+//! | [`rpc`] | the JSON-RPC 2.0 dispatcher (`POST /rpc`), rack mode's TCP transport, orchestrator registration |
 //! | [`audio`] | lenient base64, audio container sniffing, WAV duration |
 //! | [`auth`] | constant-time API key check |
 //! | [`error`] | `ApiError`, the one error enum, and its HTTP status and JSON body |
@@ -39,9 +44,11 @@ pub mod audio;
 pub mod auth;
 pub mod cli;
 pub mod clock;
+pub mod engine;
 pub mod error;
 pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod pool;
+pub mod rpc;
 pub mod settings;

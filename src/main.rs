@@ -61,7 +61,7 @@ fn run(cli: &cli::Cli) -> Result<(), Failure> {
         Command::Check => check(&paths, &overrides)?,
         Command::Serve => {
             let settings = load(&paths, &overrides, true)?;
-            app::serve(settings, &paths).map_err(|e| match e {
+            app::serve(settings, &paths, cli.mode).map_err(|e| match e {
                 ServeError::Usage(m) => Failure::Usage(m),
                 ServeError::Runtime(m) => Failure::Runtime(m),
             })?;

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::clean_text;
 use crate::app::App;
 use crate::audio;
+use crate::engine::transcript::clean_text;
 use crate::error::ApiError;
 use crate::http::multipart::{self, FormError, Part};
 use crate::http::request::Incoming;
@@ -80,7 +80,7 @@ pub fn transcriptions(app: &App, rq: &mut Incoming) -> Result<Reply, ApiError> {
         prompt: form.prompt,
         temperature: form.temperature,
     };
-    let served = super::infer(app, model, &worker_form, deadline)?;
+    let served = crate::engine::inference::execute(app, model, &worker_form, deadline)?;
     shape_reply(&format, served.reply.body)
 }
 

@@ -7,7 +7,6 @@ use crate::app::App;
 use crate::error::ApiError;
 use crate::http::request::Incoming;
 use crate::http::response::Reply;
-use crate::pool::PoolSummary;
 
 pub const SERVICE_NAME: &str = "inference-server-manager";
 
@@ -34,26 +33,15 @@ pub fn index(_app: &App, _rq: &mut Incoming) -> Result<Reply, ApiError> {
     })))
 }
 
-/// The capacity block shared by `/health` (and, later, `/api/capacity`).
-pub fn capacity(app: &App, summary: PoolSummary) -> Value {
-    let inference = &app.settings.inference;
-    let warm: Vec<&str> = if summary.healthy > 0 {
-        vec![app.pool.config.model.as_str()]
-    } else {
-        vec![]
-    };
-    json!({
-        "maxConcurrent": inference.max_concurrent_inferences,
-        "currentLoad": summary.in_flight,
-        "available": summary.healthy > 0 && summary.queue_depth < inference.max_queue,
-        "queueDepth": summary.queue_depth,
-        "availableModels": warm,
-    })
-}
-
 /// `healthy` (200), `degraded` (200, fewer than half healthy) or `unhealthy` (503, none), so a
 /// load balancer can use this as its readiness check.
 pub fn health(app: &App, _rq: &mut Incoming) -> Result<Reply, ApiError> {
+    let (status, body) = health_body(app)?;
+    Ok(Reply::json(status, &body))
+}
+
+/// The `/health` body and its status code (also the `getHealth` RPC result).
+pub fn health_body(app: &App) -> Result<(u16, Value), ApiError> {
     let summary = app.pool.summary();
     let pool_size = app.settings.workers.pool_size;
     let (status, code) = match summary.healthy {
@@ -61,18 +49,16 @@ pub fn health(app: &App, _rq: &mut Incoming) -> Result<Reply, ApiError> {
         n if n * 2 < pool_size => ("degraded", 200),
         _ => ("healthy", 200),
     };
-    Ok(Reply::json(
-        code,
-        &json!({
-            "success": true,
-            "status": status,
-            "service": SERVICE_NAME,
-            "timestamp": crate::clock::now_rfc3339(),
-            "uptime": app.pool.started_at.elapsed().as_secs(),
-            "pool": { "healthyWorkers": summary.healthy, "totalWorkers": summary.total },
-            "capacity": capacity(app, summary),
-        }),
-    ))
+    let body = json!({
+        "success": true,
+        "status": status,
+        "service": SERVICE_NAME,
+        "timestamp": crate::clock::now_rfc3339(),
+        "uptime": app.pool.started_at.elapsed().as_secs(),
+        "pool": { "healthyWorkers": summary.healthy, "totalWorkers": summary.total },
+        "capacity": super::capacity::capacity_body(app, None)?,
+    });
+    Ok((code, body))
 }
 
 pub fn providers(app: &App, _rq: &mut Incoming) -> Result<Reply, ApiError> {

@@ -62,6 +62,10 @@ pub struct Incoming<'a> {
     pub method: Method,
     /// The path without the query string.
     pub path: String,
+    /// The query string, without the `?`.
+    pub query: String,
+    /// Values of the route's `:name` segments, in order, percent-decoded.
+    pub params: Vec<String>,
     request: &'a mut tiny_http::Request,
     permits: &'a BodyPermits,
     limits: BodyLimits,
@@ -75,15 +79,15 @@ impl<'a> Incoming<'a> {
         permits: &'a BodyPermits,
         limits: BodyLimits,
     ) -> Incoming<'a> {
-        let path = request
-            .url()
-            .split('?')
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        let (path, query) = match request.url().split_once('?') {
+            Some((path, query)) => (path.to_string(), query.to_string()),
+            None => (request.url().to_string(), String::new()),
+        };
         Incoming {
             method: request.method().clone(),
             path,
+            query,
+            params: Vec::new(),
             request,
             permits,
             limits,
@@ -95,6 +99,20 @@ impl<'a> Incoming<'a> {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         header_value(self.request, name)
+    }
+
+    /// The value of `name` in the query string (not percent-decoded: the one query
+    /// parameter, `limit`, is a number).
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (key == name).then_some(value)
+        })
+    }
+
+    /// Route parameter `index` (the first `:name` segment is 0).
+    pub fn param(&self, index: usize) -> &str {
+        self.params.get(index).map_or("", String::as_str)
     }
 
     /// Hands the body to `parse` as a reader that enforces the limits: more than `max_bytes`

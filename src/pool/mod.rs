@@ -156,6 +156,31 @@ impl Pool {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Waits until `check` finds what it wants in the state (re-checked whenever the pool
+    /// changes), or `timeout` passes.
+    pub fn wait_until<T>(
+        &self,
+        timeout: Duration,
+        mut check: impl FnMut(&PoolState) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.lock();
+        loop {
+            if let Some(found) = check(&state) {
+                return Some(found);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
     /// Wakes the request threads waiting in the queue.
     pub fn notify_changed(&self) {
         self.changed.notify_all();

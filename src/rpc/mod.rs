@@ -1,0 +1,236 @@
+//! JSON-RPC 2.0 over the same operations as the HTTP API, for an orchestrator (SPEC section 6,
+//! "Rack worker mode"). One dispatcher, reached two ways: `POST /rpc` in http mode, and
+//! newline-delimited JSON on TCP `rack.port` in rack mode (`rack`). With `rack.orchestratorUrl`
+//! set, the worker also registers itself there (`orchestrator`).
+//!
+//! Results are the HTTP bodies of the matching routes. Protocol errors use the standard codes;
+//! domain errors are `-32000` with a `message` an orchestrator can branch on (`ERR_*`) and the
+//! service's own code and sentence in `data`.
+
+pub mod orchestrator;
+pub mod rack;
+
+use serde_json::{json, Map, Value};
+
+use crate::api;
+use crate::app::App;
+use crate::error::ApiError;
+
+pub const PARSE_ERROR: i64 = -32700;
+pub const INVALID_REQUEST: i64 = -32600;
+pub const METHOD_NOT_FOUND: i64 = -32601;
+pub const INVALID_PARAMS: i64 = -32602;
+/// Domain errors (the `ERR_*` messages).
+pub const SERVER_ERROR: i64 = -32000;
+
+/// The methods, for `-32601` messages and the README.
+pub const METHODS: &[&str] = &[
+    "runInference",
+    "loadModel",
+    "unloadModel",
+    "checkCapacity",
+    "getHealth",
+    "getAvailableModels",
+    "ping",
+];
+
+/// Answers one JSON-RPC message (a request, a notification or a batch). `None` when nothing
+/// is to be sent back: notifications only.
+pub fn handle(app: &App, text: &str) -> Option<Value> {
+    let message: Value = match serde_json::from_str(text) {
+        Ok(message) => message,
+        Err(e) => {
+            return Some(error(
+                Value::Null,
+                PARSE_ERROR,
+                "Parse error",
+                Some(json!(e.to_string())),
+            ))
+        }
+    };
+    match message {
+        Value::Array(batch) if batch.is_empty() => {
+            Some(error(Value::Null, INVALID_REQUEST, "Invalid Request", None))
+        }
+        Value::Array(batch) => {
+            let answers: Vec<Value> = batch
+                .into_iter()
+                .filter_map(|one| handle_one(app, one))
+                .collect();
+            (!answers.is_empty()).then_some(Value::Array(answers))
+        }
+        one => handle_one(app, one),
+    }
+}
+
+fn handle_one(app: &App, message: Value) -> Option<Value> {
+    let Value::Object(request) = message else {
+        return Some(error(Value::Null, INVALID_REQUEST, "Invalid Request", None));
+    };
+    let id = request.get("id").cloned();
+    let valid_id = id
+        .as_ref()
+        .is_none_or(|id| id.is_string() || id.is_number() || id.is_null());
+    let method = request.get("method").and_then(Value::as_str);
+    let params = request.get("params").cloned().unwrap_or_else(|| json!({}));
+    if request.get("jsonrpc") != Some(&json!("2.0"))
+        || !valid_id
+        || method.is_none()
+        || !params.is_object()
+    {
+        return Some(error(
+            id.unwrap_or(Value::Null),
+            INVALID_REQUEST,
+            "Invalid Request",
+            None,
+        ));
+    }
+    let outcome = if authorized(app, &request) {
+        call(app, method.unwrap_or_default(), &params)
+    } else {
+        Err(Failure::Domain(ApiError::Unauthorized))
+    };
+    // A request without an id is a notification: it runs, and nothing is sent back.
+    let id = id?;
+    Some(match outcome {
+        Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
+        Err(Failure::Protocol(code, message)) => error(id, code, &message, None),
+        Err(Failure::Domain(e)) => error(
+            id,
+            SERVER_ERROR,
+            domain_message(&e),
+            Some(json!({ "code": e.code(), "detail": e.to_string() })),
+        ),
+    })
+}
+
+/// With `rack.allow` set, a request must carry one of its tokens as `auth`.
+fn authorized(app: &App, request: &Map<String, Value>) -> bool {
+    let allow = &app.settings.rack.allow;
+    allow.is_empty() || {
+        let token = request
+            .get("auth")
+            .and_then(Value::as_str)
+            .map(|t| format!("Bearer {t}"));
+        crate::auth::authorized(allow, token.as_deref())
+    }
+}
+
+enum Failure {
+    Protocol(i64, String),
+    Domain(ApiError),
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Failure::Domain(e)
+    }
+}
+
+fn call(app: &App, method: &str, params: &Value) -> Result<Value, Failure> {
+    match method {
+        "runInference" => {
+            let model = model_id(params)?;
+            Ok(api::inference::run_body(app, &model, params.clone())?)
+        }
+        "loadModel" => Ok(api::models::load_body(app, &model_id(params)?)?),
+        "unloadModel" => Ok(api::models::unload_body(app, &model_id(params)?)?),
+        "checkCapacity" => {
+            let model = params.get("modelId").and_then(Value::as_str);
+            Ok(api::capacity::capacity_body(app, model)?)
+        }
+        "getHealth" => Ok(api::service::health_body(app)?.1),
+        "getAvailableModels" => Ok(api::models::available_body(app)),
+        "ping" => Ok(json!({ "pong": true, "timestamp": crate::clock::now_rfc3339() })),
+        other => Err(Failure::Protocol(
+            METHOD_NOT_FOUND,
+            format!(
+                "Method not found: `{other:.40}`; the methods are {}",
+                METHODS.join(", ")
+            ),
+        )),
+    }
+}
+
+fn model_id(params: &Value) -> Result<String, Failure> {
+    match params.get("modelId").and_then(Value::as_str) {
+        Some(id) if !id.is_empty() => Ok(id.to_string()),
+        _ => Err(Failure::Protocol(
+            INVALID_PARAMS,
+            "Invalid params: `modelId` (a string) is required".into(),
+        )),
+    }
+}
+
+/// The `ERR_*` message an orchestrator branches on.
+fn domain_message(e: &ApiError) -> &'static str {
+    match e {
+        ApiError::CapacityExceeded { .. } | ApiError::NoHealthyWorkers { .. } => {
+            "ERR_CAPACITY_EXCEEDED"
+        }
+        ApiError::ModelNotFound(_) | ApiError::ModelNotLoaded(_) => "ERR_MODEL_NOT_AVAILABLE",
+        ApiError::Timeout(_) | ApiError::BodyTimeout => "ERR_INFERENCE_TIMEOUT",
+        ApiError::Unauthorized => "ERR_UNAUTHORIZED",
+        ApiError::WorkerError(_) => "ERR_WORKER_FAILED",
+        ApiError::Internal(_) => "ERR_INTERNAL",
+        _ => "ERR_INVALID_INPUT",
+    }
+}
+
+/// A protocol error with no id, as one line of newline-delimited JSON.
+pub fn error_line(code: i64, message: &str) -> String {
+    format!("{}\n", error(Value::Null, code, message, None))
+}
+
+fn error(id: Value, code: i64, message: &str, data: Option<Value>) -> Value {
+    let mut error = json!({ "code": code, "message": message });
+    if let Some(data) = data {
+        error["data"] = data;
+    }
+    json!({ "jsonrpc": "2.0", "id": id, "error": error })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn domain_errors_map_to_err_messages() {
+        let cases = [
+            (
+                ApiError::CapacityExceeded {
+                    retry_after: Duration::ZERO,
+                    reason: String::new(),
+                },
+                "ERR_CAPACITY_EXCEEDED",
+            ),
+            (
+                ApiError::ModelNotLoaded("m".into()),
+                "ERR_MODEL_NOT_AVAILABLE",
+            ),
+            (ApiError::Timeout("t".into()), "ERR_INFERENCE_TIMEOUT"),
+            (ApiError::InvalidRequest("bad".into()), "ERR_INVALID_INPUT"),
+            (ApiError::PayloadTooLarge { limit: 1 }, "ERR_INVALID_INPUT"),
+        ];
+        for (e, message) in cases {
+            assert_eq!(domain_message(&e), message, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn model_id_is_required_and_a_string() {
+        assert!(matches!(
+            model_id(&json!({})),
+            Err(Failure::Protocol(INVALID_PARAMS, _))
+        ));
+        assert!(matches!(
+            model_id(&json!({"modelId": 7})),
+            Err(Failure::Protocol(INVALID_PARAMS, _))
+        ));
+        assert_eq!(
+            model_id(&json!({"modelId": "base"})).ok().as_deref(),
+            Some("base")
+        );
+    }
+}

@@ -4,8 +4,9 @@
 //! Like the real server it takes `--host`, `--port`, `-m/--model` and `-t/--threads`, answers
 //! `GET /health`, `POST /inference` (multipart, all five `response_format`s, one inference at a
 //! time) and `POST /load`, and replies to bad requests with a plain-text 400. The transcript is
-//! `--text` or, by default, a fingerprint of the audio (`stub <bytes> bytes <hash>`), so a test
-//! can tell that each answer belongs to its request.
+//! `--text` or, by default, a fingerprint of the audio (`stub <bytes> bytes <hash>`, after
+//! `[<model file>] ` when started with `-m`), so a test can tell that each answer belongs to
+//! its request and which model served it.
 //!
 //! Knobs for failure tests:
 //!   --load-ms N          `/health` answers 503 for N ms after start (a model still loading)
@@ -191,7 +192,7 @@ impl Stub {
             .options
             .text
             .clone()
-            .unwrap_or_else(|| fingerprint(&audio));
+            .unwrap_or_else(|| fingerprint(&audio, &self.options.model));
         let duration = audio::wav_duration_secs(&audio).unwrap_or(audio.len() as f64 / 32_000.0);
         let field = |name: &str| {
             fields
@@ -249,11 +250,16 @@ fn load(request: &mut tiny_http::Request) -> Reply {
 }
 
 /// `stub <len> bytes <fnv-1a 64>`: equal audio gives equal text, different audio differs.
-fn fingerprint(audio: &[u8]) -> String {
+/// A worker started with `-m` says which model file it runs: `[base.bin] stub ...`.
+fn fingerprint(audio: &[u8], model: &str) -> String {
     let hash = audio.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
     });
-    format!("stub {} bytes {hash:016x}", audio.len())
+    let text = format!("stub {} bytes {hash:016x}", audio.len());
+    match std::path::Path::new(model).file_name() {
+        Some(name) => format!("[{}] {text}", name.to_string_lossy()),
+        None => text,
+    }
 }
 
 fn format_reply(format: &str, text: &str, language: &str, duration: f64) -> Reply {

@@ -41,17 +41,26 @@ impl Drop for Proxy {
 #[test]
 fn haproxy_hides_a_manager_killed_under_load() {
     if std::env::var_os("ISM_HAPROXY").is_none() {
-        let _ = writeln!(std::io::stderr(), "SKIPPED: the HAProxy test needs ISM_HAPROXY=1 and haproxy installed");
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: the HAProxy test needs ISM_HAPROXY=1 and haproxy installed"
+        );
         return;
     }
-    let managers: Vec<Manager> = (0..2).map(|_| Setup::new().stub(&["--delay-ms", "20"]).start()).collect();
+    let managers: Vec<Manager> = (0..2)
+        .map(|_| Setup::new().stub(&["--delay-ms", "20"]).start())
+        .collect();
     for manager in &managers {
         manager.wait_healthy(2);
     }
     let dir = TempDir::new("haproxy");
     let port = free_port_base();
     let config = dir.0.join("haproxy.cfg");
-    std::fs::write(&config, haproxy_config(port, &[managers[0].port, managers[1].port])).unwrap();
+    std::fs::write(
+        &config,
+        haproxy_config(port, &[managers[0].port, managers[1].port]),
+    )
+    .unwrap();
     let _proxy = Proxy(
         Command::new("haproxy")
             .arg("-db")
@@ -63,8 +72,10 @@ fn haproxy_hides_a_manager_killed_under_load() {
             .expect("haproxy runs"),
     );
     let front = format!("http://127.0.0.1:{port}");
-    wait_for(SOON, || (try_request("GET", &format!("{front}/health"))?.status == 200).then_some(()))
-        .expect("haproxy never answered");
+    wait_for(SOON, || {
+        (try_request("GET", &format!("{front}/health"))?.status == 200).then_some(())
+    })
+    .expect("haproxy never answered");
     std::thread::sleep(Duration::from_millis(600)); // both backends up (rise 2)
 
     const REQUESTS: usize = 200;
@@ -72,7 +83,9 @@ fn haproxy_hides_a_manager_killed_under_load() {
     let victim = managers[0].child.id();
     let ok = std::thread::scope(|scope| {
         scope.spawn(|| {
-            wait_for(SOON, || (sent.load(Ordering::SeqCst) >= REQUESTS / 4).then_some(()));
+            wait_for(SOON, || {
+                (sent.load(Ordering::SeqCst) >= REQUESTS / 4).then_some(())
+            });
             signal(victim, "KILL");
         });
         let clients: Vec<_> = (0..4)
@@ -85,16 +98,31 @@ fn haproxy_hides_a_manager_killed_under_load() {
                             return ok;
                         }
                         let audio = wav(300 + i as u32, i as u16);
-                        let body = json!({ "content": b64(&audio), "timestamps": false }).to_string().into_bytes();
-                        let reply = request("POST", &format!("{front}/api/v1/transcriptions"), &[("Content-Type", "application/json")], Some(body));
-                        assert_eq!(reply.status, 200, "request {i} through HAProxy: {}", reply.text());
+                        let body = json!({ "content": b64(&audio), "timestamps": false })
+                            .to_string()
+                            .into_bytes();
+                        let reply = request(
+                            "POST",
+                            &format!("{front}/api/v1/transcriptions"),
+                            &[("Content-Type", "application/json")],
+                            Some(body),
+                        );
+                        assert_eq!(
+                            reply.status,
+                            200,
+                            "request {i} through HAProxy: {}",
+                            reply.text()
+                        );
                         assert_eq!(reply.json()["result"]["text"], stub_text(&audio));
                         ok += 1;
                     }
                 })
             })
             .collect();
-        clients.into_iter().map(|c| c.join().unwrap()).sum::<usize>()
+        clients
+            .into_iter()
+            .map(|c| c.join().unwrap())
+            .sum::<usize>()
     });
     let _ = writeln!(std::io::stderr(), "haproxy: {REQUESTS} sent through two managers, one SIGKILLed a quarter of the way: {ok} succeeded, {} failed", REQUESTS - ok);
     assert_eq!(ok, REQUESTS);

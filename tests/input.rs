@@ -227,3 +227,47 @@ fn junk_http_and_headers_do_not_hurt() {
     assert_eq!(traversal.status, 404);
     assert_still_serving(&manager);
 }
+
+#[test]
+fn trickling_clients_do_not_delay_a_normal_one() {
+    let manager = Setup::new()
+        .set("server", "requestTimeoutMs", json!(60_000))
+        .start();
+    manager.wait_healthy(2);
+    // 40 connections that send their head a byte at a time, and 10 that trickle a body.
+    let mut slow: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", manager.port)).unwrap();
+            s.write_all(b"POST /api/v1/trans").unwrap();
+            s
+        })
+        .collect();
+    for _ in 0..10 {
+        let mut s = TcpStream::connect(("127.0.0.1", manager.port)).unwrap();
+        s.write_all(b"POST /api/v1/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{\"con").unwrap();
+        slow.push(s);
+    }
+    let normal = std::thread::scope(|scope| {
+        let trickle = scope.spawn(|| {
+            for _ in 0..20 {
+                for s in &mut slow {
+                    let _ = s.write_all(b"x");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let started = Instant::now();
+        for i in 0..5 {
+            let audio = wav(300, i);
+            let reply = manager.transcribe(&audio);
+            assert_eq!(reply.status, 200, "{}", reply.text());
+        }
+        let elapsed = started.elapsed();
+        trickle.join().unwrap();
+        elapsed
+    });
+    assert!(
+        normal < Duration::from_secs(5),
+        "5 normal requests took {normal:?} among 50 trickling clients"
+    );
+}

@@ -342,3 +342,33 @@ fn the_listener_comes_back_after_file_descriptors_run_out() {
     );
     assert_eq!(manager.transcribe(&wav(100, 1)).status, 200);
 }
+
+#[test]
+fn a_public_address_without_keys_is_warned_about_and_workers_stay_on_loopback() {
+    let manager = Setup::new().set("server", "host", json!("0.0.0.0")).start();
+    let status = manager.wait_healthy(2);
+    let warning = "listening on 0.0.0.0 with no API keys";
+    assert!(
+        manager.log_text().contains(warning),
+        "{}",
+        manager.log_text()
+    );
+    for worker in status["workers"].as_array().unwrap() {
+        let log = std::fs::read_to_string(
+            manager
+                .data_dir()
+                .join(format!("logs/workers/worker-{}.log", worker["port"])),
+        )
+        .unwrap();
+        assert!(
+            log.contains(&format!("listening on http://127.0.0.1:{}", worker["port"])),
+            "{log}"
+        );
+    }
+    drop(manager);
+    let keyed = Setup::new()
+        .set("server", "host", json!("0.0.0.0"))
+        .env("INFERENCE_SERVER_API_KEYS", "k")
+        .start();
+    assert!(!keyed.log_text().contains(warning));
+}

@@ -332,8 +332,9 @@ pub fn default_file_text() -> String {
     )
 }
 
-/// Parses the file text, checks every key against the defaults' shape, and deserializes.
-fn parse_file(
+/// Parses the file text, checks every key against the defaults' shape, and deserializes;
+/// unknown keys are added to `warnings`. (`load` without the file system, and a fuzz target.)
+pub fn parse_file(
     text: &str,
     file: &Path,
     warnings: &mut Vec<String>,

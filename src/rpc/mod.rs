@@ -10,7 +10,7 @@
 pub mod orchestrator;
 pub mod rack;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::api;
 use crate::app::App;
@@ -34,86 +34,89 @@ pub const METHODS: &[&str] = &[
     "ping",
 ];
 
-/// Answers one JSON-RPC message (a request, a notification or a batch). `None` when nothing
-/// is to be sent back: notifications only.
-pub fn handle(app: &App, text: &str) -> Option<Value> {
-    let message: Value = match serde_json::from_str(text) {
-        Ok(message) => message,
-        Err(e) => {
-            return Some(error(
-                Value::Null,
-                PARSE_ERROR,
-                "Parse error",
-                Some(json!(e.to_string())),
-            ))
+/// A well-formed request, ready to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    /// `None` for a notification, which gets no answer.
+    pub id: Option<Value>,
+    pub method: String,
+    pub params: Value,
+    pub auth: Option<String>,
+}
+
+/// What a line or body held: one request or a batch; each either a `Call` or the error
+/// response it already earned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    Single(Result<Call, Value>),
+    Batch(Vec<Result<Call, Value>>),
+}
+
+/// The framing half of JSON-RPC, with no side effects (and so a fuzz target): parse errors,
+/// invalid requests and empty batches come back as their error responses.
+pub fn parse(text: &str) -> Message {
+    match serde_json::from_str::<Value>(text) {
+        Err(e) => Message::Single(Err(error(Value::Null, PARSE_ERROR, "Parse error", Some(json!(e.to_string()))))),
+        Ok(Value::Array(batch)) if batch.is_empty() => {
+            Message::Single(Err(error(Value::Null, INVALID_REQUEST, "Invalid Request", None)))
         }
-    };
-    match message {
-        Value::Array(batch) if batch.is_empty() => {
-            Some(error(Value::Null, INVALID_REQUEST, "Invalid Request", None))
-        }
-        Value::Array(batch) => {
-            let answers: Vec<Value> = batch
-                .into_iter()
-                .filter_map(|one| handle_one(app, one))
-                .collect();
-            (!answers.is_empty()).then_some(Value::Array(answers))
-        }
-        one => handle_one(app, one),
+        Ok(Value::Array(batch)) => Message::Batch(batch.into_iter().map(parse_call).collect()),
+        Ok(one) => Message::Single(parse_call(one)),
     }
 }
 
-fn handle_one(app: &App, message: Value) -> Option<Value> {
-    let Value::Object(request) = message else {
-        return Some(error(Value::Null, INVALID_REQUEST, "Invalid Request", None));
+fn parse_call(message: Value) -> Result<Call, Value> {
+    let Value::Object(mut request) = message else {
+        return Err(error(Value::Null, INVALID_REQUEST, "Invalid Request", None));
     };
-    let id = request.get("id").cloned();
-    let valid_id = id
-        .as_ref()
-        .is_none_or(|id| id.is_string() || id.is_number() || id.is_null());
-    let method = request.get("method").and_then(Value::as_str);
-    let params = request.get("params").cloned().unwrap_or_else(|| json!({}));
-    if request.get("jsonrpc") != Some(&json!("2.0"))
-        || !valid_id
-        || method.is_none()
-        || !params.is_object()
-    {
-        return Some(error(
-            id.unwrap_or(Value::Null),
-            INVALID_REQUEST,
-            "Invalid Request",
-            None,
-        ));
+    let id = request.remove("id");
+    let valid_id = id.as_ref().is_none_or(|id| id.is_string() || id.is_number() || id.is_null());
+    let params = request.remove("params").unwrap_or_else(|| json!({}));
+    let method = match request.remove("method") {
+        Some(Value::String(method)) if valid_id && params.is_object() && request.get("jsonrpc") == Some(&json!("2.0")) => method,
+        _ => return Err(error(id.unwrap_or(Value::Null), INVALID_REQUEST, "Invalid Request", None)),
+    };
+    let auth = request.get("auth").and_then(Value::as_str).map(String::from);
+    Ok(Call { id, method, params, auth })
+}
+
+/// Answers one JSON-RPC message (a request, a notification or a batch). `None` when nothing
+/// is to be sent back: notifications only.
+pub fn handle(app: &App, text: &str) -> Option<Value> {
+    match parse(text) {
+        Message::Single(one) => answer(app, one),
+        Message::Batch(batch) => {
+            let answers: Vec<Value> = batch.into_iter().filter_map(|one| answer(app, one)).collect();
+            (!answers.is_empty()).then_some(Value::Array(answers))
+        }
     }
-    let outcome = if authorized(app, &request) {
-        call(app, method.unwrap_or_default(), &params)
+}
+
+fn answer(app: &App, parsed: Result<Call, Value>) -> Option<Value> {
+    let call = match parsed {
+        Ok(call) => call,
+        Err(response) => return Some(response),
+    };
+    let outcome = if authorized(app, call.auth.as_deref()) {
+        run(app, &call.method, &call.params)
     } else {
         Err(Failure::Domain(ApiError::Unauthorized))
     };
     // A request without an id is a notification: it runs, and nothing is sent back.
-    let id = id?;
+    let id = call.id?;
     Some(match outcome {
         Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
         Err(Failure::Protocol(code, message)) => error(id, code, &message, None),
-        Err(Failure::Domain(e)) => error(
-            id,
-            SERVER_ERROR,
-            domain_message(&e),
-            Some(json!({ "code": e.code(), "detail": e.to_string() })),
-        ),
+        Err(Failure::Domain(e)) => {
+            error(id, SERVER_ERROR, domain_message(&e), Some(json!({ "code": e.code(), "detail": e.to_string() })))
+        }
     })
 }
 
 /// With `rack.allow` set, a request must carry one of its tokens as `auth`.
-fn authorized(app: &App, request: &Map<String, Value>) -> bool {
+fn authorized(app: &App, token: Option<&str>) -> bool {
     let allow = &app.settings.rack.allow;
-    allow.is_empty() || {
-        let token = request
-            .get("auth")
-            .and_then(Value::as_str)
-            .map(|t| format!("Bearer {t}"));
-        crate::auth::authorized(allow, token.as_deref())
-    }
+    allow.is_empty() || crate::auth::authorized(allow, token.map(|t| format!("Bearer {t}")).as_deref())
 }
 
 enum Failure {
@@ -127,7 +130,7 @@ impl From<ApiError> for Failure {
     }
 }
 
-fn call(app: &App, method: &str, params: &Value) -> Result<Value, Failure> {
+fn run(app: &App, method: &str, params: &Value) -> Result<Value, Failure> {
     match method {
         "runInference" => {
             let model = model_id(params)?;
@@ -215,6 +218,26 @@ mod tests {
         ];
         for (e, message) in cases {
             assert_eq!(domain_message(&e), message, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn framing_sorts_calls_notifications_and_junk() {
+        let call = |text: &str| match parse(text) {
+            Message::Single(one) => one,
+            Message::Batch(_) => panic!("a batch"),
+        };
+        let ok = call(r#"{"jsonrpc":"2.0","id":3,"method":"ping","auth":"t"}"#).unwrap();
+        assert_eq!((ok.id, ok.method.as_str(), ok.auth.as_deref()), (Some(json!(3)), "ping", Some("t")));
+        assert_eq!(call(r#"{"jsonrpc":"2.0","method":"ping"}"#).unwrap().id, None, "a notification");
+        assert_eq!(call("{").unwrap_err()["error"]["code"], PARSE_ERROR);
+        assert_eq!(call("[]").unwrap_err()["error"]["code"], INVALID_REQUEST);
+        for bad in [r#"{"id":1,"method":"ping"}"#, r#"{"jsonrpc":"2.0","id":[1],"method":"ping"}"#, r#"{"jsonrpc":"2.0","id":1,"method":7}"#, "null"] {
+            assert_eq!(call(bad).unwrap_err()["error"]["code"], INVALID_REQUEST, "{bad}");
+        }
+        match parse(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}, 5]"#) {
+            Message::Batch(batch) => assert!(batch[0].is_ok() && batch[1].is_err()),
+            single => panic!("{single:?}"),
         }
     }
 

@@ -56,10 +56,18 @@ pub enum Message {
 /// invalid requests and empty batches come back as their error responses.
 pub fn parse(text: &str) -> Message {
     match serde_json::from_str::<Value>(text) {
-        Err(e) => Message::Single(Err(error(Value::Null, PARSE_ERROR, "Parse error", Some(json!(e.to_string()))))),
-        Ok(Value::Array(batch)) if batch.is_empty() => {
-            Message::Single(Err(error(Value::Null, INVALID_REQUEST, "Invalid Request", None)))
-        }
+        Err(e) => Message::Single(Err(error(
+            Value::Null,
+            PARSE_ERROR,
+            "Parse error",
+            Some(json!(e.to_string())),
+        ))),
+        Ok(Value::Array(batch)) if batch.is_empty() => Message::Single(Err(error(
+            Value::Null,
+            INVALID_REQUEST,
+            "Invalid Request",
+            None,
+        ))),
         Ok(Value::Array(batch)) => Message::Batch(batch.into_iter().map(parse_call).collect()),
         Ok(one) => Message::Single(parse_call(one)),
     }
@@ -70,14 +78,35 @@ fn parse_call(message: Value) -> Result<Call, Value> {
         return Err(error(Value::Null, INVALID_REQUEST, "Invalid Request", None));
     };
     let id = request.remove("id");
-    let valid_id = id.as_ref().is_none_or(|id| id.is_string() || id.is_number() || id.is_null());
+    let valid_id = id
+        .as_ref()
+        .is_none_or(|id| id.is_string() || id.is_number() || id.is_null());
     let params = request.remove("params").unwrap_or_else(|| json!({}));
     let method = match request.remove("method") {
-        Some(Value::String(method)) if valid_id && params.is_object() && request.get("jsonrpc") == Some(&json!("2.0")) => method,
-        _ => return Err(error(id.unwrap_or(Value::Null), INVALID_REQUEST, "Invalid Request", None)),
+        Some(Value::String(method))
+            if valid_id && params.is_object() && request.get("jsonrpc") == Some(&json!("2.0")) =>
+        {
+            method
+        }
+        _ => {
+            return Err(error(
+                id.unwrap_or(Value::Null),
+                INVALID_REQUEST,
+                "Invalid Request",
+                None,
+            ))
+        }
     };
-    let auth = request.get("auth").and_then(Value::as_str).map(String::from);
-    Ok(Call { id, method, params, auth })
+    let auth = request
+        .get("auth")
+        .and_then(Value::as_str)
+        .map(String::from);
+    Ok(Call {
+        id,
+        method,
+        params,
+        auth,
+    })
 }
 
 /// Answers one JSON-RPC message (a request, a notification or a batch). `None` when nothing
@@ -86,7 +115,10 @@ pub fn handle(app: &App, text: &str) -> Option<Value> {
     match parse(text) {
         Message::Single(one) => answer(app, one),
         Message::Batch(batch) => {
-            let answers: Vec<Value> = batch.into_iter().filter_map(|one| answer(app, one)).collect();
+            let answers: Vec<Value> = batch
+                .into_iter()
+                .filter_map(|one| answer(app, one))
+                .collect();
             (!answers.is_empty()).then_some(Value::Array(answers))
         }
     }
@@ -107,16 +139,20 @@ fn answer(app: &App, parsed: Result<Call, Value>) -> Option<Value> {
     Some(match outcome {
         Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
         Err(Failure::Protocol(code, message)) => error(id, code, &message, None),
-        Err(Failure::Domain(e)) => {
-            error(id, SERVER_ERROR, domain_message(&e), Some(json!({ "code": e.code(), "detail": e.to_string() })))
-        }
+        Err(Failure::Domain(e)) => error(
+            id,
+            SERVER_ERROR,
+            domain_message(&e),
+            Some(json!({ "code": e.code(), "detail": e.to_string() })),
+        ),
     })
 }
 
 /// With `rack.allow` set, a request must carry one of its tokens as `auth`.
 fn authorized(app: &App, token: Option<&str>) -> bool {
     let allow = &app.settings.rack.allow;
-    allow.is_empty() || crate::auth::authorized(allow, token.map(|t| format!("Bearer {t}")).as_deref())
+    allow.is_empty()
+        || crate::auth::authorized(allow, token.map(|t| format!("Bearer {t}")).as_deref())
 }
 
 enum Failure {
@@ -228,12 +264,28 @@ mod tests {
             Message::Batch(_) => panic!("a batch"),
         };
         let ok = call(r#"{"jsonrpc":"2.0","id":3,"method":"ping","auth":"t"}"#).unwrap();
-        assert_eq!((ok.id, ok.method.as_str(), ok.auth.as_deref()), (Some(json!(3)), "ping", Some("t")));
-        assert_eq!(call(r#"{"jsonrpc":"2.0","method":"ping"}"#).unwrap().id, None, "a notification");
+        assert_eq!(
+            (ok.id, ok.method.as_str(), ok.auth.as_deref()),
+            (Some(json!(3)), "ping", Some("t"))
+        );
+        assert_eq!(
+            call(r#"{"jsonrpc":"2.0","method":"ping"}"#).unwrap().id,
+            None,
+            "a notification"
+        );
         assert_eq!(call("{").unwrap_err()["error"]["code"], PARSE_ERROR);
         assert_eq!(call("[]").unwrap_err()["error"]["code"], INVALID_REQUEST);
-        for bad in [r#"{"id":1,"method":"ping"}"#, r#"{"jsonrpc":"2.0","id":[1],"method":"ping"}"#, r#"{"jsonrpc":"2.0","id":1,"method":7}"#, "null"] {
-            assert_eq!(call(bad).unwrap_err()["error"]["code"], INVALID_REQUEST, "{bad}");
+        for bad in [
+            r#"{"id":1,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":[1],"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":7}"#,
+            "null",
+        ] {
+            assert_eq!(
+                call(bad).unwrap_err()["error"]["code"],
+                INVALID_REQUEST,
+                "{bad}"
+            );
         }
         match parse(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}, 5]"#) {
             Message::Batch(batch) => assert!(batch[0].is_ok() && batch[1].is_err()),

@@ -11,6 +11,9 @@ use crate::error::ApiError;
 use crate::http::request::Incoming;
 use crate::http::response::Reply;
 
+/// Shortest `options.timeout`: no worker answers faster, so a smaller one can only fail.
+const MIN_TIMEOUT_MS: u64 = 100;
+
 /// History entries returned when `limit` is not given.
 const DEFAULT_HISTORY_LIMIT: usize = 50;
 
@@ -59,10 +62,10 @@ pub fn run_body(app: &App, model_id: &str, request: Value) -> Result<Value, ApiE
         }
     };
     let timeout = match options.timeout {
-        Some(0) => {
+        Some(ms) if ms < MIN_TIMEOUT_MS => {
             return Err(ApiError::InvalidField {
                 field: "options.timeout",
-                why: "must be at least 1 ms".into(),
+                why: format!("must be at least {MIN_TIMEOUT_MS} ms"),
             })
         }
         Some(ms) => ms,

@@ -163,10 +163,17 @@ impl ModelManager {
         }
     }
 
-    /// Drains and stops `id`'s workers; each finishes its in-flight request first.
+    /// Drains and stops `id`'s workers; each finishes its in-flight request first. The
+    /// default model stays: eviction spares it, and so does an explicit unload.
     pub fn unload(&self, pool: &Pool, id: &str) -> Result<Unloaded, ApiError> {
         if !pool.config.models.contains_key(id) {
             return Err(ApiError::ModelNotFound(id.chars().take(100).collect()));
+        }
+        if id == pool.config.model {
+            return Err(ApiError::InvalidRequest(format!(
+                "`{id}` is the default model, which /api/v1/transcriptions serves; it cannot be unloaded \
+                 (set defaultModel to another model to change it)"
+            )));
         }
         let _one_at_a_time = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         let mut state = pool.lock();

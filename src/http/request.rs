@@ -148,7 +148,16 @@ impl<'a> Incoming<'a> {
             broken: None,
             eof: false,
         };
-        let result = parse(&mut reader);
+        let mut result = parse(&mut reader);
+        if result.is_ok() && !reader.eof {
+            // What the parser left (a multipart epilogue, usually a line break) is read here,
+            // within the same limits, so dropping the request costs nothing.
+            if let Err(e) = std::io::copy(&mut reader, &mut std::io::sink()) {
+                result = Err(ApiError::InvalidRequest(format!(
+                    "the request body could not be read: {e}"
+                )));
+            }
+        }
         if let Some(limit) = reader.broken {
             return Err(limit);
         }

@@ -130,12 +130,8 @@ pub fn inference(
 fn boundary_for(audio: &[u8]) -> String {
     (0u32..)
         .map(|n| format!("----inference-server-manager-{n:08x}"))
-        .find(|b| !contains(audio, b.as_bytes()))
+        .find(|b| crate::http::multipart::find(audio, b.as_bytes()).is_none())
         .expect("some boundary is absent")
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Encodes the form as `multipart/form-data` (RFC 7578), the file part first.

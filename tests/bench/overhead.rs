@@ -1,0 +1,476 @@
+//! `cargo bench --bench overhead`: what the manager costs, measured side by side in one run on
+//! loopback with the stub worker, and printed as a table of ratios (timings are never asserted
+//! in tests: these machines are shared and noisy, so only ratios within one run mean much).
+//!
+//! 1. Proxy overhead: a 1 s WAV straight to a worker, through nginx round-robin in front of the
+//!    same workers, and through the manager (`/v1/audio/transcriptions` and
+//!    `/api/v1/transcriptions`). Targets: the manager's added p50 within 2x of nginx's, and at
+//!    least 90% of nginx's requests/s.
+//! 2. Pool scaling: N workers taking D ms each; throughput over the ideal N/D. Target 0.95.
+//! 3. Large uploads: 25 MB of audio as JSON base64 and as multipart; added latency over a
+//!    direct call, and the manager's peak RSS with 8 in flight. Targets: peak RSS at most 3x
+//!    the bytes in flight + 20 MB; idle RSS under 10 MB.
+//! 4. Control plane: `/health` and `/api/v1/status` requests/s with wrk.
+//!
+//! nginx (`nginx-light`) and wrk are Debian packages; without them those rows say so.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use inference_server_manager::pool::client::{multipart_body, InferenceForm};
+use serde_json::json;
+use support::*;
+
+/// How long each side-by-side measurement runs.
+const RUN: Duration = Duration::from_secs(3);
+/// Rounds of (direct, nginx, manager); the median round is reported, which damps noise from
+/// the rest of the machine.
+const ROUNDS: usize = 3;
+const BOUNDARY: &str = "bench-boundary-0123456789";
+
+/// A request the load generator repeats: method, URL, headers, body.
+#[derive(Clone)]
+struct Target {
+    url: String,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Stats {
+    p50_ms: f64,
+    p99_ms: f64,
+    rps: f64,
+}
+
+/// `clients` threads, each with a keep-alive connection, send `target` for `RUN`.
+fn load(target: &Target, clients: usize) -> Stats {
+    let deadline = Instant::now() + RUN;
+    let mut latencies: Vec<f64> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                scope.spawn(|| {
+                    let agent = ureq::Agent::new_with_config(
+                        ureq::Agent::config_builder()
+                            .http_status_as_error(false)
+                            .build(),
+                    );
+                    let mut latencies = Vec::new();
+                    while Instant::now() < deadline {
+                        let started = Instant::now();
+                        let mut response = agent
+                            .post(&target.url)
+                            .header("Content-Type", &target.content_type)
+                            .send(&target.body[..])
+                            .expect("request");
+                        let mut sink = Vec::new();
+                        response
+                            .body_mut()
+                            .as_reader()
+                            .read_to_end(&mut sink)
+                            .unwrap();
+                        assert_eq!(
+                            response.status().as_u16(),
+                            200,
+                            "{}",
+                            String::from_utf8_lossy(&sink)
+                        );
+                        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Stats {
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+        rps: latencies.len() as f64 / RUN.as_secs_f64(),
+    }
+}
+
+fn median(mut runs: Vec<Stats>) -> Stats {
+    runs.sort_by(|a, b| a.p50_ms.total_cmp(&b.p50_ms));
+    runs[runs.len() / 2]
+}
+
+fn multipart(audio: &[u8], path_format: &str) -> (String, Vec<u8>) {
+    let form = InferenceForm {
+        audio: audio.to_vec(),
+        file_name: "a.wav".into(),
+        response_format: path_format.into(),
+        ..InferenceForm::default()
+    };
+    (
+        format!("multipart/form-data; boundary={BOUNDARY}"),
+        multipart_body(&form, BOUNDARY),
+    )
+}
+
+struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// nginx round-robin over `workers`, keep-alive to them, on a free port.
+fn start_nginx(dir: &TempDir, workers: &[u16]) -> Option<(Nginx, u16)> {
+    if Command::new("nginx")
+        .arg("-v")
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
+        return None;
+    }
+    let port = free_port_base();
+    let d = dir.0.display();
+    let servers: String = workers
+        .iter()
+        .map(|p| format!("server 127.0.0.1:{p};"))
+        .collect();
+    let config = format!(
+        "worker_processes 1; error_log {d}/error.log; pid {d}/nginx.pid; events {{ worker_connections 1024; }}\n\
+         http {{ access_log off; client_max_body_size 200m; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
+         upstream workers {{ {servers} }}\n\
+         server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://workers; proxy_read_timeout 120s; }} }} }}\n"
+    );
+    std::fs::write(dir.0.join("nginx.conf"), config).unwrap();
+    let child = Command::new("nginx")
+        .arg("-p")
+        .arg(&dir.0)
+        .arg("-c")
+        .arg(dir.0.join("nginx.conf"))
+        .args(["-g", "daemon off;"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    wait_for(SOON, || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| ())
+    })?;
+    Some((Nginx(child), port))
+}
+
+fn start_manager(pool: u64, stub: &[&str]) -> Manager {
+    let setup = Setup::new()
+        .set("workers", "poolSize", json!(pool))
+        .set("workers", "rotateThreshold", json!(1_000_000_000u64))
+        .set("workers", "healthIntervalMs", json!(5000))
+        .set("workers", "auditIntervalMs", json!(30_000))
+        .set("inference", "maxConcurrentInferences", json!(64))
+        .set("server", "threads", json!(64))
+        .env("LOG_LEVEL", "info")
+        .stub(stub);
+    let manager = setup.start();
+    manager.wait_healthy(pool);
+    manager
+}
+
+/// Resident set size now and at its peak, in MB, from /proc.
+fn rss_mb(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn row(name: &str, s: Stats) {
+    println!(
+        "| {name:<44} | {:>8.2} | {:>8.2} | {:>9.0} |",
+        s.p50_ms, s.p99_ms, s.rps
+    );
+}
+
+fn proxy_overhead() {
+    println!("\n## 1. Proxy overhead (1 s WAV, 2 workers, 2 clients, keep-alive, {}x{} s rounds, median)\n", ROUNDS, RUN.as_secs());
+    let manager = start_manager(2, &[]);
+    let workers: Vec<u16> = manager.status()["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["port"].as_u64().unwrap() as u16)
+        .collect();
+    let scratch = TempDir::new("nginx");
+    let nginx = start_nginx(&scratch, &workers);
+    let audio = wav(16_000, 1);
+    let (multipart_type, multipart_body) = multipart(&audio, "json");
+    let direct = Target {
+        url: format!("http://127.0.0.1:{}/inference", workers[0]),
+        content_type: multipart_type.clone(),
+        body: multipart_body.clone(),
+    };
+    let openai = Target {
+        url: manager.url("/v1/audio/transcriptions"),
+        content_type: multipart_type.clone(),
+        body: multipart_body.clone(),
+    };
+    let seed = Target {
+        url: manager.url("/api/v1/transcriptions"),
+        content_type: "application/json".into(),
+        body: json!({ "content": b64(&audio), "timestamps": false })
+            .to_string()
+            .into_bytes(),
+    };
+    let via_nginx = nginx.as_ref().map(|(_, port)| Target {
+        url: format!("http://127.0.0.1:{port}/inference"),
+        content_type: multipart_type,
+        body: multipart_body,
+    });
+    // Direct runs one worker with both clients, which it serves one at a time; give it one
+    // client so it is not queueing against itself, and the proxies two over two workers.
+    let mut runs: [Vec<Stats>; 4] = Default::default();
+    for _ in 0..ROUNDS {
+        runs[0].push(load(&direct, 1));
+        if let Some(target) = &via_nginx {
+            runs[1].push(load(target, 2));
+        }
+        runs[2].push(load(&openai, 2));
+        runs[3].push(load(&seed, 2));
+    }
+    let [direct_runs, nginx_runs, openai_runs, seed_runs] = runs;
+    let (direct, openai, seed) = (median(direct_runs), median(openai_runs), median(seed_runs));
+    println!(
+        "| {:<44} | {:>8} | {:>8} | {:>9} |",
+        "path", "p50 ms", "p99 ms", "req/s"
+    );
+    println!("|{:-<46}|{:->10}|{:->10}|{:->11}|", "", "", "", "");
+    row("direct to one worker (1 client)", direct);
+    let nginx = (!nginx_runs.is_empty()).then(|| median(nginx_runs));
+    match nginx {
+        Some(s) => row("nginx round-robin, 2 workers", s),
+        None => println!("| nginx: not installed (apt-get install nginx-light) |"),
+    }
+    row("manager /v1/audio/transcriptions (multipart)", openai);
+    row("manager /api/v1/transcriptions (JSON base64)", seed);
+    if let Some(nginx) = nginx {
+        let added = |s: Stats| s.p50_ms - direct.p50_ms;
+        println!("\nadded p50 over direct: nginx {:.2} ms, manager multipart {:.2} ms, manager JSON {:.2} ms", added(nginx), added(openai), added(seed));
+        let ratio = added(openai) / added(nginx).max(0.001);
+        println!(
+            "manager/nginx added-latency ratio (multipart): {ratio:.2}  (target <= 2.0: {})",
+            verdict(ratio <= 2.0)
+        );
+        let rps = openai.rps / nginx.rps;
+        println!(
+            "manager/nginx requests/s (multipart): {rps:.2}  (target >= 0.90: {})",
+            verdict(rps >= 0.9)
+        );
+    }
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+fn pool_scaling() {
+    const DELAY_MS: u64 = 50;
+    println!(
+        "\n## 2. Pool scaling (workers take {DELAY_MS} ms each, 2 clients per worker, {} s)\n",
+        RUN.as_secs()
+    );
+    println!("| workers | ideal req/s | achieved req/s | ratio | target 0.95 |");
+    println!("|---|---|---|---|---|");
+    let audio = wav(1600, 2);
+    for n in [1u64, 2, 4, 8] {
+        let manager = start_manager(n, &["--delay-ms", &DELAY_MS.to_string()]);
+        let target = Target {
+            url: manager.url("/api/v1/transcriptions"),
+            content_type: "application/json".into(),
+            body: json!({ "content": b64(&audio), "timestamps": false })
+                .to_string()
+                .into_bytes(),
+        };
+        let stats = load(&target, 2 * n as usize);
+        let ideal = n as f64 * 1000.0 / DELAY_MS as f64;
+        let ratio = stats.rps / ideal;
+        println!(
+            "| {n} | {ideal:.0} | {:.1} | {ratio:.3} | {} |",
+            stats.rps,
+            verdict(ratio >= 0.95)
+        );
+    }
+}
+
+fn large_uploads() {
+    const MB25: u32 = 25 * 1024 * 1024 / 2; // samples of 16-bit audio
+    println!("\n## 3. Large uploads (25 MB of audio)\n");
+    let manager = start_manager(2, &[]);
+    let (idle, _) = rss_mb(manager.child.id());
+    let workers: Vec<u16> = manager.status()["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["port"].as_u64().unwrap() as u16)
+        .collect();
+    let audio = wav(MB25, 3);
+    let (multipart_type, multipart_body) = multipart(&audio, "json");
+    let json_body = json!({ "content": b64(&audio), "timestamps": false })
+        .to_string()
+        .into_bytes();
+    let once = |url: String, content_type: &str, body: &[u8]| {
+        let target = Target {
+            url,
+            content_type: content_type.into(),
+            body: body.to_vec(),
+        };
+        let started = Instant::now();
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build(),
+        );
+        let mut response = agent
+            .post(&target.url)
+            .header("Content-Type", &target.content_type)
+            .send(&target.body[..])
+            .unwrap();
+        let mut sink = Vec::new();
+        response
+            .body_mut()
+            .as_reader()
+            .read_to_end(&mut sink)
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        started.elapsed().as_secs_f64() * 1000.0
+    };
+    let best = |f: &dyn Fn() -> f64| (0..3).map(|_| f()).fold(f64::MAX, f64::min);
+    let direct = best(&|| {
+        once(
+            format!("http://127.0.0.1:{}/inference", workers[0]),
+            &multipart_type,
+            &multipart_body,
+        )
+    });
+    let via_multipart = best(&|| {
+        once(
+            manager.url("/v1/audio/transcriptions"),
+            &multipart_type,
+            &multipart_body,
+        )
+    });
+    let via_json = best(&|| {
+        once(
+            manager.url("/api/v1/transcriptions"),
+            "application/json",
+            &json_body,
+        )
+    });
+    println!("| path | best of 3, ms | added over direct, ms |");
+    println!("|---|---|---|");
+    println!("| direct to a worker (multipart, 25 MB) | {direct:.0} | |");
+    println!(
+        "| manager, multipart (25 MB) | {via_multipart:.0} | {:.0} |",
+        via_multipart - direct
+    );
+    println!(
+        "| manager, JSON base64 ({:.0} MB) | {via_json:.0} | {:.0} |",
+        json_body.len() as f64 / 1e6,
+        via_json - direct
+    );
+    drop(manager);
+
+    // Peak RSS with 8 uploads in flight: workers that take 2 s keep them there.
+    let manager = start_manager(2, &["--delay-ms", "2000"]);
+    let (idle_slow, _) = rss_mb(manager.child.id());
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                let agent = ureq::Agent::new_with_config(
+                    ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .build(),
+                );
+                let mut response = agent
+                    .post(manager.url("/api/v1/transcriptions"))
+                    .header("Content-Type", "application/json")
+                    .send(&json_body[..])
+                    .unwrap();
+                let mut sink = Vec::new();
+                response
+                    .body_mut()
+                    .as_reader()
+                    .read_to_end(&mut sink)
+                    .unwrap();
+            });
+        }
+    });
+    let (_, peak) = rss_mb(manager.child.id());
+    let in_flight = 8.0 * json_body.len() as f64 / (1024.0 * 1024.0);
+    let limit = 3.0 * in_flight + 20.0;
+    println!(
+        "\nidle RSS: {idle:.1} MB (target < 10 MB: {}); {idle_slow:.1} MB in the second manager",
+        verdict(idle < 10.0)
+    );
+    println!("peak RSS with 8 JSON uploads in flight ({in_flight:.0} MB): {peak:.0} MB = {:.2}x in flight (target <= 3x + 20 MB = {limit:.0} MB: {})", peak / in_flight, verdict(peak <= limit));
+}
+
+fn control_plane() {
+    println!("\n## 4. Control plane (wrk, 2 threads, 16 connections, 3 s)\n");
+    if Command::new("wrk")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
+        println!("wrk: not installed (apt-get install wrk)");
+        return;
+    }
+    let manager = start_manager(2, &[]);
+    println!("| route | req/s |");
+    println!("|---|---|");
+    for path in ["/health", "/api/v1/status"] {
+        let output = Command::new("wrk")
+            .args(["-t2", "-c16", "-d3s", &manager.url(path)])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        let rps = text
+            .lines()
+            .find(|l| l.starts_with("Requests/sec:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("?");
+        println!("| {path} | {rps} |");
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` would pass nothing useful: either way
+    // the whole run is the benchmark.
+    println!(
+        "# inference-server-manager benchmark ({} cores)",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    proxy_overhead();
+    pool_scaling();
+    large_uploads();
+    control_plane();
+}

@@ -1,16 +1,19 @@
-//! The acceptor and the fixed pool of request threads.
+//! The fixed pool of request threads, fed by tiny_http.
 //!
-//! One acceptor thread takes requests from `tiny_http` and hands them over a bounded channel to
-//! `server.threads` request threads. Keeping the `tiny_http::Server` in one thread makes two
-//! things simple: shutdown (unblock the acceptor, drop the server, and the port is closed while
-//! the request threads finish what they hold) and recovery (tiny_http's accept thread exits for
-//! good on its first accept error, e.g. EMFILE; the acceptor sees that as an error from `recv`
-//! and binds a fresh server on the same address).
+//! tiny_http's own accept thread is the acceptor: it reads request heads on threads of its
+//! own and queues whole requests; `server.threads` request threads take them from that queue.
+//! There is no hand-off thread in between, so a request costs one thread switch less.
+//!
+//! tiny_http's accept thread exits for good on its first accept error (e.g. EMFILE), or dies
+//! silently on a `try_clone().unwrap()` panic when the fd table fills between an accept and
+//! the clone. The first arrives as an error from `recv`; the second is only visible as a
+//! closed port, so one thread a second probes the port. Either way one thread binds a fresh
+//! server on the same address (`Listener::replace`) while the others go on.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -49,10 +52,21 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct HttpServer {
     /// The address actually bound (port 0 resolved).
     pub addr: SocketAddr,
-    current: Arc<Mutex<Arc<tiny_http::Server>>>,
-    stopping: Arc<AtomicBool>,
-    acceptor: JoinHandle<()>,
+    listener: Arc<Listener>,
     workers: Vec<JoinHandle<()>>,
+}
+
+/// The tiny_http server in use, and what replacing it takes.
+struct Listener {
+    addr: SocketAddr,
+    current: Mutex<Arc<tiny_http::Server>>,
+    stopping: AtomicBool,
+    /// Rebinding state; holding its lock is what makes one thread rebind while others wait.
+    recovery: Mutex<Recovery>,
+    /// When the port was last probed; one thread probes per `PROBE_INTERVAL`.
+    last_probe: Mutex<Instant>,
+    /// Requests the server had accepted when shutdown began, served before the threads exit.
+    leftovers: Mutex<VecDeque<tiny_http::Request>>,
 }
 
 /// State the request threads share.
@@ -91,32 +105,30 @@ impl HttpServer {
             next_request_id: AtomicUsize::new(1),
             app,
         });
-        let current = Arc::new(Mutex::new(Arc::new(server)));
-        let stopping = Arc::new(AtomicBool::new(false));
-        // A little slack beyond one per thread so a burst waits here, not in tiny_http.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<tiny_http::Request>(threads);
-        let rx = Arc::new(Mutex::new(rx));
+        let listener = Arc::new(Listener {
+            addr,
+            current: Mutex::new(Arc::new(server)),
+            stopping: AtomicBool::new(false),
+            recovery: Mutex::new(Recovery::new()),
+            last_probe: Mutex::new(Instant::now()),
+            leftovers: Mutex::new(VecDeque::new()),
+        });
         let workers = (0..threads)
             .map(|i| {
-                let (rx, shared) = (Arc::clone(&rx), Arc::clone(&shared));
+                let (listener, shared) = (Arc::clone(&listener), Arc::clone(&shared));
                 std::thread::Builder::new()
                     .name(format!("http-{i}"))
-                    .spawn(move || serve_requests(&rx, &shared))
+                    .spawn(move || {
+                        while let Some(request) = listener.next() {
+                            handle(request, &shared);
+                        }
+                    })
                     .map_err(|e| format!("cannot start request thread: {e}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let acceptor = {
-            let (current, stopping) = (Arc::clone(&current), Arc::clone(&stopping));
-            std::thread::Builder::new()
-                .name("acceptor".into())
-                .spawn(move || accept(&current, &stopping, addr, &tx))
-                .map_err(|e| format!("cannot start the acceptor: {e}"))?
-        };
         Ok(HttpServer {
             addr,
-            current,
-            stopping,
-            acceptor,
+            listener,
             workers,
         })
     }
@@ -124,10 +136,23 @@ impl HttpServer {
     /// Stops accepting (the port closes), then waits up to `drain` for the request threads to
     /// finish the requests they hold. Returns whether they all finished.
     pub fn shutdown(self, drain: Duration) -> bool {
-        self.stopping.store(true, Ordering::SeqCst);
-        lock(&self.current).unblock();
-        let _ = self.acceptor.join();
-        // The acceptor dropped its sender: request threads exit once the channel is empty.
+        self.listener.stopping.store(true, Ordering::SeqCst);
+        // The real server leaves `current` and gives up what it had accepted; each waiting
+        // thread is woken once, and when the last lets go of the server, its port closes.
+        let server = std::mem::replace(
+            &mut *lock(&self.listener.current),
+            Arc::new(unbound_placeholder()),
+        );
+        {
+            let mut leftovers = lock(&self.listener.leftovers);
+            while let Ok(Some(request)) = server.try_recv() {
+                leftovers.push_back(request);
+            }
+        }
+        for _ in &self.workers {
+            server.unblock();
+        }
+        drop(server);
         let deadline = Instant::now() + drain;
         while Instant::now() < deadline && self.workers.iter().any(|w| !w.is_finished()) {
             std::thread::sleep(Duration::from_millis(20));
@@ -146,60 +171,57 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The acceptor loop: forwards requests, rebinds when tiny_http's accept thread dies, and at
-/// shutdown forwards what was already accepted before letting the server (and port) go.
-///
-/// The accept thread dies in two ways: an accept error (delivered once through `recv`), or a
-/// panic on `try_clone().unwrap()` when the fd table fills between accepting a socket and
-/// cloning it, which delivers nothing. The second is only visible as a closed port, so the
-/// acceptor also probes its own port every `PROBE_INTERVAL`.
-fn accept(
-    current: &Mutex<Arc<tiny_http::Server>>,
-    stopping: &AtomicBool,
-    addr: SocketAddr,
-    tx: &SyncSender<tiny_http::Request>,
-) {
-    let mut last_probe = Instant::now();
-    let mut recovery = Recovery::new();
-    loop {
-        let server = Arc::clone(&lock(current));
-        let received = server.recv_timeout(PROBE_INTERVAL);
-        if stopping.load(Ordering::SeqCst) {
-            if let Ok(Some(request)) = received {
-                let _ = tx.send(request);
+impl Listener {
+    /// The next request for a request thread; `None` once shutdown has started and nothing it
+    /// had accepted is left.
+    fn next(&self) -> Option<tiny_http::Request> {
+        loop {
+            if self.stopping.load(Ordering::SeqCst) {
+                return lock(&self.leftovers).pop_front();
             }
-            while let Ok(Some(request)) = server.try_recv() {
-                let _ = tx.send(request);
+            let server = Arc::clone(&lock(&self.current));
+            match server.recv_timeout(PROBE_INTERVAL) {
+                Ok(Some(request)) => return Some(request),
+                _ if self.stopping.load(Ordering::SeqCst) => continue,
+                Ok(None) => self.probe(&server),
+                Err(e) => {
+                    log::error!(
+                        "the HTTP acceptor stopped ({e}); binding a new listener on {}",
+                        self.addr
+                    );
+                    self.replace(&server);
+                }
             }
-            *lock(current) = Arc::new(unbound_placeholder());
+        }
+    }
+
+    /// Once per `PROBE_INTERVAL` (whichever thread comes first), checks that the port is
+    /// still open.
+    fn probe(&self, server: &Arc<tiny_http::Server>) {
+        {
+            let mut last = lock(&self.last_probe);
+            if last.elapsed() < PROBE_INTERVAL {
+                return;
+            }
+            *last = Instant::now();
+        }
+        if listener_is_gone(self.addr) {
+            log::error!(
+                "the HTTP listener on {} is gone (its accept thread died); binding a new one",
+                self.addr
+            );
+            self.replace(server);
+        }
+    }
+
+    /// Binds a fresh server in place of `dead`, unless another thread already did.
+    fn replace(&self, dead: &Arc<tiny_http::Server>) {
+        let mut recovery = lock(&self.recovery);
+        if !Arc::ptr_eq(&lock(&self.current), dead) {
             return;
         }
-        let died = match received {
-            Ok(Some(request)) => {
-                if tx.send(request).is_err() {
-                    return;
-                }
-                false
-            }
-            Ok(None) => false,
-            Err(e) => {
-                log::error!("the HTTP acceptor stopped ({e}); binding a new listener on {addr}");
-                true
-            }
-        };
-        let closed = !died && last_probe.elapsed() >= PROBE_INTERVAL && {
-            last_probe = Instant::now();
-            listener_is_gone(addr)
-        };
-        if closed {
-            log::error!(
-                "the HTTP listener on {addr} is gone (its accept thread died); binding a new one"
-            );
-        }
-        if died || closed {
-            drop(server);
-            *lock(current) = Arc::new(recovery.rebind(addr, stopping));
-        }
+        let fresh = recovery.rebind(self.addr, &self.stopping);
+        *lock(&self.current) = Arc::new(fresh);
     }
 }
 
@@ -272,19 +294,9 @@ impl Recovery {
 }
 
 /// A server on an ephemeral loopback port that stands in after shutdown, so the real listener
-/// is dropped (and its port closed) while `current` still holds something.
+/// can be dropped (and its port closed) while `current` still holds something.
 fn unbound_placeholder() -> tiny_http::Server {
     tiny_http::Server::http("127.0.0.1:0").expect("binding an ephemeral loopback port")
-}
-
-fn serve_requests(rx: &Mutex<Receiver<tiny_http::Request>>, shared: &Shared) {
-    loop {
-        let next = lock(rx).recv();
-        match next {
-            Ok(request) => handle(request, shared),
-            Err(_) => return,
-        }
-    }
 }
 
 /// Answers one request. A panic in a handler becomes a 500 and this thread lives on.

@@ -327,19 +327,22 @@ fn orchestrator(failures: usize) -> (u16, Arc<Mutex<Vec<Value>>>) {
     (port, seen)
 }
 
+/// A rack worker that registers with the orchestrator on `orchestrator_port` every 200 ms.
+fn registering_worker(rack_port: u16, orchestrator_port: u16) -> Manager {
+    let url = format!("http://127.0.0.1:{orchestrator_port}");
+    let manager = rack_setup(rack_port)
+        .set("rack", "orchestratorUrl", json!(url))
+        .set("rack", "heartbeatMs", json!(200))
+        .start();
+    manager.wait_healthy(1);
+    manager
+}
+
 #[test]
 fn a_rack_worker_registers_and_keeps_a_heartbeat() {
     let (port, seen) = orchestrator(0);
     let rack_port = free_port_base();
-    let manager = rack_setup(rack_port)
-        .set(
-            "rack",
-            "orchestratorUrl",
-            json!(format!("http://127.0.0.1:{port}")),
-        )
-        .set("rack", "heartbeatMs", json!(200))
-        .start();
-    manager.wait_healthy(1);
+    let _manager = registering_worker(rack_port, port);
     let beats = wait_for(SOON, || {
         let seen = seen.lock().unwrap();
         (seen.len() >= 3 && seen.last().unwrap()["capabilities"]["models"] == json!(["default"]))
@@ -356,15 +359,7 @@ fn a_rack_worker_registers_and_keeps_a_heartbeat() {
 fn a_failing_orchestrator_costs_a_retry_not_the_worker() {
     let (port, seen) = orchestrator(2);
     let rack_port = free_port_base();
-    let manager = rack_setup(rack_port)
-        .set(
-            "rack",
-            "orchestratorUrl",
-            json!(format!("http://127.0.0.1:{port}")),
-        )
-        .set("rack", "heartbeatMs", json!(200))
-        .start();
-    manager.wait_healthy(1);
+    let manager = registering_worker(rack_port, port);
     wait_for(SOON, || (!seen.lock().unwrap().is_empty()).then_some(()))
         .expect("registration never succeeded");
     let log = manager.log_text();

@@ -43,7 +43,7 @@ const MAX_REBIND_PAUSE: Duration = Duration::from_secs(5);
 /// A listener that lived this long was a recovery, and the next death starts the pause over.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 
-/// How often the acceptor checks that its listener still exists. One loopback connect per
+/// How often a request thread checks that the listener still exists. One loopback connect per
 /// second is nothing, and a dead listener costs at most this much downtime before rebinding.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);

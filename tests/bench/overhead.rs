@@ -54,31 +54,13 @@ fn load(target: &Target, clients: usize) -> Stats {
         let handles: Vec<_> = (0..clients)
             .map(|_| {
                 scope.spawn(|| {
-                    let agent = ureq::Agent::new_with_config(
-                        ureq::Agent::config_builder()
-                            .http_status_as_error(false)
-                            .build(),
-                    );
+                    let agent = new_agent();
                     let mut latencies = Vec::new();
                     while Instant::now() < deadline {
                         let started = Instant::now();
-                        let mut response = agent
-                            .post(&target.url)
-                            .header("Content-Type", &target.content_type)
-                            .send(&target.body[..])
-                            .expect("request");
-                        let mut sink = Vec::new();
-                        response
-                            .body_mut()
-                            .as_reader()
-                            .read_to_end(&mut sink)
-                            .unwrap();
-                        assert_eq!(
-                            response.status().as_u16(),
-                            200,
-                            "{}",
-                            String::from_utf8_lossy(&sink)
-                        );
+                        let (status, answer) =
+                            post(&agent, &target.url, &target.content_type, &target.body);
+                        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
                         latencies.push(started.elapsed().as_secs_f64() * 1000.0);
                     }
                     latencies
@@ -97,6 +79,30 @@ fn load(target: &Target, clients: usize) -> Stats {
         p99_ms: at(0.99),
         rps: latencies.len() as f64 / RUN.as_secs_f64(),
     }
+}
+
+/// One POST on `agent`; the status and the answer read to its end.
+fn post(agent: &ureq::Agent, url: &str, content_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut response = agent
+        .post(url)
+        .header("Content-Type", content_type)
+        .send(body)
+        .expect("request");
+    let mut answer = Vec::new();
+    response
+        .body_mut()
+        .as_reader()
+        .read_to_end(&mut answer)
+        .unwrap();
+    (response.status().as_u16(), answer)
+}
+
+fn new_agent() -> ureq::Agent {
+    ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    )
 }
 
 fn median(mut runs: Vec<Stats>) -> Stats {
@@ -336,29 +342,8 @@ fn large_uploads() {
         .to_string()
         .into_bytes();
     let once = |url: String, content_type: &str, body: &[u8]| {
-        let target = Target {
-            url,
-            content_type: content_type.into(),
-            body: body.to_vec(),
-        };
         let started = Instant::now();
-        let agent = ureq::Agent::new_with_config(
-            ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .build(),
-        );
-        let mut response = agent
-            .post(&target.url)
-            .header("Content-Type", &target.content_type)
-            .send(&target.body[..])
-            .unwrap();
-        let mut sink = Vec::new();
-        response
-            .body_mut()
-            .as_reader()
-            .read_to_end(&mut sink)
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 200);
+        assert_eq!(post(&new_agent(), &url, content_type, body).0, 200);
         started.elapsed().as_secs_f64() * 1000.0
     };
     let best = |f: &dyn Fn() -> f64| (0..3).map(|_| f()).fold(f64::MAX, f64::min);
@@ -403,22 +388,11 @@ fn large_uploads() {
     std::thread::scope(|scope| {
         for _ in 0..8 {
             scope.spawn(|| {
-                let agent = ureq::Agent::new_with_config(
-                    ureq::Agent::config_builder()
-                        .http_status_as_error(false)
-                        .build(),
+                let url = manager.url("/api/v1/transcriptions");
+                assert_eq!(
+                    post(&new_agent(), &url, "application/json", &json_body).0,
+                    200
                 );
-                let mut response = agent
-                    .post(manager.url("/api/v1/transcriptions"))
-                    .header("Content-Type", "application/json")
-                    .send(&json_body[..])
-                    .unwrap();
-                let mut sink = Vec::new();
-                response
-                    .body_mut()
-                    .as_reader()
-                    .read_to_end(&mut sink)
-                    .unwrap();
             });
         }
     });

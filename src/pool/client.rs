@@ -1,13 +1,23 @@
 //! The HTTP client side of the whisper-server protocol: `GET /health` and a multipart
 //! `POST /inference`, over loopback with `ureq`.
 //!
-//! Connections are not pooled: whisper-server closes idle keep-alive connections on its own
-//! schedule and workers are replaced on the same ports, so a pooled socket could belong to a
-//! process that no longer exists. A loopback connect costs tens of microseconds.
+//! Connections to workers are kept alive and reused: a new loopback connection per request
+//! costs both sides (and a thread in the worker) more than the request itself when the answer
+//! is quick. A pooled socket may be stale (its worker replaced on the same port, or closed by
+//! whisper-server's keep-alive timeout): ureq probes each one before reuse and drops those
+//! the peer closed, `IDLE_REUSE` stays under whisper-server's 5 s keep-alive timeout, and
+//! `dispatch` tells the rare stale socket from a dead worker by asking `/health`.
 
 use std::io::Read;
 use std::sync::OnceLock;
 use std::time::Duration;
+
+/// A pooled connection idle longer than this is not reused: whisper-server (cpp-httplib)
+/// closes keep-alive connections after 5 s idle.
+const IDLE_REUSE: Duration = Duration::from_secs(2);
+
+/// Idle connections kept in all: a few per worker of a large pool.
+const MAX_IDLE: usize = 64;
 
 /// Largest worker answer we accept: a transcript of hours of audio with word timestamps stays
 /// far below this; anything bigger is a broken worker, not a transcript.
@@ -47,8 +57,8 @@ fn agent() -> &'static ureq::Agent {
     AGENT.get_or_init(|| {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .max_idle_connections(0)
-            .max_idle_connections_per_host(0)
+            .max_idle_age(IDLE_REUSE)
+            .max_idle_connections(MAX_IDLE)
             .build();
         ureq::Agent::new_with_config(config)
     })

@@ -116,7 +116,9 @@ impl Pool {
 
     /// Runs one inference on the pool. A worker that dies under the request (connection
     /// refused or cut, or a 5xx after which its `/health` fails) is reported to the monitor
-    /// and the request is sent once more to another worker.
+    /// and the request is sent once more to another worker. A connection that fails while the
+    /// worker still answers `/health` was a stale pooled one: the request is sent once more,
+    /// and the worker keeps its standing.
     pub fn infer(
         &self,
         model: &str,
@@ -158,6 +160,18 @@ impl Pool {
                         "{} gave no transcript within the request deadline",
                         lease.worker_id
                     )));
+                }
+                Err(CallError::Connection(why))
+                    if client::health(lease.port, CRASH_PROBE_TIMEOUT).is_ok() =>
+                {
+                    // The worker is fine: the pooled connection was stale. Send it again.
+                    log::debug!(
+                        "{} dropped a connection but is healthy ({why}); sending again",
+                        lease.worker_id
+                    );
+                    last_failure = format!("{}: {why}", lease.worker_id);
+                    self.release(&lease, Outcome::Interrupted);
+                    continue;
                 }
                 Err(CallError::Connection(why)) => {
                     last_failure = format!("{}: {why}", lease.worker_id)

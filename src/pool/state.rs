@@ -129,6 +129,9 @@ pub enum Outcome {
     Crashed,
     /// No answer before the deadline: kill and replace it.
     Hung,
+    /// The connection failed but the worker answers `/health`: a stale pooled socket, not a
+    /// fault of the worker. Nothing is recorded.
+    Interrupted,
 }
 
 /// A model's life as `/api/models` shows it.
@@ -309,6 +312,7 @@ impl PoolState {
                 worker.recycle = true;
                 worker.accepting = false;
             }
+            Outcome::Interrupted => {}
         }
     }
 

@@ -47,9 +47,16 @@ struct Stats {
     rps: f64,
 }
 
+/// Load before a measured pool-scaling round.
+const WARM_UP: Duration = Duration::from_secs(2);
+
 /// `clients` threads, each with a keep-alive connection, send `target` for `RUN`.
 fn load(target: &Target, clients: usize) -> Stats {
-    let deadline = Instant::now() + RUN;
+    load_for(target, clients, RUN)
+}
+
+fn load_for(target: &Target, clients: usize, run: Duration) -> Stats {
+    let deadline = Instant::now() + run;
     let mut latencies: Vec<f64> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..clients)
             .map(|_| {
@@ -77,7 +84,7 @@ fn load(target: &Target, clients: usize) -> Stats {
     Stats {
         p50_ms: at(0.5),
         p99_ms: at(0.99),
-        rps: latencies.len() as f64 / RUN.as_secs_f64(),
+        rps: latencies.len() as f64 / run.as_secs_f64(),
     }
 }
 
@@ -314,6 +321,8 @@ fn pool_scaling() {
                 .to_string()
                 .into_bytes(),
         };
+        // A first round warms up: see the README on stalls in a fresh manager's first seconds.
+        load_for(&target, 2 * n as usize, WARM_UP);
         let stats = load(&target, 2 * n as usize);
         let ideal = n as f64 * 1000.0 / DELAY_MS as f64;
         let ratio = stats.rps / ideal;

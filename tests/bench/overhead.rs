@@ -196,6 +196,17 @@ fn start_manager(pool: u64, stub: &[&str]) -> Manager {
     manager
 }
 
+/// The ports of the manager's workers, to call them directly.
+fn worker_ports(manager: &Manager) -> Vec<u16> {
+    let status = manager.status();
+    status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["port"].as_u64().unwrap() as u16)
+        .collect()
+}
+
 /// Resident set size now and at its peak, in MB, from /proc.
 fn rss_mb(pid: u32) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -221,12 +232,7 @@ fn row(name: &str, s: Stats) {
 fn proxy_overhead() {
     println!("\n## 1. Proxy overhead (1 s WAV, 2 workers, 2 clients, keep-alive, {}x{} s rounds, median)\n", ROUNDS, RUN.as_secs());
     let manager = start_manager(2, &[]);
-    let workers: Vec<u16> = manager.status()["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["port"].as_u64().unwrap() as u16)
-        .collect();
+    let workers = worker_ports(&manager);
     let scratch = TempDir::new("nginx");
     let nginx = start_nginx(&scratch, &workers);
     let audio = wav(16_000, 1);
@@ -339,12 +345,7 @@ fn large_uploads() {
     println!("\n## 3. Large uploads (25 MB of audio)\n");
     let manager = start_manager(2, &[]);
     let (idle, _) = rss_mb(manager.child.id());
-    let workers: Vec<u16> = manager.status()["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["port"].as_u64().unwrap() as u16)
-        .collect();
+    let workers = worker_ports(&manager);
     let audio = wav(MB25, 3);
     let (multipart_type, multipart_body) = multipart(&audio, "json");
     let json_body = json!({ "content": b64(&audio), "timestamps": false })

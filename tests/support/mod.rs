@@ -256,6 +256,26 @@ impl Manager {
         .unwrap_or_else(|| panic!("{n} workers never became healthy\n{}", self.log_text()));
     }
 
+    /// Waits until a healthy worker other than `old_id` is serving, and returns it.
+    pub fn wait_replaced(&self, old_id: &Value) -> Value {
+        wait_for(SOON, || {
+            let status = self.status();
+            status["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|w| w["state"] == "healthy" && &w["id"] != old_id)
+                .cloned()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{old_id} was never replaced: {}\n{}",
+                self.status(),
+                self.log_text()
+            )
+        })
+    }
+
     /// Waits for the worker that has a request in flight and returns its status entry.
     pub fn busy_worker(&self) -> Value {
         wait_for(SOON, || {

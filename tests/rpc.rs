@@ -362,12 +362,19 @@ fn a_failing_orchestrator_costs_a_retry_not_the_worker() {
     let manager = registering_worker(rack_port, port);
     wait_for(SOON, || (!seen.lock().unwrap().is_empty()).then_some(()))
         .expect("registration never succeeded");
+    // The worker logs its success once the orchestrator's answer is back.
+    wait_for(SOON, || {
+        manager
+            .log_text()
+            .contains("registered with the orchestrator")
+            .then_some(())
+    })
+    .expect("the success was never logged");
     let log = manager.log_text();
     assert!(
         log.contains("orchestrator registration failed (the orchestrator answered 500)"),
         "{log}"
     );
-    assert!(log.contains("registered with the orchestrator"), "{log}");
     assert_eq!(
         manager.get("/health").status,
         200,

@@ -133,9 +133,13 @@ fn multipart(audio: &[u8], path_format: &str) -> (String, Vec<u8>) {
 struct Nginx(Child);
 
 impl Drop for Nginx {
+    /// SIGTERM, not SIGKILL: the master then stops its worker processes too.
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        signal(self.0.id(), "TERM");
+        if wait_for(SOON, || self.0.try_wait().ok().flatten()).is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 

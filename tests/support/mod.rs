@@ -163,7 +163,14 @@ impl Manager {
         let port = match rx.recv_timeout(SOON) {
             Ok(port) => port,
             Err(_) => {
-                let _ = child.kill();
+                // SIGTERM lets it stop any worker it started; the pid records catch the rest.
+                signal(child.id(), "TERM");
+                if wait_for(Duration::from_secs(10), || child.try_wait().unwrap()).is_none() {
+                    let _ = child.kill();
+                }
+                for pid in recorded_pids(&dir.0.join("data/transcription_manager")) {
+                    signal(pid, "KILL");
+                }
                 panic!(
                     "manager did not start; log:\n{}",
                     log.lock().unwrap().join("\n")

@@ -1,48 +1,109 @@
-//! Wiring: settings -> worker command -> pool and monitor -> HTTP server, and the graceful
-//! shutdown that unwinds them in the opposite order (SPEC section 7).
+//! Wiring: settings -> worker plan -> pool and monitor -> engine -> HTTP server (and rack
+//! mode), and the graceful shutdown that unwinds them in the opposite order (README
+//! "Shutdown"). Nothing imports this module but `main`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::api::Api;
 use crate::cli::Mode;
-use crate::engine::history::History;
-use crate::engine::models::ModelManager;
-use crate::http::server::HttpServer;
-use crate::metrics::Metrics;
-use crate::pool::process::{self, WorkerCommand};
+use crate::engine::Engine;
+use crate::http::{self, CommonHeaders, HttpServer};
+use crate::pool::process::{self, SpawnError, WorkerCommand};
 use crate::pool::{monitor, ModelSpec, MonitorEvent, Pool, PoolConfig};
 use crate::rpc::orchestrator;
 use crate::rpc::rack::RackServer;
-use crate::settings::{Paths, Settings};
+use crate::settings::{Paths, Settings, SettingsError};
 
 /// Model id shown for workers whose model comes from `whisperServer.args` (no `defaultModel`).
 pub const ARGS_MODEL_ID: &str = "default";
 
-/// What every request handler can reach.
-pub struct App {
-    pub settings: Settings,
-    pub pool: Arc<Pool>,
-    pub models: ModelManager,
-    pub history: History,
-    pub metrics: Metrics,
-    /// Distinguishes request ids of this run from those of earlier runs.
-    pub boot_id: u64,
+/// Why a command could not run. `main` prints it and exits with `exit_code()`.
+#[derive(Debug)]
+pub enum Error {
+    /// The settings file, environment or flags are wrong (exit 2).
+    Settings(SettingsError),
+    /// No worker command is configured and the setup script's build is absent (exit 2).
+    NoWorker {
+        config_file: PathBuf,
+        bundled: PathBuf,
+    },
+    /// `whisperServer.cmd` names no runnable program (exit 2).
+    WorkerCommand(SpawnError),
+    /// The SIGINT/SIGTERM handler could not be installed (exit 1).
+    Signals(ctrlc::Error),
+    /// The HTTP port could not be opened (exit 1).
+    Http(http::StartError),
+    /// Rack mode's TCP port could not be opened (exit 1).
+    Rack {
+        addr: String,
+        source: std::io::Error,
+    },
+    /// A thread of the service could not be started (exit 1).
+    Thread {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    /// `config edit` could not run the editor, or it failed (exit 1).
+    Editor { program: String, why: String },
 }
 
-impl App {
-    pub fn authorized(&self, authorization: Option<&str>) -> bool {
-        crate::auth::authorized(&self.settings.server.api_keys, authorization)
+impl Error {
+    /// 2 for what the operator must fix in the settings or the command line, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Settings(_) | Error::NoWorker { .. } | Error::WorkerCommand(_) => 2,
+            _ => 1,
+        }
     }
 }
 
-/// Why `serve` could not run: `Usage` problems exit 2, `Runtime` ones exit 1.
-#[derive(Debug)]
-pub enum ServeError {
-    Usage(String),
-    Runtime(String),
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Settings(e) => write!(f, "{e}"),
+            Error::NoWorker {
+                config_file,
+                bundled,
+            } => write!(
+                f,
+                "no worker command: set whisperServer.cmd in {} or the WHISPER_SERVER_CMD environment \
+                 variable to a whisper-server binary, or run scripts/setup-whisper.sh to build one into {}",
+                config_file.display(),
+                bundled.display()
+            ),
+            Error::WorkerCommand(e) => write!(f, "whisperServer.cmd: {e}"),
+            Error::Signals(e) => write!(f, "cannot install the signal handler: {e}"),
+            Error::Http(e) => write!(f, "{e}"),
+            Error::Rack { addr, source } => {
+                write!(f, "cannot listen for rack RPC on {addr}: {source}")
+            }
+            Error::Thread { what, source } => write!(f, "cannot start the {what} thread: {source}"),
+            Error::Editor { program, why } => write!(f, "the editor `{program}` {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Settings(e) => Some(e),
+            Error::WorkerCommand(e) => Some(e),
+            Error::Signals(e) => Some(e),
+            Error::Http(e) => Some(e),
+            Error::Rack { source, .. } | Error::Thread { source, .. } => Some(source),
+            Error::NoWorker { .. } | Error::Editor { .. } => None,
+        }
+    }
+}
+
+impl From<SettingsError> for Error {
+    fn from(e: SettingsError) -> Self {
+        Error::Settings(e)
+    }
 }
 
 /// The worker command, the default model and every model's `-m` path derived from the
@@ -62,11 +123,7 @@ pub struct WorkerPlan {
 
 /// Resolves which program the workers run, with which model and thread count. With no
 /// `whisperServer.cmd`, the build of `scripts/setup-whisper.sh` is used when present.
-pub fn plan_workers(
-    settings: &Settings,
-    paths: &Paths,
-    cores: usize,
-) -> Result<WorkerPlan, String> {
+pub fn plan_workers(settings: &Settings, paths: &Paths, cores: usize) -> Result<WorkerPlan, Error> {
     let ws = &settings.whisper_server;
     let cwd = (!ws.cwd.is_empty()).then(|| PathBuf::from(&ws.cwd));
     let mut model_path = settings
@@ -76,20 +133,17 @@ pub fn plan_workers(
     let program = if ws.cmd.is_empty() {
         let bundled = paths.bundled_whisper_server();
         if !bundled.is_file() {
-            return Err(format!(
-                "no worker command: set whisperServer.cmd in {} or the WHISPER_SERVER_CMD environment \
-                 variable to a whisper-server binary, or run scripts/setup-whisper.sh to build one into {}",
-                paths.config_file.display(),
-                bundled.display()
-            ));
+            return Err(Error::NoWorker {
+                config_file: paths.config_file.clone(),
+                bundled,
+            });
         }
         if model_path.is_none() && !ws.args.iter().any(|a| a == "-m" || a == "--model") {
             model_path = Some(paths.bundled_model().to_string_lossy().into_owned());
         }
         bundled
     } else {
-        process::resolve_program(&ws.cmd, cwd.as_deref())
-            .map_err(|e| format!("whisperServer.cmd: {e}"))?
+        process::resolve_program(&ws.cmd, cwd.as_deref()).map_err(Error::WorkerCommand)?
     };
     let pool_size = settings.workers.pool_size;
     let fair_share = (cores / pool_size).max(1);
@@ -153,11 +207,11 @@ fn threads_in_args(args: &[String]) -> Option<usize> {
 }
 
 /// Runs the service until SIGINT or SIGTERM, then shuts down gracefully.
-pub fn serve(settings: Settings, paths: &Paths, mode: Mode) -> Result<(), ServeError> {
+pub fn serve(settings: Settings, paths: &Paths, mode: Mode) -> Result<(), Error> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let plan = plan_workers(&settings, paths, cores).map_err(ServeError::Usage)?;
+    let plan = plan_workers(&settings, paths, cores)?;
     // Installed before any worker exists, so a signal can never leave one behind.
-    let signals = signal_channel().map_err(ServeError::Runtime)?;
+    let signals = signal_channel()?;
     for warning in &plan.warnings {
         log::warn!("{warning}");
     }
@@ -169,46 +223,31 @@ pub fn serve(settings: Settings, paths: &Paths, mode: Mode) -> Result<(), ServeE
 
     let (monitor_tx, monitor_rx) = mpsc::channel();
     let pool = Arc::new(Pool::new(
-        PoolConfig {
-            command: plan.command,
-            model: plan.model,
-            models: plan.models,
-            max_concurrent: settings.inference.max_concurrent_inferences,
-            workers: settings.workers.clone(),
-            max_queue: settings.inference.max_queue,
-            queue_timeout: Duration::from_millis(settings.inference.queue_timeout_ms),
-            log_dir: paths.worker_log_dir(),
-            pid_dir: paths.pid_dir(),
-        },
+        pool_config(&settings, paths, plan),
         monitor_tx.clone(),
     ));
-    let drain = Duration::from_millis(settings.workers.drain_timeout_ms);
-    let (host, port) = (settings.server.host.clone(), settings.server.port);
     let boot_id = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let models = ModelManager::new(
-        settings.inference.model_cache_size,
-        Duration::from_millis(settings.workers.startup_timeout_ms),
-    );
-    let history = History::new(settings.inference.history_size);
-    let app = Arc::new(App {
-        settings,
-        pool: Arc::clone(&pool),
-        models,
-        history,
-        metrics: Metrics::default(),
-        boot_id,
-    });
+    let (host, port) = (settings.server.host.clone(), settings.server.port);
+    let engine = Arc::new(Engine::new(settings, Arc::clone(&pool), boot_id));
 
     // The port opens before any worker is ready: /health says "unhealthy" until one is.
-    let server = HttpServer::start(Arc::clone(&app), &host, port).map_err(ServeError::Runtime)?;
+    let server = HttpServer::start(
+        &host,
+        port,
+        http_config(&engine.settings, boot_id),
+        Arc::new(Api::new(Arc::clone(&engine))),
+    )
+    .map_err(Error::Http)?;
     log::info!("listening on http://{}", server.addr);
-    let monitor = monitor::start(pool, monitor_rx)
-        .map_err(|e| ServeError::Runtime(format!("cannot start the monitor: {e}")))?;
+    let monitor = monitor::start(pool, monitor_rx).map_err(|source| Error::Thread {
+        what: "monitor",
+        source,
+    })?;
 
     let rack = match mode {
-        Mode::Rack => Some(start_rack(&app).map_err(ServeError::Runtime)?),
+        Mode::Rack => Some(start_rack(&engine)?),
         Mode::Http => None,
     };
 
@@ -216,6 +255,7 @@ pub fn serve(settings: Settings, paths: &Paths, mode: Mode) -> Result<(), ServeE
     if let Some(rack) = rack {
         rack.stop();
     }
+    let drain = engine.settings.workers.drain_timeout();
     log::info!(
         "shutting down: no new connections; draining requests for up to {} ms",
         drain.as_millis()
@@ -231,13 +271,44 @@ pub fn serve(settings: Settings, paths: &Paths, mode: Mode) -> Result<(), ServeE
     Ok(())
 }
 
+fn pool_config(settings: &Settings, paths: &Paths, plan: WorkerPlan) -> PoolConfig {
+    let inference = &settings.inference;
+    PoolConfig {
+        command: plan.command,
+        model: plan.model,
+        models: plan.models,
+        max_concurrent: inference.max_concurrent_inferences,
+        workers: settings.workers.clone(),
+        max_queue: inference.max_queue,
+        queue_timeout: inference.queue_timeout(),
+        model_cache_size: inference.model_cache_size,
+        log_dir: paths.worker_log_dir(),
+        pid_dir: paths.pid_dir(),
+    }
+}
+
+fn http_config(settings: &Settings, boot_id: u64) -> http::Config {
+    let server = &settings.server;
+    http::Config {
+        threads: server.threads,
+        limits: http::BodyLimits {
+            max_bytes: server.max_body_bytes,
+            timeout: server.request_timeout(),
+        },
+        common: CommonHeaders {
+            cors_origin: server.cors_origin.clone(),
+        },
+        request_id_prefix: format!("req-{boot_id:x}"),
+    }
+}
+
 /// A channel that receives once per SIGINT or SIGTERM.
-fn signal_channel() -> Result<mpsc::Receiver<()>, String> {
+fn signal_channel() -> Result<mpsc::Receiver<()>, Error> {
     let (tx, rx) = mpsc::channel();
     ctrlc::set_handler(move || {
         let _ = tx.send(());
     })
-    .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    .map_err(Error::Signals)?;
     Ok(rx)
 }
 
@@ -258,27 +329,34 @@ impl Rack {
     }
 }
 
-fn start_rack(app: &Arc<App>) -> Result<Rack, String> {
-    let rack = &app.settings.rack;
-    let server = RackServer::start(Arc::clone(app), &app.settings.server.host, rack.port)?;
+fn start_rack(engine: &Arc<Engine>) -> Result<Rack, Error> {
+    let rack = &engine.settings.rack;
+    let host = &engine.settings.server.host;
+    let server =
+        RackServer::start(Arc::clone(engine), host, rack.port).map_err(|source| Error::Rack {
+            addr: format!("{host}:{}", rack.port),
+            source,
+        })?;
     log::info!("rack RPC listening on tcp://{}", server.addr);
     let registration = if rack.orchestrator_url.is_empty() {
         None
     } else {
-        let host = advertised_host(&app.settings.server.host);
+        let host = advertised_host(host);
         let address = format!("{host}:{}", server.addr.port());
         let worker_id = format!("ism-{host}-{}", server.addr.port());
         let (stop, stopped) = mpsc::channel();
-        let heartbeat = Duration::from_millis(rack.heartbeat_ms);
         let thread = orchestrator::start(
-            Arc::clone(app),
+            Arc::clone(engine),
             rack.orchestrator_url.clone(),
             worker_id,
             address,
-            heartbeat,
+            rack.heartbeat(),
             stopped,
         )
-        .map_err(|e| format!("cannot start the orchestrator registration: {e}"))?;
+        .map_err(|source| Error::Thread {
+            what: "orchestrator registration",
+            source,
+        })?;
         Some((stop, thread))
     };
     Ok(Rack {
@@ -331,7 +409,9 @@ mod tests {
 
     #[test]
     fn no_command_and_no_build_names_every_way_out() {
-        let err = plan_workers(&Settings::default(), &paths(), 4).unwrap_err();
+        let err = plan_workers(&Settings::default(), &paths(), 4)
+            .unwrap_err()
+            .to_string();
         for needle in [
             "whisperServer.cmd",
             "WHISPER_SERVER_CMD",

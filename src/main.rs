@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use inference_server_manager::app::{self, ServeError};
+use inference_server_manager::app::{self, Error};
 use inference_server_manager::cli::{self, Command};
 use inference_server_manager::settings::{self, Overrides, Paths, Settings, SettingsError};
 use inference_server_manager::{logging, pool};
@@ -20,29 +20,14 @@ fn main() -> ExitCode {
     logging::init(std::env::var("LOG_LEVEL").ok().as_deref());
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Usage(message)) => {
-            eprintln!("error: {message}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Runtime(message)) => {
-            eprintln!("error: {message}");
-            ExitCode::from(1)
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }
 
-enum Failure {
-    Usage(String),
-    Runtime(String),
-}
-
-impl From<SettingsError> for Failure {
-    fn from(e: SettingsError) -> Self {
-        Failure::Usage(e.to_string())
-    }
-}
-
-fn run(cli: &cli::Cli) -> Result<(), Failure> {
+fn run(cli: &cli::Cli) -> Result<(), Error> {
     let paths = Paths::resolve(cli.config.as_deref())?;
     let overrides = Overrides {
         host: cli.host.clone(),
@@ -61,10 +46,7 @@ fn run(cli: &cli::Cli) -> Result<(), Failure> {
         Command::Check => check(&paths, &overrides)?,
         Command::Serve => {
             let settings = load(&paths, &overrides, true)?;
-            app::serve(settings, &paths, cli.mode).map_err(|e| match e {
-                ServeError::Usage(m) => Failure::Usage(m),
-                ServeError::Runtime(m) => Failure::Runtime(m),
-            })?;
+            app::serve(settings, &paths, cli.mode)?;
         }
     }
     Ok(())
@@ -79,7 +61,7 @@ fn load(paths: &Paths, overrides: &Overrides, create: bool) -> Result<Settings, 
     Ok(settings)
 }
 
-fn config_init(paths: &Paths) -> Result<(), Failure> {
+fn config_init(paths: &Paths) -> Result<(), Error> {
     if paths.config_file.exists() {
         println!(
             "{} already exists; left as it is",
@@ -97,7 +79,7 @@ fn config_init(paths: &Paths) -> Result<(), Failure> {
 
 /// Opens the settings file in `editor` from the settings (when the file parses and that
 /// editor is installed), else `$EDITOR`, else `vi`.
-fn config_edit(paths: &Paths) -> Result<(), Failure> {
+fn config_edit(paths: &Paths) -> Result<(), Error> {
     if !paths.config_file.exists() {
         settings::write_defaults(&paths.config_file)?;
     }
@@ -120,20 +102,24 @@ fn config_edit(paths: &Paths) -> Result<(), Failure> {
         .args(words)
         .arg(&paths.config_file)
         .status()
-        .map_err(|e| Failure::Runtime(format!("cannot run the editor `{program}`: {e}")))?;
+        .map_err(|e| Error::Editor {
+            program: program.to_string(),
+            why: format!("could not be run: {e}"),
+        })?;
     if !status.success() {
-        return Err(Failure::Runtime(format!(
-            "the editor `{program}` exited with {status}"
-        )));
+        return Err(Error::Editor {
+            program: program.to_string(),
+            why: format!("exited with {status}"),
+        });
     }
     Ok(())
 }
 
 /// Validates the settings and the worker command without starting anything.
-fn check(paths: &Paths, overrides: &Overrides) -> Result<(), Failure> {
+fn check(paths: &Paths, overrides: &Overrides) -> Result<(), Error> {
     let settings = load(paths, overrides, false)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let plan = app::plan_workers(&settings, paths, cores).map_err(Failure::Usage)?;
+    let plan = app::plan_workers(&settings, paths, cores)?;
     for warning in &plan.warnings {
         log::warn!("{warning}");
     }

@@ -1,46 +1,35 @@
-//! `GET /api/models`, `POST /api/models/:id/load`, `POST /api/models/:id/unload` (SPEC
-//! section 6, seed 2), over the model manager.
+//! `GET /api/models`, `POST /api/models/:id/load`, `POST /api/models/:id/unload` (README
+//! "Models"), over the pool's model manager.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::app::App;
-use crate::engine::models::{Loaded, Unloaded};
+use crate::engine::Engine;
 use crate::error::ApiError;
-use crate::http::request::Incoming;
-use crate::http::response::Reply;
+use crate::http::{Incoming, Reply};
 
-pub fn list(app: &App, _rq: &mut Incoming) -> Result<Reply, ApiError> {
-    Ok(Reply::ok(
-        &json!({ "success": true, "models": app.models.list(&app.pool) }),
-    ))
-}
-
-pub fn load(app: &App, rq: &mut Incoming) -> Result<Reply, ApiError> {
-    Ok(Reply::ok(&load_body(app, rq.param(0))?))
-}
-
-pub fn unload(app: &App, rq: &mut Incoming) -> Result<Reply, ApiError> {
-    Ok(Reply::ok(&unload_body(app, rq.param(0))?))
+pub fn list(engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
+    let models: Vec<_> = engine
+        .pool
+        .model_views()
+        .into_iter()
+        .map(|m| {
+            json!({
+                "id": m.id,
+                "path": m.path,
+                "state": m.state.as_str(),
+                "workers": m.workers,
+                "lastUsed": m.last_used.map(crate::clock::rfc3339),
+            })
+        })
+        .collect();
+    Ok(Reply::ok(&json!({ "success": true, "models": models })))
 }
 
 /// Returns once the model's workers are healthy.
-pub fn load_body(app: &App, id: &str) -> Result<Value, ApiError> {
-    let message = match app.models.load(&app.pool, id)? {
-        Loaded::Now => "Model loaded successfully",
-        Loaded::Already => "Model already loaded",
-    };
-    Ok(json!({ "success": true, "message": message }))
+pub fn load(engine: &Engine, rq: &mut Incoming) -> Result<Reply, ApiError> {
+    Ok(Reply::ok(&engine.load_model(rq.param(0))?))
 }
 
-pub fn unload_body(app: &App, id: &str) -> Result<Value, ApiError> {
-    let message = match app.models.unload(&app.pool, id)? {
-        Unloaded::Now => "Model unloaded successfully",
-        Unloaded::NotLoaded => "Model not loaded",
-    };
-    Ok(json!({ "success": true, "message": message }))
-}
-
-/// The warm models, for `getAvailableModels`.
-pub fn available_body(app: &App) -> Value {
-    json!({ "success": true, "models": app.models.warm(&app.pool) })
+pub fn unload(engine: &Engine, rq: &mut Incoming) -> Result<Reply, ApiError> {
+    Ok(Reply::ok(&engine.unload_model(rq.param(0))?))
 }

@@ -2,22 +2,21 @@
 //! API defines it) and `GET /v1/models`, so OpenAI SDK clients work unchanged. Errors here take
 //! OpenAI's shape (see `http::router::error_reply`).
 //!
-//! The uploaded file goes to the worker as it came, in a multipart form of its own: no base64
-//! round trip. whisper-server already speaks the same `response_format`s, so its answer is
-//! passed back with the content type of the format, only the JSON `text` made one clean line.
+//! The uploaded file goes to the worker as it came, through the engine's stages like every
+//! other transcription (history, metrics, limits), with no base64 round trip. whisper-server
+//! already speaks the same `response_format`s, so its answer is passed back with the content
+//! type of the format, only the JSON `text` made one clean line.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::app::App;
-use crate::audio;
+use crate::engine::inference::{Input, Job};
 use crate::engine::transcript::clean_text;
+use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::http::multipart::{self, FormError, Part};
-use crate::http::request::Incoming;
-use crate::http::response::Reply;
-use crate::pool::client::InferenceForm;
+use crate::http::{Incoming, Reply};
 
 /// The model name OpenAI clients send by default; it means the served model.
 const OPENAI_MODEL: &str = "whisper-1";
@@ -38,12 +37,12 @@ struct TranscriptionForm {
     model: Option<String>,
     language: Option<String>,
     prompt: Option<String>,
-    response_format: Option<String>,
+    response_format: Option<&'static str>,
     temperature: Option<f32>,
 }
 
-pub fn transcriptions(app: &App, rq: &mut Incoming) -> Result<Reply, ApiError> {
-    let deadline = Instant::now() + Duration::from_millis(app.settings.server.request_timeout_ms);
+pub fn transcriptions(engine: &Engine, rq: &mut Incoming) -> Result<Reply, ApiError> {
+    let deadline = Instant::now() + engine.settings.server.request_timeout();
     let boundary = rq
         .header("Content-Type")
         .and_then(multipart::boundary_of)
@@ -63,25 +62,19 @@ pub fn transcriptions(app: &App, rq: &mut Incoming) -> Result<Reply, ApiError> {
     })?;
     let form = TranscriptionForm::from_parts(parts)?;
     let requested_model = form.model.as_deref().filter(|m| *m != OPENAI_MODEL);
-    let model = super::resolve_model(app, requested_model)?;
-    let container = audio::sniff(&form.file).ok_or_else(|| ApiError::InvalidField {
-        field: "file",
-        why: "not audio whisper-server can read: send WAV, MP3, FLAC or Ogg".into(),
-    })?;
-    let format = form
-        .response_format
-        .clone()
-        .unwrap_or_else(|| "json".into());
-    let worker_form = InferenceForm {
-        audio: form.file,
-        file_name: container.file_name().to_string(),
-        response_format: format.clone(),
+    let model = engine.resolve_model(requested_model)?;
+    let format = form.response_format.unwrap_or("json");
+    let job = Job {
+        model,
+        input: Input::File(form.file),
+        response_format: format,
         language: form.language,
         prompt: form.prompt,
         temperature: form.temperature,
+        deadline,
     };
-    let served = crate::engine::inference::execute(app, model, &worker_form, deadline)?;
-    shape_reply(&format, served.reply.body)
+    let outcome = engine.transcribe(job, |answer| shape_reply(format, answer.body))?;
+    Ok(outcome.shaped)
 }
 
 /// The worker's answer in the requested format.
@@ -152,16 +145,16 @@ fn language(part: &Part) -> Result<String, ApiError> {
     }
 }
 
-fn response_format(part: &Part) -> Result<String, ApiError> {
+fn response_format(part: &Part) -> Result<&'static str, ApiError> {
     let value = text(part, "response_format")?;
-    if FORMATS.iter().any(|(f, _)| *f == value) {
-        Ok(value)
-    } else {
-        Err(ApiError::InvalidField {
+    FORMATS
+        .iter()
+        .map(|(f, _)| *f)
+        .find(|f| *f == value)
+        .ok_or_else(|| ApiError::InvalidField {
             field: "response_format",
             why: format!("`{value:.20}` is not one of json, text, srt, vtt, verbose_json"),
         })
-    }
 }
 
 fn temperature(part: &Part) -> Result<f32, ApiError> {
@@ -189,12 +182,12 @@ fn granularity(part: &Part) -> Result<(), ApiError> {
 }
 
 /// `GET /v1/models`: the served model, and `whisper-1`, which means the same.
-pub fn models(app: &App, _rq: &mut Incoming) -> Result<Reply, ApiError> {
-    let created = app.boot_id;
+pub fn models(engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
+    let created = engine.boot_id;
     let model = |id: &str| json!({ "id": id, "object": "model", "created": created, "owned_by": "inference-server-manager" });
     Ok(Reply::ok(&json!({
         "object": "list",
-        "data": [model(OPENAI_MODEL), model(&app.pool.config.model)],
+        "data": [model(OPENAI_MODEL), model(&engine.pool.config.model)],
     })))
 }
 
@@ -224,7 +217,7 @@ mod tests {
         .unwrap();
         assert_eq!(form.file, b"RIFF");
         assert_eq!(form.language.as_deref(), Some("en"));
-        assert_eq!(form.response_format.as_deref(), Some("srt"));
+        assert_eq!(form.response_format, Some("srt"));
         assert_eq!(form.temperature, Some(0.2));
     }
 

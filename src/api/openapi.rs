@@ -7,10 +7,9 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::app::App;
+use crate::engine::Engine;
 use crate::error::ApiError;
-use crate::http::request::Incoming;
-use crate::http::response::Reply;
+use crate::http::{Incoming, Reply};
 
 const DOCUMENT: &str = include_str!("openapi.json");
 
@@ -25,11 +24,11 @@ pub fn spec() -> &'static Value {
     })
 }
 
-pub fn document(_app: &App, _rq: &mut Incoming) -> Result<Reply, ApiError> {
+pub fn document(_engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
     Ok(Reply::ok(spec()))
 }
 
-pub fn page(_app: &App, _rq: &mut Incoming) -> Result<Reply, ApiError> {
+pub fn page(_engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
     static PAGE: OnceLock<String> = OnceLock::new();
     Ok(Reply::html(PAGE.get_or_init(|| render(spec())).clone()))
 }
@@ -129,7 +128,7 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::router::ROUTES;
+    use crate::api::routes::ROUTES;
 
     /// `/api/models/:id/load` as OpenAPI writes it: `/api/models/{id}/load`.
     fn openapi_path(route: &str) -> String {

@@ -1,21 +1,20 @@
 //! `POST /rpc`: JSON-RPC 2.0 over HTTP, the same dispatcher rack mode serves on TCP.
 
-use crate::app::App;
+use crate::engine::Engine;
 use crate::error::ApiError;
-use crate::http::request::Incoming;
-use crate::http::response::Reply;
+use crate::http::{Incoming, Reply};
 
 /// 200 with the JSON-RPC answer, method errors included; 400 with the JSON-RPC error when the
 /// body is not a JSON-RPC message at all (unparsable, or not a request); 204 when it held only
 /// notifications, which get no answer.
-pub fn call(app: &App, rq: &mut Incoming) -> Result<Reply, ApiError> {
+pub fn call(engine: &Engine, rq: &mut Incoming) -> Result<Reply, ApiError> {
     let body = rq.body()?;
     let text = String::from_utf8_lossy(&body);
     let malformed = matches!(
         crate::rpc::parse(&text),
         crate::rpc::Message::Single(Err(_))
     );
-    Ok(match crate::rpc::handle(app, &text) {
+    Ok(match crate::rpc::handle(engine, &text) {
         Some(answer) if malformed => Reply::json(400, &answer),
         Some(answer) => Reply::ok(&answer),
         None => Reply::no_content(),

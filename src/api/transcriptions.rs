@@ -1,17 +1,16 @@
 //! `POST /api/v1/transcriptions`: base64 audio in JSON, a transcript out, in the shapes of the
-//! original transcription service (SPEC section 6, seed 1).
+//! original transcription service (README "API").
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::app::App;
-use crate::engine::inference::{self, Job};
+use crate::engine::inference::{Input, Job};
+use crate::engine::Engine;
 use crate::error::ApiError;
-use crate::http::request::Incoming;
-use crate::http::response::Reply;
+use crate::http::{Incoming, Reply};
 
 #[derive(Debug, Deserialize)]
 struct TranscriptionRequest {
@@ -22,28 +21,27 @@ struct TranscriptionRequest {
     model: Option<String>,
 }
 
-pub fn create(app: &App, rq: &mut Incoming) -> Result<Reply, ApiError> {
-    let deadline = Instant::now() + Duration::from_millis(app.settings.server.request_timeout_ms);
-    let body = rq.body()?;
-    let request: TranscriptionRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::InvalidRequest(format!("the body is not the expected JSON: {e}")))?;
-    drop(body);
-    let model = super::resolve_model(app, request.model.as_deref())?;
+pub fn create(engine: &Engine, rq: &mut Incoming) -> Result<Reply, ApiError> {
+    let deadline = Instant::now() + engine.settings.server.request_timeout();
+    let request: TranscriptionRequest = super::json_body(rq)?;
+    let model = engine.resolve_model(request.model.as_deref())?;
     let job = Job {
         model,
-        content: &request.content,
+        input: Input::Base64(&request.content),
+        response_format: Job::transcript_format(request.timestamps.unwrap_or(true)),
         language: request.language.clone(),
-        timestamps: request.timestamps.unwrap_or(true),
+        prompt: None,
+        temperature: None,
         deadline,
     };
-    let outcome = inference::run(app, &job)?;
+    let outcome = engine.transcribe(job, |answer| answer.transcript())?;
     let mut metadata = request.metadata.unwrap_or_default();
     metadata.insert("worker_id".into(), outcome.worker_id.clone());
     metadata.insert(
         "worker_url".into(),
         format!("http://127.0.0.1:{}", outcome.worker_port),
     );
-    let t = &outcome.transcript;
+    let t = &outcome.shaped;
     let segments: Vec<_> = t
         .segments
         .iter()

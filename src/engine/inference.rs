@@ -1,14 +1,15 @@
-//! The inference engine: one run of base64 audio through the pool, in the stages SPEC section 6
-//! names, each a small function: validate, preprocess, execute (under a deadline), postprocess,
-//! record. `/api/v1/transcriptions`, `/api/inference/:modelId` and the `runInference` RPC all
-//! run through here, so they share limits, the capacity cap and the history.
+//! One transcription through the pool, in the stages the README's "The inference engine"
+//! names, each a small function: validate, preprocess, execute (under a deadline),
+//! postprocess, record. `/api/v1/transcriptions`, `/api/inference/:modelId`, the
+//! `runInference` RPC and `/v1/audio/transcriptions` all run through here, so they share
+//! limits, the capacity cap, metrics and the history.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::history::Entry;
 use super::transcript::Transcript;
-use crate::app::App;
+use super::Engine;
 use crate::audio::{self, Container};
 use crate::error::ApiError;
 use crate::pool::client::InferenceForm;
@@ -17,25 +18,74 @@ use crate::pool::dispatch::Served;
 /// Fewer bytes than a WAV header cannot be audio worth sending to a worker.
 const MIN_AUDIO_BYTES: usize = 44;
 
+/// The audio as a transport received it.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// Base64 in a JSON field (`content`, `inputData`); refusals name the JSON.
+    Base64(&'a str),
+    /// The bytes of an uploaded file (the multipart `file` part); refusals name `file`.
+    File(Vec<u8>),
+}
+
 /// A request to the engine.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Job<'a> {
     /// A model id already checked against the settings.
     pub model: &'a str,
-    /// Base64 audio, as the client sent it.
-    pub content: &'a str,
+    pub input: Input<'a>,
+    /// What the worker is asked for: `json`, `verbose_json`, `text`, `srt` or `vtt`.
+    pub response_format: &'static str,
     pub language: Option<String>,
-    /// Ask the worker for `verbose_json` (segments, duration, confidence).
-    pub timestamps: bool,
+    pub prompt: Option<String>,
+    pub temperature: Option<f32>,
     /// The whole run, queue wait included, ends here; a worker still busy then is recycled.
     pub deadline: Instant,
 }
 
+impl Job<'_> {
+    /// The worker format that gives a `Transcript` with (`verbose_json`: segments, duration,
+    /// confidence) or without timestamps (`json`: text only).
+    pub fn transcript_format(timestamps: bool) -> &'static str {
+        if timestamps {
+            "verbose_json"
+        } else {
+            "json"
+        }
+    }
+}
+
+/// The worker's answer, handed to the caller's postprocessing.
+#[derive(Debug)]
+pub struct Answer<'a> {
+    pub body: Vec<u8>,
+    /// The length of the audio when it was a WAV (whisper's `json` carries none).
+    pub wav_duration: Option<f64>,
+    /// The language the request asked for.
+    pub language: Option<&'a str>,
+}
+
+impl Answer<'_> {
+    /// The answer of a `json` or `verbose_json` request as a `Transcript`.
+    pub fn transcript(self) -> Result<Transcript, ApiError> {
+        let reply: serde_json::Value = serde_json::from_slice(&self.body).map_err(|e| {
+            ApiError::WorkerError(format!(
+                "the worker answered with something that is not JSON: {e}"
+            ))
+        })?;
+        Ok(Transcript::from_worker(
+            &reply,
+            self.language,
+            self.wav_duration,
+        ))
+    }
+}
+
 /// A finished run.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub struct Outcome<T> {
     pub inference_id: String,
-    pub transcript: Transcript,
+    /// What the caller's postprocessing made of the worker's answer.
+    pub shaped: T,
     pub worker_id: String,
     pub worker_port: u16,
     /// Milliseconds from the start of validation to the end of postprocessing.
@@ -44,46 +94,105 @@ pub struct Outcome {
 }
 
 /// Validated audio.
+#[derive(Debug)]
 struct Audio {
     bytes: Vec<u8>,
     container: Container,
 }
 
-/// Runs `job`, recording it in the history whatever the outcome.
-pub fn run(app: &App, job: &Job) -> Result<Outcome, ApiError> {
-    let started = Instant::now();
-    let inference_id = next_id();
-    let result = validate(job.content, app.settings.server.max_body_bytes).and_then(|audio| {
-        let wav_duration = wav_duration(&audio);
-        let form = preprocess(audio, job);
-        let served = execute(app, job.model, &form, job.deadline)?;
-        let transcript = postprocess(&served.reply.body, job, wav_duration)?;
-        Ok((transcript, served.worker_id, served.port))
-    });
-    let processing_time = started.elapsed().as_millis() as u64;
-    let timestamp = crate::clock::now_rfc3339();
-    record(
-        app,
-        job.model,
-        &inference_id,
-        processing_time,
-        &timestamp,
-        result.as_ref().err(),
-    );
-    let (transcript, worker_id, worker_port) = result?;
-    Ok(Outcome {
-        inference_id,
-        transcript,
-        worker_id,
-        worker_port,
-        processing_time,
-        timestamp,
-    })
+impl Audio {
+    fn wav_duration(&self) -> Option<f64> {
+        (self.container == Container::Wav)
+            .then(|| audio::wav_duration_secs(&self.bytes))
+            .flatten()
+    }
 }
 
-/// Stage 1: non-empty, decodable base64, a size worth sending, a container whisper reads.
-fn validate(content: &str, max_bytes: u64) -> Result<Audio, ApiError> {
-    let (bytes, container) = audio::decode_audio(content).map_err(ApiError::InvalidRequest)?;
+impl Engine {
+    /// Runs `job`, with `postprocess` turning the worker's answer into what the route
+    /// returns, and records it in the history whatever the outcome.
+    pub fn transcribe<T>(
+        &self,
+        job: Job,
+        postprocess: impl FnOnce(Answer) -> Result<T, ApiError>,
+    ) -> Result<Outcome<T>, ApiError> {
+        let started = Instant::now();
+        let inference_id = next_id();
+        let Job {
+            model,
+            input,
+            response_format,
+            language,
+            prompt,
+            temperature,
+            deadline,
+        } = job;
+        let result = validate(input, self.settings.server.max_body_bytes).and_then(|audio| {
+            let wav_duration = audio.wav_duration();
+            let form = InferenceForm {
+                file_name: audio.container.file_name().to_string(),
+                audio: audio.bytes,
+                response_format: response_format.to_string(),
+                language: language.clone(),
+                prompt,
+                temperature,
+            };
+            let served = self.execute(model, &form, deadline)?;
+            let shaped = postprocess(Answer {
+                body: served.reply.body,
+                wav_duration,
+                language: language.as_deref(),
+            })?;
+            Ok((shaped, served.worker_id, served.port))
+        });
+        let processing_time = started.elapsed().as_millis() as u64;
+        let timestamp = crate::clock::now_rfc3339();
+        self.history.record(Entry {
+            inference_id: inference_id.clone(),
+            model_id: model.to_string(),
+            processing_time,
+            timestamp: timestamp.clone(),
+            success: result.is_ok(),
+            error: result.as_ref().err().map(|e| e.code().to_string()),
+        });
+        let (shaped, worker_id, worker_port) = result?;
+        Ok(Outcome {
+            inference_id,
+            shaped,
+            worker_id,
+            worker_port,
+            processing_time,
+            timestamp,
+        })
+    }
+
+    /// The pool runs the form before the deadline (queueing at capacity); a worker that
+    /// misses the deadline is recycled and its late answer never reaches anyone.
+    fn execute(
+        &self,
+        model: &str,
+        form: &InferenceForm,
+        deadline: Instant,
+    ) -> Result<Served, ApiError> {
+        let started = Instant::now();
+        let served = self.pool.infer(model, form, deadline)?;
+        self.metrics.record_inference(model, started.elapsed());
+        Ok(served)
+    }
+}
+
+/// Stage 1: decodable, a size worth sending, a container whisper reads.
+fn validate(input: Input, max_bytes: u64) -> Result<Audio, ApiError> {
+    let (bytes, container) = match input {
+        Input::Base64(content) => audio::decode_audio(content).map_err(ApiError::InvalidRequest)?,
+        Input::File(bytes) => {
+            let container = audio::sniff(&bytes).ok_or_else(|| ApiError::InvalidField {
+                field: "file",
+                why: "not audio whisper-server can read: send WAV, MP3, FLAC or Ogg".into(),
+            })?;
+            (bytes, container)
+        }
+    };
     if bytes.len() < MIN_AUDIO_BYTES {
         return Err(ApiError::InvalidRequest(format!(
             "the audio is {} bytes: too short to hold any sound",
@@ -94,77 +203,6 @@ fn validate(content: &str, max_bytes: u64) -> Result<Audio, ApiError> {
         return Err(ApiError::PayloadTooLarge { limit: max_bytes });
     }
     Ok(Audio { bytes, container })
-}
-
-fn wav_duration(audio: &Audio) -> Option<f64> {
-    (audio.container == Container::Wav)
-        .then(|| audio::wav_duration_secs(&audio.bytes))
-        .flatten()
-}
-
-/// Stage 2: the worker's form: the file under a name of its container, the format for the
-/// detail asked for, the language.
-fn preprocess(audio: Audio, job: &Job) -> InferenceForm {
-    InferenceForm {
-        file_name: audio.container.file_name().to_string(),
-        audio: audio.bytes,
-        response_format: if job.timestamps {
-            "verbose_json"
-        } else {
-            "json"
-        }
-        .to_string(),
-        language: job.language.clone(),
-        ..InferenceForm::default()
-    }
-}
-
-/// Stage 3: the pool runs it before the deadline (queueing at capacity); a worker that misses
-/// the deadline is recycled and its late answer never reaches anyone. The OpenAI route, whose
-/// forms need no other stage, calls this directly.
-pub fn execute(
-    app: &App,
-    model: &str,
-    form: &InferenceForm,
-    deadline: Instant,
-) -> Result<Served, ApiError> {
-    let started = Instant::now();
-    let served = app.pool.infer(model, form, deadline)?;
-    app.metrics.record_inference(model, started.elapsed());
-    Ok(served)
-}
-
-/// Stage 4: the worker's JSON as a `Transcript`.
-fn postprocess(body: &[u8], job: &Job, wav_duration: Option<f64>) -> Result<Transcript, ApiError> {
-    let reply: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::WorkerError(format!(
-            "the worker answered with something that is not JSON: {e}"
-        ))
-    })?;
-    Ok(Transcript::from_worker(
-        &reply,
-        job.language.as_deref(),
-        wav_duration,
-    ))
-}
-
-/// Stage 5: the history ring.
-fn record(
-    app: &App,
-    model: &str,
-    inference_id: &str,
-    processing_time: u64,
-    timestamp: &str,
-    error: Option<&ApiError>,
-) {
-    app.history.record(Entry {
-        inference_id: inference_id.to_string(),
-        model_id: model.to_string(),
-        processing_time,
-        timestamp: timestamp.to_string(),
-        success: error.is_none(),
-        error: error.map(|e| e.code().to_string()),
-    });
 }
 
 /// `inf-<seconds since epoch, hex>-<counter>`: unique within a run and across restarts.
@@ -189,45 +227,46 @@ mod tests {
     #[test]
     fn validation_refuses_empty_short_junk_and_oversized_audio() {
         assert!(matches!(
-            validate("", 1000),
+            validate(Input::Base64(""), 1000),
             Err(ApiError::InvalidRequest(_))
         ));
         assert!(matches!(
-            validate(&b64(b"RIFF\0\0\0\0WAVE"), 1000),
+            validate(Input::Base64(&b64(b"RIFF\0\0\0\0WAVE")), 1000),
             Err(ApiError::InvalidRequest(_))
         ));
         assert!(matches!(
-            validate(&b64(&[7u8; 100]), 1000),
+            validate(Input::Base64(&b64(&[7u8; 100])), 1000),
             Err(ApiError::InvalidRequest(_))
         ));
         let wav = crate::audio::tests::silent_wav(100);
         assert!(matches!(
-            validate(&b64(&wav), 100),
+            validate(Input::Base64(&b64(&wav)), 100),
             Err(ApiError::PayloadTooLarge { limit: 100 })
         ));
-        let audio = validate(&b64(&wav), 10_000).unwrap();
+        let audio = validate(Input::Base64(&b64(&wav)), 10_000).unwrap();
         assert_eq!(
-            (audio.container, wav_duration(&audio)),
+            (audio.container, audio.wav_duration()),
             (Container::Wav, Some(100.0 / 16_000.0))
         );
     }
 
     #[test]
-    fn preprocessing_picks_the_format_for_the_detail_asked() {
+    fn an_uploaded_file_that_is_not_audio_names_the_file_field() {
+        match validate(Input::File(b"hello, not audio".to_vec()), 1000) {
+            Err(ApiError::InvalidField { field, .. }) => assert_eq!(field, "file"),
+            other => panic!("{other:?}"),
+        }
         let wav = crate::audio::tests::silent_wav(100);
-        let job = Job {
-            model: "m",
-            content: "",
-            language: Some("de".into()),
-            timestamps: true,
-            deadline: Instant::now(),
-        };
-        let form = preprocess(validate(&b64(&wav), 10_000).unwrap(), &job);
         assert_eq!(
-            (form.response_format.as_str(), form.file_name.as_str()),
-            ("verbose_json", "audio.wav")
+            validate(Input::File(wav), 10_000).unwrap().container,
+            Container::Wav
         );
-        assert_eq!(form.language.as_deref(), Some("de"));
+    }
+
+    #[test]
+    fn the_format_follows_the_detail_asked() {
+        assert_eq!(Job::transcript_format(true), "verbose_json");
+        assert_eq!(Job::transcript_format(false), "json");
     }
 
     #[test]

@@ -1,11 +1,61 @@
-//! The inference engine and the models it runs on.
+//! The engine: what the service does, whatever transport asked. HTTP (`api`) and JSON-RPC
+//! (`rpc`) parse their requests, call an operation here, and shape the answer; neither owns
+//! the operations, and neither is known here.
 //!
-//! - `models`: the model manager: cold / loading / warm, load with LRU eviction, unload.
-//! - `inference`: one run in stages: validate, preprocess, execute, postprocess, record.
+//! - `Engine`: the request context (settings, pool, history, metrics), built by `app`.
+//! - `operations`: run an inference from `{inputData, options}`, load, unload, capacity,
+//!   health, available models: the bodies `/api/...` routes and JSON-RPC methods share.
+//! - `inference`: one transcription in stages: validate, preprocess, execute, postprocess,
+//!   record. Every route that transcribes runs through it.
 //! - `transcript`: what a worker's `json` / `verbose_json` answer means.
 //! - `history`: the bounded ring of past runs and their statistics.
 
 pub mod history;
 pub mod inference;
-pub mod models;
+pub mod operations;
 pub mod transcript;
+
+use std::sync::Arc;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::pool::Pool;
+use crate::settings::Settings;
+use history::History;
+
+/// Everything an operation can reach. One per running service, shared by every request
+/// thread behind an `Arc`; each part guards its own state.
+pub struct Engine {
+    pub settings: Settings,
+    pub pool: Arc<Pool>,
+    pub history: History,
+    pub metrics: Metrics,
+    /// Seconds since the epoch when this run started: tells this run's request ids from
+    /// earlier runs', and is the `created` of `/v1/models`.
+    pub boot_id: u64,
+}
+
+impl Engine {
+    pub fn new(settings: Settings, pool: Arc<Pool>, boot_id: u64) -> Engine {
+        Engine {
+            history: History::new(settings.inference.history_size),
+            metrics: Metrics::default(),
+            settings,
+            pool,
+            boot_id,
+        }
+    }
+
+    /// Whether the raw `Authorization` header carries one of `server.apiKeys` (always, when
+    /// none are set).
+    pub fn authorized(&self, authorization: Option<&str>) -> bool {
+        crate::auth::authorized(&self.settings.server.api_keys, authorization)
+    }
+
+    /// The model a request runs on: absent or empty means the default model; any other id
+    /// must be configured (404) and loaded (409), unless `inference.autoLoad` loads it now.
+    pub fn resolve_model(&self, requested: Option<&str>) -> Result<&str, ApiError> {
+        self.pool
+            .resolve_model(requested, self.settings.inference.auto_load)
+    }
+}

@@ -1,20 +1,24 @@
-//! The HTTP front end: acceptor and request threads (`server`), one request's view and its
-//! bounded body (`request`), responses with the common headers (`response`), the route table
-//! and API-key check (`router`), and a multipart parser (`multipart`).
+//! The HTTP front end, as a small library in the manner of rouille: it is handed a `Handler`
+//! and knows nothing of routes, the pool or the application.
+//!
+//! - `server`: the tiny_http acceptor (rebound if it dies), the fixed request threads, the
+//!   `Handler` trait they call, and the handling of bodies nobody reads.
+//! - `request`: `Incoming`, one request as a handler sees it, and its bounded body read.
+//! - `response`: `Reply`, and the headers every response carries.
+//! - `multipart`: a streaming, bounded `multipart/form-data` parser.
 
 pub mod multipart;
 pub mod request;
 pub mod response;
-pub mod router;
 pub mod server;
 
-/// Fewest request threads the settings allow: a quarter is kept away from body reading, and
-/// that quarter must be at least one thread.
-pub const MIN_THREADS: usize = 4;
+pub use request::{BodyError, BodyLimits, Incoming};
+pub use response::{CommonHeaders, Reply};
+pub use server::{Answered, Config, Handled, Handler, HttpServer, Refusal, StartError};
 
-/// Request threads that may be reading a request body at once: three quarters of them, so
-/// stalled uploads can never take the threads that `/health`, `/api/v1/status` and small
-/// requests need.
+/// Request threads that may be reading a request body at once: three quarters of them (at
+/// least one), so stalled uploads can never take the threads that `/health`,
+/// `/api/v1/status` and small requests need.
 pub fn body_reader_cap(threads: usize) -> usize {
     (threads * 3 / 4).max(1)
 }

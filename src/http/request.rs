@@ -14,7 +14,40 @@ use std::time::{Duration, Instant};
 
 use tiny_http::Method;
 
-use crate::error::ApiError;
+/// Why a body could not be read; the application decides what each means for its client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    /// The body is, or grew, larger than `BodyLimits::max_bytes`.
+    TooLarge { limit: u64 },
+    /// A read finished after the request's deadline: the client sends too slowly.
+    Timeout,
+    /// Every body-reading permit is taken; retry shortly.
+    Busy,
+    /// The connection failed while reading.
+    Read(String),
+    /// The body ended before the length its `Content-Length` announced.
+    Truncated { received: usize, announced: usize },
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::TooLarge { limit } => write!(f, "the body is larger than {limit} bytes"),
+            BodyError::Timeout => f.write_str("the body did not arrive in time"),
+            BodyError::Busy => f.write_str("too many uploads are in progress"),
+            BodyError::Read(why) => write!(f, "the request body could not be read: {why}"),
+            BodyError::Truncated {
+                received,
+                announced,
+            } => write!(
+                f,
+                "the body ended after {received} of the {announced} bytes announced by Content-Length"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {}
 
 /// Counts the threads reading a body, against a cap.
 #[derive(Debug)]
@@ -116,28 +149,21 @@ impl<'a> Incoming<'a> {
     }
 
     /// Hands the body to `parse` as a reader that enforces the limits: more than `max_bytes`
-    /// is `PAYLOAD_TOO_LARGE` and a read finishing past the deadline is `TIMEOUT`, whatever
-    /// `parse` makes of the failed read.
-    pub fn with_body<T>(
+    /// is `BodyError::TooLarge` and a read finishing past the deadline is `BodyError::Timeout`,
+    /// whatever `parse` makes of the failed read.
+    pub fn with_body<T, E: From<BodyError>>(
         &mut self,
-        parse: impl FnOnce(&mut dyn Read) -> Result<T, ApiError>,
-    ) -> Result<T, ApiError> {
+        parse: impl FnOnce(&mut dyn Read) -> Result<T, E>,
+    ) -> Result<T, E> {
         let declared = self.request.body_length();
         let max_bytes = self.limits.max_bytes;
         if declared.is_some_and(|n| n as u64 > max_bytes) {
-            return Err(ApiError::PayloadTooLarge { limit: max_bytes });
+            return Err(BodyError::TooLarge { limit: max_bytes }.into());
         }
         // Bodies of 1 KiB or less were already read by tiny_http; no permit needed.
         let _permit = match declared {
             Some(n) if n <= 1024 => None,
-            _ => Some(
-                self.permits
-                    .try_acquire()
-                    .ok_or_else(|| ApiError::CapacityExceeded {
-                        retry_after: Duration::from_secs(1),
-                        reason: "too many uploads are in progress".into(),
-                    })?,
-            ),
+            _ => Some(self.permits.try_acquire().ok_or(BodyError::Busy)?),
         };
         let deadline = self.received_at + self.limits.timeout;
         let mut reader = Bounded {
@@ -153,33 +179,31 @@ impl<'a> Incoming<'a> {
             // What the parser left (a multipart epilogue, usually a line break) is read here,
             // within the same limits, so dropping the request costs nothing.
             if let Err(e) = std::io::copy(&mut reader, &mut std::io::sink()) {
-                result = Err(ApiError::InvalidRequest(format!(
-                    "the request body could not be read: {e}"
-                )));
+                result = Err(BodyError::Read(e.to_string()).into());
             }
         }
         if let Some(limit) = reader.broken {
-            return Err(limit);
+            return Err(limit.into());
         }
         self.body_read = result.is_ok() && reader.eof;
         result
     }
 
     /// Reads the whole body within the limits.
-    pub fn body(&mut self) -> Result<Vec<u8>, ApiError> {
+    pub fn body(&mut self) -> Result<Vec<u8>, BodyError> {
         let expected = self.request.body_length().unwrap_or(0);
         let body = self.with_body(|reader| {
             let mut body = Vec::with_capacity(expected);
-            reader.read_to_end(&mut body).map_err(|e| {
-                ApiError::InvalidRequest(format!("the request body could not be read: {e}"))
-            })?;
-            Ok(body)
+            reader
+                .read_to_end(&mut body)
+                .map_err(|e| BodyError::Read(e.to_string()))?;
+            Ok::<_, BodyError>(body)
         })?;
         if body.len() < expected {
-            return Err(ApiError::InvalidRequest(format!(
-                "the body ended after {} of the {expected} bytes announced by Content-Length",
-                body.len()
-            )));
+            return Err(BodyError::Truncated {
+                received: body.len(),
+                announced: expected,
+            });
         }
         Ok(body)
     }
@@ -205,7 +229,7 @@ struct Bounded<'r> {
     read: u64,
     max_bytes: u64,
     deadline: Instant,
-    broken: Option<ApiError>,
+    broken: Option<BodyError>,
     eof: bool,
 }
 
@@ -218,11 +242,11 @@ impl Read for Bounded<'_> {
         self.read += n as u64;
         self.eof = n == 0;
         if self.read > self.max_bytes {
-            self.broken = Some(ApiError::PayloadTooLarge {
+            self.broken = Some(BodyError::TooLarge {
                 limit: self.max_bytes,
             });
         } else if Instant::now() > self.deadline {
-            self.broken = Some(ApiError::BodyTimeout);
+            self.broken = Some(BodyError::Timeout);
         }
         match &self.broken {
             Some(broken) => Err(std::io::Error::other(broken.to_string())),
@@ -262,7 +286,7 @@ mod tests {
         reader: &mut dyn Read,
         max_bytes: u64,
         deadline: Instant,
-    ) -> Result<Vec<u8>, ApiError> {
+    ) -> Result<Vec<u8>, BodyError> {
         let mut bounded = Bounded {
             inner: reader,
             read: 0,
@@ -275,7 +299,7 @@ mod tests {
         let result = bounded.read_to_end(&mut body);
         match (bounded.broken, result) {
             (Some(limit), _) => Err(limit),
-            (None, Err(e)) => Err(ApiError::InvalidRequest(e.to_string())),
+            (None, Err(e)) => Err(BodyError::Read(e.to_string())),
             (None, Ok(_)) => Ok(body),
         }
     }
@@ -297,7 +321,7 @@ mod tests {
         };
         assert_eq!(
             read_all(&mut r, 10, far()),
-            Err(ApiError::PayloadTooLarge { limit: 10 })
+            Err(BodyError::TooLarge { limit: 10 })
         );
     }
 
@@ -308,7 +332,7 @@ mod tests {
             pause: Duration::from_millis(5),
         };
         let deadline = Instant::now() + Duration::from_millis(20);
-        assert_eq!(read_all(&mut r, 1000, deadline), Err(ApiError::BodyTimeout));
+        assert_eq!(read_all(&mut r, 1000, deadline), Err(BodyError::Timeout));
     }
 
     #[test]

@@ -1,9 +1,7 @@
 //! `Reply`: what a handler returns, and its conversion into a `tiny_http` response with the
-//! headers every response carries (CORS, `X-Request-Id`, `Retry-After` on 503s).
+//! headers every response carries (CORS, `X-Request-Id`).
 
 use tiny_http::{Header, Response};
-
-use crate::error::ApiError;
 
 /// A complete response, built before any byte is written, so a panicking handler can still
 /// be answered with a clean 500.
@@ -47,16 +45,6 @@ impl Reply {
         }
     }
 
-    /// An error in the service's own shape (SPEC section 6).
-    pub fn error(error: &ApiError) -> Reply {
-        Reply::json(error.status(), &error.body()).with_error_headers(error)
-    }
-
-    /// An error in OpenAI's shape, for the `/v1/*` routes.
-    pub fn openai_error(error: &ApiError) -> Reply {
-        Reply::json(error.status(), &error.openai_body()).with_error_headers(error)
-    }
-
     pub fn text(content_type: &'static str, body: Vec<u8>) -> Reply {
         Reply {
             status: 200,
@@ -66,15 +54,10 @@ impl Reply {
         }
     }
 
-    fn with_error_headers(self, error: &ApiError) -> Reply {
-        let mut reply = self;
-        if let Some(secs) = error.retry_after_secs() {
-            reply.headers.push(("Retry-After", secs.to_string()));
-        }
-        if let ApiError::MethodNotAllowed { allow } = error {
-            reply.headers.push(("Allow", allow.clone()));
-        }
-        reply
+    /// Adds a header of the handler's own (`Retry-After`, `Allow`, ...).
+    pub fn with_header(mut self, name: &'static str, value: String) -> Reply {
+        self.headers.push((name, value));
+        self
     }
 }
 

@@ -18,11 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use tiny_http::Method;
+
+use super::body_reader_cap;
 use super::request::{header_value, BodyLimits, BodyPermits, Incoming};
-use super::response::{to_tiny, CommonHeaders};
-use super::router;
-use crate::app::App;
-use crate::error::ApiError;
+use super::response::{to_tiny, CommonHeaders, Reply};
 
 /// tiny_http 0.12 drains an unread request body when the request is dropped, and does so by
 /// allocating the whole remaining declared length at once: `Content-Length: 10^12` aborts the
@@ -62,6 +62,55 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// replacement bound after the old one died.
 const RECV_RECHECK: Duration = Duration::from_secs(1);
 
+/// What the server is handed: the application. The server knows nothing of routes or of what
+/// lies behind them; it reads heads, bounds bodies, catches panics and writes responses.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request.
+    fn handle(&self, request: &mut Incoming) -> Handled;
+    /// Answers a request the server refused before `handle` ran, or whose `handle` panicked.
+    fn refused(&self, method: &Method, path: &str, refusal: Refusal) -> Handled;
+    /// Hears of every request once its response is sent (the access log and metrics).
+    fn answered(&self, answered: &Answered);
+}
+
+/// A handler's answer, and the name of what it matched (a route pattern: a metrics label).
+pub struct Handled {
+    pub reply: Reply,
+    pub label: &'static str,
+}
+
+/// Why the server answered without the handler's help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The declared body is larger than the limit: answered before a byte of it is read.
+    TooLarge { declared: u64, limit: u64 },
+    /// `handle` panicked (a bug); the panic message is logged with the request id.
+    Panicked,
+}
+
+/// One answered request, for `Handler::answered`.
+#[derive(Debug)]
+pub struct Answered<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub label: &'static str,
+    pub status: u16,
+    pub elapsed: Duration,
+    pub request_id: &'a str,
+}
+
+/// What the server needs to know of the settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The fixed number of request threads.
+    pub threads: usize,
+    pub limits: BodyLimits,
+    pub common: CommonHeaders,
+    /// Starts the request ids the server makes up (`<prefix>-<n>`), so ids of this run differ
+    /// from those of earlier runs.
+    pub request_id_prefix: String,
+}
+
 /// The running HTTP front end.
 pub struct HttpServer {
     /// The address actually bound (port 0 resolved).
@@ -87,39 +136,72 @@ struct Listener {
 
 /// State the request threads share.
 struct Shared {
-    app: Arc<App>,
+    handler: Arc<dyn Handler>,
     permits: BodyPermits,
-    common: CommonHeaders,
-    limits: BodyLimits,
+    config: Config,
     drainers: Arc<AtomicUsize>,
     abandoned: AtomicUsize,
     next_request_id: AtomicUsize,
 }
 
+/// Why the server could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The address could not be bound (in use, not ours, no permission).
+    Bind {
+        addr: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A thread could not be started.
+    Thread(std::io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::Thread(e) => write!(f, "cannot start an HTTP thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Bind { source, .. } => Some(source.as_ref()),
+            StartError::Thread(e) => Some(e),
+        }
+    }
+}
+
 impl HttpServer {
-    /// Binds `host:port` (the port is open when this returns) and starts the threads.
-    pub fn start(app: Arc<App>, host: &str, port: u16) -> Result<HttpServer, String> {
-        let server = tiny_http::Server::http((host, port))
-            .map_err(|e| format!("cannot listen on {host}:{port}: {e}"))?;
+    /// Binds `host:port` (the port is open when this returns) and starts `config.threads`
+    /// request threads, each handing requests to `handler`.
+    pub fn start(
+        host: &str,
+        port: u16,
+        config: Config,
+        handler: Arc<dyn Handler>,
+    ) -> Result<HttpServer, StartError> {
+        let server = tiny_http::Server::http((host, port)).map_err(|source| StartError::Bind {
+            addr: format!("{host}:{port}"),
+            source,
+        })?;
         let addr = server
             .server_addr()
             .to_ip()
-            .ok_or("the server is not on an IP address")?;
-        let settings = &app.settings.server;
-        let threads = settings.threads;
+            .ok_or_else(|| StartError::Bind {
+                addr: format!("{host}:{port}"),
+                source: "the server is not on an IP address".into(),
+            })?;
+        let threads = config.threads;
         let shared = Arc::new(Shared {
-            permits: BodyPermits::new(super::body_reader_cap(threads)),
-            common: CommonHeaders {
-                cors_origin: settings.cors_origin.clone(),
-            },
-            limits: BodyLimits {
-                max_bytes: settings.max_body_bytes,
-                timeout: Duration::from_millis(settings.request_timeout_ms),
-            },
+            permits: BodyPermits::new(body_reader_cap(threads)),
+            config,
             drainers: Arc::new(AtomicUsize::new(0)),
             abandoned: AtomicUsize::new(0),
             next_request_id: AtomicUsize::new(1),
-            app,
+            handler,
         });
         let listener = Arc::new(Listener {
             addr,
@@ -140,7 +222,7 @@ impl HttpServer {
                             handle(request, &shared);
                         }
                     })
-                    .map_err(|e| format!("cannot start request thread: {e}"))
+                    .map_err(StartError::Thread)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let watcher = {
@@ -148,7 +230,7 @@ impl HttpServer {
             std::thread::Builder::new()
                 .name("http-watch".into())
                 .spawn(move || listener.watch())
-                .map_err(|e| format!("cannot start the listener watcher: {e}"))?
+                .map_err(StartError::Thread)?
         };
         Ok(HttpServer {
             addr,
@@ -333,7 +415,8 @@ fn unbound_placeholder() -> tiny_http::Server {
     tiny_http::Server::http("127.0.0.1:0").expect("binding an ephemeral loopback port")
 }
 
-/// Answers one request. A panic in a handler becomes a 500 and this thread lives on.
+/// Answers one request. A panic in the handler becomes its `Refusal::Panicked` answer and this
+/// thread lives on.
 fn handle(mut request: tiny_http::Request, shared: &Shared) {
     let started = Instant::now();
     let request_id = request_id(&request, shared);
@@ -344,68 +427,57 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) {
         .next()
         .unwrap_or_default()
         .to_string();
+    let handler = &shared.handler;
     let declared = request.body_length().map(|n| n as u64);
-    if let Some(length) = declared.filter(|n| *n > shared.limits.max_bytes) {
-        let error = ApiError::PayloadTooLarge {
-            limit: shared.limits.max_bytes,
+    let limit = shared.config.limits.max_bytes;
+    if let Some(length) = declared.filter(|n| *n > limit) {
+        let refusal = Refusal::TooLarge {
+            declared: length,
+            limit,
         };
-        log::info!("{method} {path} 413 (declared {length} bytes) [{request_id}]");
-        shared
-            .app
-            .metrics
-            .record_request(router::label(&method, &path), 413, started.elapsed());
-        let response = to_tiny(
-            router::error_reply(&path, &error),
-            &shared.common,
-            &request_id,
-        );
-        return refuse_unread(request, response, length, shared);
+        let handled = handler.refused(&method, &path, refusal);
+        let status = handled.reply.status;
+        let response = to_tiny(handled.reply, &shared.config.common, &request_id);
+        refuse_unread(request, response, length, shared);
+        return handler.answered(&Answered {
+            method: &method,
+            path: &path,
+            label: handled.label,
+            status,
+            elapsed: started.elapsed(),
+            request_id: &request_id,
+        });
     }
-    let (routed, body_read) = {
-        let mut incoming = Incoming::new(&mut request, &shared.permits, shared.limits);
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            router::route(&shared.app, &mut incoming)
-        }));
-        let routed = outcome.unwrap_or_else(|panic| {
+    let (handled, body_read) = {
+        let mut incoming = Incoming::new(&mut request, &shared.permits, shared.config.limits);
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(&mut incoming)));
+        let handled = outcome.unwrap_or_else(|panic| {
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
             log::error!("handler panicked on {method} {path}: {what} [{request_id}]");
-            let error = ApiError::Internal(
-                "the handler failed; the error is logged with this request id".into(),
-            );
-            router::Routed {
-                reply: router::error_reply(&path, &error),
-                label: router::label(&method, &path),
-            }
+            handler.refused(&method, &path, Refusal::Panicked)
         });
-        (routed, incoming.body_was_read())
+        (handled, incoming.body_was_read())
     };
-    let status = routed.reply.status;
-    let response = to_tiny(routed.reply, &shared.common, &request_id);
+    let status = handled.reply.status;
+    let response = to_tiny(handled.reply, &shared.config.common, &request_id);
     let unread_body = !body_read && (declared.is_some_and(|n| n > 1024) || is_chunked(&request));
     if unread_body {
         refuse_unread(request, response, declared.unwrap_or(0), shared);
     } else if let Err(e) = request.respond(response) {
         log::debug!("could not send the response: {e}");
     }
-    let elapsed = started.elapsed();
-    shared
-        .app
-        .metrics
-        .record_request(routed.label, status, elapsed);
-    let level = if matches!(routed.label, "/health" | "/metrics") {
-        log::Level::Debug
-    } else {
-        log::Level::Info
-    };
-    log::log!(
-        level,
-        "{method} {path} {status} {}ms [{request_id}]",
-        elapsed.as_millis()
-    );
+    handler.answered(&Answered {
+        method: &method,
+        path: &path,
+        label: handled.label,
+        status,
+        elapsed: started.elapsed(),
+        request_id: &request_id,
+    });
 }
 
 fn is_chunked(request: &tiny_http::Request) -> bool {
@@ -476,6 +548,6 @@ fn request_id(request: &tiny_http::Request, shared: &Shared) -> String {
         .map(String::from)
         .unwrap_or_else(|| {
             let n = shared.next_request_id.fetch_add(1, Ordering::Relaxed);
-            format!("req-{:x}-{n}", shared.app.boot_id)
+            format!("{}-{n}", shared.config.request_id_prefix)
         })
 }

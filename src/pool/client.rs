@@ -47,9 +47,30 @@ pub struct WorkerReply {
 #[derive(Debug)]
 pub enum CallError {
     /// Nothing answered on the port, or the connection broke: the process is likely gone.
-    Connection(String),
+    Connection(ureq::Error),
     /// The deadline passed first.
     Timeout,
+    /// It answered, but not with a 2xx (only from `health`).
+    Status(u16),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Connection(e) => write!(f, "{e}"),
+            CallError::Timeout => f.write_str("no answer within the deadline"),
+            CallError::Status(status) => write!(f, "answered {status}"),
+        }
+    }
+}
+
+impl std::error::Error for CallError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CallError::Connection(e) => Some(e),
+            CallError::Timeout | CallError::Status(_) => None,
+        }
+    }
 }
 
 fn agent() -> &'static ureq::Agent {
@@ -73,24 +94,24 @@ fn classify(error: ureq::Error) -> CallError {
         {
             CallError::Timeout
         }
-        other => CallError::Connection(other.to_string()),
+        other => CallError::Connection(other),
     }
 }
 
 /// `GET /health` within `timeout`; `Ok` only for a 2xx.
-pub fn health(port: u16, timeout: Duration) -> Result<(), String> {
+pub fn health(port: u16, timeout: Duration) -> Result<(), CallError> {
     let response = agent()
         .get(format!("http://127.0.0.1:{port}/health"))
         .config()
         .timeout_global(Some(timeout))
         .build()
         .call()
-        .map_err(|e| e.to_string())?;
+        .map_err(classify)?;
     let status = response.status().as_u16();
     if (200..300).contains(&status) {
         Ok(())
     } else {
-        Err(format!("/health answered {status}"))
+        Err(CallError::Status(status))
     }
 }
 

@@ -1,4 +1,4 @@
-//! A request's side of the pool (SPEC section 5): wait for an idle healthy worker in a bounded
+//! A request's side of the pool (README "Supervision"): wait for an idle healthy worker in a bounded
 //! FIFO queue, send the inference, and retry once on another worker when the first one dies
 //! under the request.
 
@@ -30,9 +30,9 @@ impl Pool {
     /// waiters for the same model, at most `maxQueue` waiting in all, at most
     /// `queueTimeoutMs` or until `deadline`. Waiters for different models do not block each
     /// other; the global cap of `maxConcurrentInferences` applies to all.
-    pub fn acquire(&self, model: &str, deadline: Instant) -> Result<Lease, ApiError> {
+    fn acquire(&self, model: &str, deadline: Instant) -> Result<Lease, ApiError> {
         let mut state = self.lock();
-        if !state.queue.iter().any(|(_, m)| m == model) {
+        if !state.has_waiting(model) {
             if let Some(lease) = state.take_idle(model) {
                 return Ok(lease);
             }
@@ -42,28 +42,21 @@ impl Pool {
                 retry_after: state.next_spawn_in(model, Instant::now()),
             });
         }
-        if state.queue.len() >= self.config.max_queue {
+        if state.queue_len() >= self.config.max_queue {
             return Err(ApiError::CapacityExceeded {
                 retry_after: Duration::from_secs(1),
                 reason: format!(
                     "all workers are busy and {} requests are queued",
-                    state.queue.len()
+                    state.queue_len()
                 ),
             });
         }
-        let ticket = state.next_ticket;
-        state.next_ticket += 1;
-        state.queue.push_back((ticket, model.to_string()));
+        let ticket = state.enqueue(model);
         let give_up_at = deadline.min(Instant::now() + self.config.queue_timeout);
         loop {
-            let first_for_model = state
-                .queue
-                .iter()
-                .find(|(_, m)| m == model)
-                .map(|(t, _)| *t);
-            if first_for_model == Some(ticket) {
+            if state.is_first(ticket, model) {
                 if let Some(lease) = state.take_idle(model) {
-                    state.queue.retain(|(t, _)| *t != ticket);
+                    state.dequeue(ticket);
                     // The next in line may find another idle worker.
                     self.notify_changed();
                     return Ok(lease);
@@ -72,7 +65,7 @@ impl Pool {
             let now = Instant::now();
             let dead = !state.has_live_worker(model);
             if now >= give_up_at || dead {
-                state.queue.retain(|(t, _)| *t != ticket);
+                state.dequeue(ticket);
                 self.notify_changed();
                 return Err(if dead {
                     ApiError::NoHealthyWorkers {
@@ -98,16 +91,8 @@ impl Pool {
     }
 
     /// Returns a leased worker and wakes whoever can use what changed.
-    pub fn release(&self, lease: &Lease, outcome: Outcome) {
-        let threshold = self.config.workers.rotate_threshold;
-        let needs_monitor = {
-            let mut state = self.lock();
-            state.finish(lease, outcome, threshold, Instant::now());
-            outcome != Outcome::Completed
-                || state
-                    .worker(&lease.worker_id)
-                    .is_some_and(|w| w.rotation_due)
-        };
+    fn release(&self, lease: &Lease, outcome: Outcome) {
+        let needs_monitor = self.lock().finish(lease, outcome, Instant::now());
         self.notify_changed();
         if needs_monitor {
             self.wake_monitor();
@@ -173,9 +158,7 @@ impl Pool {
                     self.release(&lease, Outcome::Interrupted);
                     continue;
                 }
-                Err(CallError::Connection(why)) => {
-                    last_failure = format!("{}: {why}", lease.worker_id)
-                }
+                Err(why) => last_failure = format!("{}: {why}", lease.worker_id),
             }
             log::warn!("request failed on a dying worker (attempt {attempt}/2): {last_failure}");
             self.release(&lease, Outcome::Crashed);

@@ -1,14 +1,19 @@
-//! The worker pool: shared state, the monitor that owns the processes, and the dispatch that
-//! lends workers to requests.
+//! The worker pool: shared state, the monitor that owns the processes, the dispatch that
+//! lends workers to requests, and the model manager.
 //!
-//! - `state`: `PoolState`, the bookkeeping behind the one mutex; pure logic, unit-tested.
+//! `PoolState` sits behind one mutex that only this module takes: the rest of the service
+//! sees `Pool`'s methods, each of which holds the lock for a moment and never across I/O.
+//!
+//! - `state`: `PoolState`, the bookkeeping and every transition of a worker; pure logic.
 //! - `monitor`: the single thread that spawns, health-checks, rotates, reaps and stops.
 //! - `dispatch`: a request's side: wait for an idle worker (bounded FIFO), call it, retry once.
+//! - `models`: load (with LRU eviction) and unload of the configured models.
 //! - `process`: spawning, signals, the log pump, pid records, orphan reaping, port checks.
 //! - `client`: the whisper-server HTTP protocol over `ureq`.
 
 pub mod client;
 pub mod dispatch;
+pub mod models;
 pub mod monitor;
 pub mod process;
 pub mod state;
@@ -21,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::settings::WorkerSettings;
 use process::WorkerCommand;
-use state::PoolState;
+use state::{Backoff, PoolState, Rules, Snapshot};
 
 /// Everything the pool needs from the settings, resolved once at start.
 #[derive(Debug, Clone)]
@@ -37,6 +42,8 @@ pub struct PoolConfig {
     pub max_concurrent: usize,
     pub max_queue: usize,
     pub queue_timeout: Duration,
+    /// `inference.modelCacheSize`: models with workers at once.
+    pub model_cache_size: usize,
     pub log_dir: PathBuf,
     pub pid_dir: PathBuf,
 }
@@ -47,40 +54,6 @@ pub struct ModelSpec {
     /// `-m` path, when the manager adds one (not when `whisperServer.args` choose the model).
     pub path: Option<String>,
     pub pool_size: usize,
-}
-
-impl PoolConfig {
-    fn ms(ms: u64) -> Duration {
-        Duration::from_millis(ms)
-    }
-
-    pub fn health_interval(&self) -> Duration {
-        Self::ms(self.workers.health_interval_ms)
-    }
-
-    pub fn health_timeout(&self) -> Duration {
-        Self::ms(self.workers.health_timeout_ms)
-    }
-
-    pub fn startup_timeout(&self) -> Duration {
-        Self::ms(self.workers.startup_timeout_ms)
-    }
-
-    pub fn drain_timeout(&self) -> Duration {
-        Self::ms(self.workers.drain_timeout_ms)
-    }
-
-    pub fn audit_interval(&self) -> Duration {
-        Self::ms(self.workers.audit_interval_ms)
-    }
-
-    pub fn backoff_base(&self) -> Duration {
-        Self::ms(self.workers.backoff_base_ms)
-    }
-
-    pub fn backoff_max(&self) -> Duration {
-        Self::ms(self.workers.backoff_max_ms)
-    }
 }
 
 /// Messages that wake the monitor before its next tick.
@@ -102,33 +75,6 @@ pub struct Pool {
     pub started_at: Instant,
 }
 
-/// One worker as `/api/v1/status` shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkerView {
-    pub id: String,
-    pub port: u16,
-    pub pid: u32,
-    pub model: String,
-    pub state: &'static str,
-    pub accepting_requests: bool,
-    pub in_flight: usize,
-    pub request_count: u64,
-    pub consecutive_failures: u32,
-    pub restarts: u64,
-    /// Milliseconds since the process started.
-    pub uptime: u64,
-}
-
-/// Pool-wide counts for `/health`, `/api/v1/providers` and the capacity block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolSummary {
-    pub healthy: usize,
-    pub total: usize,
-    pub in_flight: usize,
-    pub queue_depth: usize,
-}
-
 impl Pool {
     pub fn new(config: PoolConfig, monitor: Sender<MonitorEvent>) -> Pool {
         let now = Instant::now();
@@ -136,10 +82,16 @@ impl Pool {
             .models
             .get(&config.model)
             .map_or(config.workers.pool_size, |m| m.pool_size);
-        let mut state = PoolState::new(&config.model, pool_size, now);
-        state.max_concurrent = config.max_concurrent;
+        let rules = Rules {
+            max_concurrent: config.max_concurrent,
+            rotate_threshold: config.workers.rotate_threshold,
+            backoff: Backoff {
+                base: config.workers.backoff_base(),
+                max: config.workers.backoff_max(),
+            },
+        };
         Pool {
-            state: Mutex::new(state),
+            state: Mutex::new(PoolState::new(&config.model, pool_size, rules, now)),
             changed: Condvar::new(),
             config,
             monitor,
@@ -147,10 +99,10 @@ impl Pool {
         }
     }
 
-    /// The state lock. A panic while holding it (a bug) poisons it; the bookkeeping is still
-    /// the best information there is, so the service goes on with it rather than failing
-    /// every later request.
-    pub fn lock(&self) -> MutexGuard<'_, PoolState> {
+    /// The state lock, for this module only. A panic while holding it (a bug) poisons it; the
+    /// bookkeeping is still the best information there is, so the service goes on with it
+    /// rather than failing every later request.
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -158,7 +110,7 @@ impl Pool {
 
     /// Waits until `check` finds what it wants in the state (re-checked whenever the pool
     /// changes), or `timeout` passes.
-    pub fn wait_until<T>(
+    fn wait_until<T>(
         &self,
         timeout: Duration,
         mut check: impl FnMut(&PoolState) -> Option<T>,
@@ -182,60 +134,22 @@ impl Pool {
     }
 
     /// Wakes the request threads waiting in the queue.
-    pub fn notify_changed(&self) {
+    fn notify_changed(&self) {
         self.changed.notify_all();
     }
 
     /// Wakes the monitor.
-    pub fn wake_monitor(&self) {
+    fn wake_monitor(&self) {
         let _ = self.monitor.send(MonitorEvent::Wake);
     }
 
-    pub fn summary(&self) -> PoolSummary {
-        let state = self.lock();
-        PoolSummary {
-            healthy: state.healthy_count(),
-            total: state.live_count(),
-            in_flight: state.workers.iter().map(|w| w.in_flight).sum(),
-            queue_depth: state.queue.len(),
-        }
+    /// Workers and counts, all read at one instant.
+    pub fn snapshot(&self) -> Snapshot {
+        self.lock().snapshot(Instant::now())
     }
 
     /// The pool's gauges for `/metrics`.
     pub fn gauges(&self) -> crate::metrics::PoolGauges {
-        use state::WorkerState::*;
-        let state = self.lock();
-        let count = |s: state::WorkerState| state.workers.iter().filter(|w| w.state == s).count();
-        crate::metrics::PoolGauges {
-            workers: [Starting, Healthy, Unhealthy, Draining, Stopped]
-                .map(|s| (s.as_str(), count(s)))
-                .to_vec(),
-            restarts: state.slots.iter().map(|s| s.restarts).sum(),
-            rotations: state.rotations,
-            in_flight: state.workers.iter().map(|w| w.in_flight).sum(),
-            queue_depth: state.queue.len(),
-        }
-    }
-
-    pub fn worker_views(&self) -> Vec<WorkerView> {
-        let state = self.lock();
-        let now = Instant::now();
-        state
-            .workers
-            .iter()
-            .map(|w| WorkerView {
-                id: w.id.clone(),
-                port: w.port,
-                pid: w.pid,
-                model: w.model.clone(),
-                state: w.state.as_str(),
-                accepting_requests: w.accepting && w.state == state::WorkerState::Healthy,
-                in_flight: w.in_flight,
-                request_count: w.request_count,
-                consecutive_failures: w.consecutive_failures,
-                restarts: state.slots.get(w.slot).map_or(0, |s| s.restarts),
-                uptime: now.duration_since(w.started_at).as_millis() as u64,
-            })
-            .collect()
+        self.lock().gauges()
     }
 }

@@ -1,4 +1,4 @@
-//! The monitor: the one thread that owns the worker processes (SPEC section 4).
+//! The monitor: the one thread that owns the worker processes (README "Supervision").
 //!
 //! Every tick it reaps exited processes, checks starting workers for readiness, stops the ones
 //! that are retiring, and spawns into empty slots whose backoff has elapsed. Health checks run
@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use super::client;
 use super::process::{self, WorkerProcess};
-use super::state::{Worker, WorkerState};
 use super::{MonitorEvent, Pool};
 
 /// Upper bound on the monitor's sleep: how fast a crash, a finished drain or a ready worker
@@ -25,7 +24,7 @@ const TICK: Duration = Duration::from_millis(50);
 /// a probe that hangs on a half-started process.
 const STARTUP_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// SIGTERM to SIGKILL (SPEC section 7).
+/// SIGTERM to SIGKILL (README "Shutdown").
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 pub fn start(pool: Arc<Pool>, events: Receiver<MonitorEvent>) -> std::io::Result<JoinHandle<()>> {
@@ -34,8 +33,8 @@ pub fn start(pool: Arc<Pool>, events: Receiver<MonitorEvent>) -> std::io::Result
         .spawn(move || {
             let mut monitor = Monitor {
                 processes: HashMap::new(),
-                next_health: Instant::now() + pool.config.health_interval(),
-                next_audit: Instant::now() + pool.config.audit_interval(),
+                next_health: Instant::now() + pool.config.workers.health_interval(),
+                next_audit: Instant::now() + pool.config.workers.audit_interval(),
                 pool,
             };
             monitor.run(&events);
@@ -67,13 +66,13 @@ impl Monitor {
         self.check_starting();
         let now = Instant::now();
         if now >= self.next_health {
-            self.next_health = now + self.pool.config.health_interval();
+            self.next_health = now + self.pool.config.workers.health_interval();
             self.poll_health();
         }
         self.stop_retiring();
         self.fill_slots();
         if now >= self.next_audit {
-            self.next_audit = now + self.pool.config.audit_interval();
+            self.next_audit = now + self.pool.config.workers.audit_interval();
             self.audit();
         }
     }
@@ -88,95 +87,72 @@ impl Monitor {
         if exited.is_empty() {
             return;
         }
-        let config = &self.pool.config;
-        {
+        let exits: Vec<_> = {
             let mut state = self.pool.lock();
-            for (id, status) in &exited {
-                let Some(worker) = state.remove(id) else {
-                    continue;
-                };
-                if !matches!(worker.state, WorkerState::Stopped | WorkerState::Draining) {
-                    log::warn!("{id} (pid {}) exited unexpectedly: {status}", worker.pid);
-                    state.record_slot_failure(
-                        worker.slot,
-                        config.backoff_base(),
-                        config.backoff_max(),
-                        Instant::now(),
-                    );
-                } else {
-                    log::debug!("{id} stopped: {status}");
-                }
-            }
-        }
-        for (id, _) in &exited {
+            let now = Instant::now();
+            exited
+                .iter()
+                .map(|(id, status)| (id, status, state.on_exit(id, now)))
+                .collect()
+        };
+        for (id, status, exit) in exits {
             self.processes.remove(id);
+            match exit {
+                Some(exit) if !exit.expected => {
+                    log::warn!("{id} (pid {}) exited unexpectedly: {status}", exit.pid)
+                }
+                _ => log::debug!("{id} stopped: {status}"),
+            }
         }
         self.pool.notify_changed();
     }
 
     /// Probes starting workers; ready ones turn healthy, late ones are killed as failures.
     fn check_starting(&mut self) {
-        let starting: Vec<(String, u16, Instant)> = self
-            .pool
-            .lock()
-            .workers
-            .iter()
-            .filter(|w| w.state == WorkerState::Starting)
-            .map(|w| (w.id.clone(), w.port, w.started_at))
-            .collect();
-        let timeout = self.pool.config.startup_timeout();
-        let probe_timeout = STARTUP_PROBE_TIMEOUT.min(self.pool.config.health_timeout());
-        for (id, port, started_at) in starting {
-            if client::health(port, probe_timeout).is_ok() {
-                log::info!(
-                    "{id} is ready after {} ms",
-                    started_at.elapsed().as_millis()
-                );
-                self.pool.lock().on_healthy(&id, Instant::now());
+        let starting = self.pool.lock().starting();
+        let timeout = self.pool.config.workers.startup_timeout();
+        let probe_timeout = STARTUP_PROBE_TIMEOUT.min(self.pool.config.workers.health_timeout());
+        for probe in starting {
+            if client::health(probe.port, probe_timeout).is_ok() {
+                let turned = self.pool.lock().on_healthy(&probe.id, Instant::now());
+                if turned {
+                    log::info!(
+                        "{} is ready after {} ms",
+                        probe.id,
+                        probe.started_at.elapsed().as_millis()
+                    );
+                }
                 self.pool.notify_changed();
-            } else if started_at.elapsed() > timeout {
+            } else if probe.started_at.elapsed() > timeout {
                 log::warn!(
-                    "{id} was not ready within {} ms; killing it",
+                    "{} was not ready within {} ms; killing it",
+                    probe.id,
                     timeout.as_millis()
                 );
-                self.fail_worker(&id);
+                self.fail_worker(&probe.id);
             }
         }
     }
 
     /// `GET /health` on every running worker; `maxHealthFailures` in a row replaces it.
     fn poll_health(&mut self) {
-        let running: Vec<(String, u16)> = self
-            .pool
-            .lock()
-            .workers
-            .iter()
-            .filter(|w| matches!(w.state, WorkerState::Healthy | WorkerState::Unhealthy))
-            .map(|w| (w.id.clone(), w.port))
-            .collect();
+        let running = self.pool.lock().running();
         let max_failures = self.pool.config.workers.max_health_failures;
-        for (id, port) in running {
-            let result = client::health(port, self.pool.config.health_timeout());
-            let mut state = self.pool.lock();
-            let Some(worker) = state.worker_mut(&id) else {
-                continue;
-            };
-            match result {
-                Ok(()) if worker.state == WorkerState::Unhealthy => {
-                    log::info!("{id} is healthy again");
-                    state.on_healthy(&id, Instant::now());
-                }
-                Ok(()) => worker.consecutive_failures = 0,
-                Err(why) => {
-                    worker.consecutive_failures += 1;
-                    if worker.state == WorkerState::Healthy {
-                        worker.state = WorkerState::Unhealthy;
+        for probe in running {
+            let id = &probe.id;
+            match client::health(probe.port, self.pool.config.workers.health_timeout()) {
+                Ok(()) => {
+                    if self.pool.lock().on_healthy(id, Instant::now()) {
+                        log::info!("{id} is healthy again");
                     }
-                    let failures = worker.consecutive_failures;
+                }
+                Err(why) => {
+                    let Some(failures) = self.pool.lock().on_health_failure(id) else {
+                        continue;
+                    };
                     log::warn!("{id} failed its health check ({failures}/{max_failures}): {why}");
                     if failures >= max_failures {
-                        drop(state);
-                        self.fail_worker(&id);
+                        self.fail_worker(id);
                     }
                 }
             }
@@ -186,66 +162,26 @@ impl Monitor {
 
     /// Stops workers whose drain finished (or ran out of time), and kills hung ones.
     fn stop_retiring(&mut self) {
-        let drain_timeout = self.pool.config.drain_timeout();
-        let (to_stop, to_fail): (Vec<String>, Vec<String>) = {
-            let state = self.pool.lock();
-            let drained = |w: &&Worker| {
-                w.state == WorkerState::Draining
-                    && (w.in_flight == 0
-                        || w.draining_since
-                            .is_some_and(|t| t.elapsed() >= drain_timeout))
-            };
-            let stop = state
-                .workers
-                .iter()
-                .filter(drained)
-                .map(|w| w.id.clone())
-                .collect();
-            let fail = state
-                .workers
-                .iter()
-                .filter(|w| w.recycle && w.state != WorkerState::Stopped)
-                .map(|w| w.id.clone())
-                .collect();
-            (stop, fail)
-        };
-        for id in to_stop {
-            log::info!("{id} drained; stopping it");
-            let mut state = self.pool.lock();
-            if let Some(worker) = state.worker_mut(&id) {
-                worker.state = WorkerState::Stopped;
+        let drain_timeout = self.pool.config.workers.drain_timeout();
+        let (drained, hung) = self.pool.lock().retiring(drain_timeout);
+        for id in drained {
+            if !self.pool.lock().stop_drained(&id) {
+                continue;
             }
-            state.rotations += 1;
-            drop(state);
+            log::info!("{id} drained; stopping it");
             if let Some(p) = self.processes.get_mut(&id) {
                 p.request_stop(STOP_GRACE);
             }
         }
-        for id in to_fail {
+        for id in hung {
             self.fail_worker(&id);
         }
     }
 
     /// Takes a worker out as a failure of its slot: stop accepting, SIGKILL, back off.
     fn fail_worker(&mut self, id: &str) {
-        let config = &self.pool.config;
-        {
-            let mut state = self.pool.lock();
-            let Some(worker) = state.worker_mut(id) else {
-                return;
-            };
-            if worker.state == WorkerState::Stopped {
-                return;
-            }
-            worker.state = WorkerState::Stopped;
-            worker.accepting = false;
-            let slot = worker.slot;
-            state.record_slot_failure(
-                slot,
-                config.backoff_base(),
-                config.backoff_max(),
-                Instant::now(),
-            );
+        if !self.pool.lock().fail(id, Instant::now()) {
+            return;
         }
         if let Some(p) = self.processes.get_mut(id) {
             p.kill_now();
@@ -269,57 +205,32 @@ impl Monitor {
 
     fn spawn_into(&mut self, slot: usize, in_use: &[u16]) -> Option<u16> {
         let config = &self.pool.config;
-        let model = self.pool.lock().slots[slot].model.clone();
+        let model = self.pool.lock().slot_model(slot).to_string();
         let model_path = config.models.get(&model).and_then(|m| m.path.as_deref());
         let Some(port) = process::pick_port(config.workers.starting_port, in_use) else {
             log::error!(
                 "no free port at or above {}; cannot start a worker",
                 config.workers.starting_port
             );
-            self.pool.lock().record_slot_failure(
-                slot,
-                config.backoff_base(),
-                config.backoff_max(),
-                Instant::now(),
-            );
+            self.pool.lock().record_slot_failure(slot, Instant::now());
             return None;
         };
-        let spawned = process::spawn(
+        let process = match process::spawn(
             &config.command,
             port,
             model_path,
             &config.log_dir,
             &config.pid_dir,
-        );
-        let mut state = self.pool.lock();
-        let process = match spawned {
+        ) {
             Ok(p) => p,
             Err(why) => {
                 log::error!("{why}");
-                state.record_slot_failure(
-                    slot,
-                    config.backoff_base(),
-                    config.backoff_max(),
-                    Instant::now(),
-                );
+                self.pool.lock().record_slot_failure(slot, Instant::now());
                 return None;
             }
         };
-        state.spawn_seq += 1;
-        let id = format!("worker-{port}-{}", state.spawn_seq);
-        let slot_state = &mut state.slots[slot];
-        if slot_state.failures > 0 {
-            slot_state.restarts += 1;
-        }
+        let id = self.pool.lock().add_starting(slot, port, process.pid());
         log::info!("starting {id} (pid {}, model {model})", process.pid());
-        state.workers.push(Worker::starting(
-            id.clone(),
-            slot,
-            port,
-            process.pid(),
-            model,
-        ));
-        drop(state);
         self.processes.insert(id, process);
         Some(port)
     }
@@ -327,12 +238,9 @@ impl Monitor {
     /// The periodic sweep: bookkeeping and processes agree, and the operator hears about a
     /// pool that is mostly down.
     fn audit(&mut self) {
-        let (known, healthy): (Vec<String>, usize) = {
+        let (known, healthy) = {
             let state = self.pool.lock();
-            (
-                state.workers.iter().map(|w| w.id.clone()).collect(),
-                state.healthy_count(),
-            )
+            (state.ids(), state.healthy_count())
         };
         for id in self
             .processes
@@ -351,12 +259,9 @@ impl Monitor {
             .filter(|id| !self.processes.contains_key(*id))
             .cloned()
             .collect();
-        if !orphaned.is_empty() {
-            let mut state = self.pool.lock();
-            for id in &orphaned {
-                log::warn!("audit: {id} has no process; forgetting it");
-                state.remove(id);
-            }
+        for id in &orphaned {
+            self.pool.lock().forget(id);
+            log::warn!("audit: {id} has no process; forgetting it");
         }
         let pool_size = self.pool.config.workers.pool_size;
         if healthy * 2 < pool_size {
@@ -368,7 +273,7 @@ impl Monitor {
 
     /// Shutdown: SIGTERM every worker, SIGKILL after `STOP_GRACE`, wait until all are reaped.
     fn stop_all(&mut self) {
-        self.pool.lock().shutting_down = true;
+        self.pool.lock().shut_down();
         log::info!("stopping {} worker(s)", self.processes.len());
         for p in self.processes.values_mut() {
             p.request_stop(STOP_GRACE);
@@ -377,9 +282,7 @@ impl Monitor {
             self.processes.retain(|_, p| p.poll_exit().is_none());
             std::thread::sleep(Duration::from_millis(20));
         }
-        let mut state = self.pool.lock();
-        state.workers.clear();
-        drop(state);
+        self.pool.lock().clear();
         self.pool.notify_changed();
     }
 }

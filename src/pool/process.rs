@@ -22,6 +22,63 @@ const LOG_ROTATE_BYTES: u64 = 10 * 1024 * 1024;
 /// and ports held by foreign processes.
 const PORT_SCAN_RANGE: u16 = 1000;
 
+/// Why a worker program could not be found or started.
+#[derive(Debug)]
+pub enum SpawnError {
+    /// A bare program name that no `PATH` directory holds.
+    NotOnPath(String),
+    /// The path exists but is not an executable file.
+    NotExecutable(PathBuf),
+    /// The path could not be read (missing, no permission).
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The worker's log file could not be opened.
+    Log {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    /// The operating system refused to start the program.
+    Start {
+        program: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl std::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpawnError::NotOnPath(name) => write!(f, "`{name}` is not on PATH"),
+            SpawnError::NotExecutable(path) => {
+                write!(f, "{} is not an executable file", path.display())
+            }
+            SpawnError::Unreadable { path, source } => write!(f, "{}: {source}", path.display()),
+            SpawnError::Log { dir, source } => {
+                write!(
+                    f,
+                    "cannot open the worker log in {}: {source}",
+                    dir.display()
+                )
+            }
+            SpawnError::Start { program, source } => {
+                write!(f, "cannot start {}: {source}", program.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SpawnError::NotOnPath(_) | SpawnError::NotExecutable(_) => None,
+            SpawnError::Unreadable { source, .. }
+            | SpawnError::Log { source, .. }
+            | SpawnError::Start { source, .. } => Some(source),
+        }
+    }
+}
+
 /// How to start a worker: `program --host 127.0.0.1 --port P [-m model] [--threads n] args...`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerCommand {
@@ -59,7 +116,7 @@ pub fn args_set_threads(args: &[String]) -> bool {
 }
 
 /// Finds `name` on `PATH` when it has no slash; checks that the file exists and is executable.
-pub fn resolve_program(name: &str, cwd: Option<&Path>) -> Result<PathBuf, String> {
+pub fn resolve_program(name: &str, cwd: Option<&Path>) -> Result<PathBuf, SpawnError> {
     use std::os::unix::fs::PermissionsExt;
     let candidate = if name.contains('/') {
         let path = PathBuf::from(name);
@@ -72,12 +129,14 @@ pub fn resolve_program(name: &str, cwd: Option<&Path>) -> Result<PathBuf, String
         std::env::split_paths(&path_var)
             .map(|dir| dir.join(name))
             .find(|p| p.is_file())
-            .ok_or_else(|| format!("`{name}` is not on PATH"))?
+            .ok_or_else(|| SpawnError::NotOnPath(name.to_string()))?
     };
-    let meta =
-        std::fs::metadata(&candidate).map_err(|e| format!("{}: {e}", candidate.display()))?;
+    let meta = std::fs::metadata(&candidate).map_err(|source| SpawnError::Unreadable {
+        path: candidate.clone(),
+        source,
+    })?;
     if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-        return Err(format!("{} is not an executable file", candidate.display()));
+        return Err(SpawnError::NotExecutable(candidate));
     }
     Ok(candidate)
 }
@@ -170,9 +229,11 @@ pub fn spawn(
     model_path: Option<&str>,
     log_dir: &Path,
     pid_dir: &Path,
-) -> Result<WorkerProcess, String> {
-    let log = WorkerLog::open(log_dir, port)
-        .map_err(|e| format!("cannot open the worker log in {}: {e}", log_dir.display()))?;
+) -> Result<WorkerProcess, SpawnError> {
+    let log = WorkerLog::open(log_dir, port).map_err(|source| SpawnError::Log {
+        dir: log_dir.to_path_buf(),
+        source,
+    })?;
     let mut cmd = Command::new(&command.program);
     cmd.args(command.argv(port, model_path))
         .stdin(Stdio::null())
@@ -182,9 +243,10 @@ pub fn spawn(
     if let Some(cwd) = &command.cwd {
         cmd.current_dir(cwd);
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", command.program.display()))?;
+    let mut child = cmd.spawn().map_err(|source| SpawnError::Start {
+        program: command.program.clone(),
+        source,
+    })?;
     let log = Arc::new(Mutex::new(log));
     if let Some(out) = child.stdout.take() {
         pump(out, "stdout", Arc::clone(&log));
@@ -394,7 +456,11 @@ mod tests {
         std::fs::write(&plain, "data").unwrap();
         let err = resolve_program(plain.to_str().unwrap(), None).unwrap_err();
         let _ = std::fs::remove_file(&plain);
-        assert!(err.contains("not an executable"), "{err}");
+        assert!(matches!(err, SpawnError::NotExecutable(_)), "{err}");
+        assert!(matches!(
+            resolve_program("no-such-program-here", None),
+            Err(SpawnError::NotOnPath(_))
+        ));
     }
 
     #[test]

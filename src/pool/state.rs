@@ -1,14 +1,22 @@
 //! `PoolState`: everything the request threads and the monitor share, behind one mutex.
 //!
-//! The methods here are pure bookkeeping on the data; they never do I/O, so the lock is held
-//! for microseconds. Processes, sockets and sleeps live in `monitor.rs` and `dispatch.rs`,
-//! which take the lock in short blocks around this logic.
+//! Its fields are private: every change is a method here that checks the state it starts
+//! from (a worker turns healthy only from `starting` or `unhealthy`, a drained worker stops
+//! only from `draining`, ...), so a late event can never undo a later decision. The methods
+//! are pure bookkeeping; they never do I/O, so the lock is held for microseconds. Processes,
+//! sockets and sleeps live in `monitor.rs` and `dispatch.rs`, which take the lock in short
+//! blocks around these calls.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::SystemTime;
 use std::time::{Duration, Instant};
 
-/// The life of one worker process (SPEC section 4).
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::metrics::PoolGauges;
+
+/// The life of one worker process (README "Supervision").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerState {
     /// Spawned, `/health` not yet 2xx.
@@ -34,61 +42,49 @@ impl WorkerState {
             WorkerState::Stopped => "stopped",
         }
     }
+
+    const ALL: [WorkerState; 5] = [
+        WorkerState::Starting,
+        WorkerState::Healthy,
+        WorkerState::Unhealthy,
+        WorkerState::Draining,
+        WorkerState::Stopped,
+    ];
 }
 
 #[derive(Debug, Clone)]
-pub struct Worker {
+struct Worker {
     /// `worker-<port>-<n>`: the port for the operator, `n` so a respawn on the same port has a
     /// new id.
-    pub id: String,
+    id: String,
     /// The pool slot this worker fills; a slot is respawned with backoff when its worker fails.
-    pub slot: usize,
-    pub port: u16,
-    pub pid: u32,
-    /// Model id from the settings, or "" for whatever `whisperServer.args` load.
-    pub model: String,
-    pub state: WorkerState,
+    slot: usize,
+    port: u16,
+    pid: u32,
+    /// Model id from the settings (or `default` when `whisperServer.args` choose the model).
+    model: String,
+    state: WorkerState,
     /// `false` once the worker is retiring (rotation or recycling): no new requests.
-    pub accepting: bool,
+    accepting: bool,
     /// Requests being served right now; whisper-server does one inference at a time, so 0 or 1.
-    pub in_flight: usize,
+    in_flight: usize,
     /// Requests completed by this process; drives rotation.
-    pub request_count: u64,
+    request_count: u64,
     /// Consecutive failed health checks.
-    pub consecutive_failures: u32,
+    consecutive_failures: u32,
     /// Reached `rotateThreshold`: replaced as soon as that keeps capacity above zero.
-    pub rotation_due: bool,
+    rotation_due: bool,
     /// Its inference passed the deadline: whisper-server hangs like that with `/health` fine,
     /// so it is killed and replaced, not trusted again.
-    pub recycle: bool,
-    pub started_at: Instant,
+    recycle: bool,
+    started_at: Instant,
     /// When it entered `Draining`, for `drainTimeoutMs`.
-    pub draining_since: Option<Instant>,
+    draining_since: Option<Instant>,
 }
 
 impl Worker {
-    /// A freshly spawned worker, not yet answering `/health`.
-    pub fn starting(id: String, slot: usize, port: u16, pid: u32, model: String) -> Worker {
-        Worker {
-            id,
-            slot,
-            port,
-            pid,
-            model,
-            state: WorkerState::Starting,
-            accepting: true,
-            in_flight: 0,
-            request_count: 0,
-            consecutive_failures: 0,
-            rotation_due: false,
-            recycle: false,
-            started_at: Instant::now(),
-            draining_since: None,
-        }
-    }
-
     /// Counts toward its slot's capacity: alive, not on its way out.
-    pub fn is_primary(&self) -> bool {
+    fn is_primary(&self) -> bool {
         matches!(
             self.state,
             WorkerState::Starting | WorkerState::Healthy | WorkerState::Unhealthy
@@ -102,22 +98,40 @@ impl Worker {
             && self.in_flight == 0
             && self.model == model
     }
+
+    fn start_draining(&mut self, now: Instant) {
+        self.accepting = false;
+        self.state = WorkerState::Draining;
+        self.draining_since = Some(now);
+    }
 }
 
 /// One place in the pool: `poolSize` of them per served model.
 #[derive(Debug, Clone)]
-pub struct Slot {
-    pub model: String,
+struct Slot {
+    model: String,
     /// `false` once its model is unloaded: no more spawns. Kept for reuse when the model is
     /// loaded again, so slots stay bounded by the largest pool a model ever had.
-    pub active: bool,
+    active: bool,
     /// Consecutive failures of this slot's workers (crash, failed start, health, hang); reset
     /// when one of its workers turns healthy. Drives the backoff.
-    pub failures: u32,
+    failures: u32,
     /// Respawns after a failure, for `/api/v1/status`.
-    pub restarts: u64,
+    restarts: u64,
     /// Earliest time the next worker of this slot may be spawned.
-    pub not_before: Instant,
+    not_before: Instant,
+}
+
+impl Slot {
+    fn new(model: &str, restarts: u64, now: Instant) -> Slot {
+        Slot {
+            model: model.to_string(),
+            active: true,
+            failures: 0,
+            restarts,
+            not_before: now,
+        }
+    }
 }
 
 /// How a request's use of a worker ended.
@@ -152,13 +166,13 @@ impl ModelState {
     }
 }
 
-/// The model manager's notes about one model.
+/// What the model manager notes about one model.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ModelEntry {
-    /// A `load` is waiting for this model's workers.
-    pub loading: bool,
+struct ModelEntry {
+    /// Loads waiting for this model's workers right now.
+    loads_waiting: usize,
     /// The last request it served; drives LRU eviction.
-    pub last_used: Option<SystemTime>,
+    last_used: Option<SystemTime>,
 }
 
 /// A worker handed to one request; give it back with `PoolState::finish`.
@@ -168,46 +182,126 @@ pub struct Lease {
     pub port: u16,
 }
 
+/// The respawn delay after consecutive failures: at once after the first, then
+/// `min(max, base * 2^(failures-1))`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// Delay before the respawn that follows `failures_so_far` consecutive failures.
+    pub fn delay(&self, failures_so_far: u32) -> Duration {
+        if failures_so_far == 0 {
+            return Duration::ZERO;
+        }
+        let factor = 1u32.checked_shl(failures_so_far - 1).unwrap_or(u32::MAX);
+        self.base
+            .checked_mul(factor)
+            .unwrap_or(self.max)
+            .min(self.max)
+    }
+}
+
+/// The fixed rules the state applies, from the settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    /// `inference.maxConcurrentInferences`: inferences at once across all models and routes.
+    pub max_concurrent: usize,
+    /// `workers.rotateThreshold`: requests a worker serves before it is replaced.
+    pub rotate_threshold: u64,
+    pub backoff: Backoff,
+}
+
+/// A worker exited: what the monitor logs about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    pub pid: u32,
+    /// `false` when nobody asked it to stop: a crash, counted against its slot.
+    pub expected: bool,
+}
+
+/// A worker the monitor has to probe or stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub id: String,
+    pub port: u16,
+    pub started_at: Instant,
+}
+
+/// One worker as `/api/v1/status` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerView {
+    pub id: String,
+    pub port: u16,
+    pub pid: u32,
+    pub model: String,
+    pub state: &'static str,
+    pub accepting_requests: bool,
+    pub in_flight: usize,
+    pub request_count: u64,
+    pub consecutive_failures: u32,
+    pub restarts: u64,
+    /// Milliseconds since the process started.
+    pub uptime: u64,
+}
+
+/// The pool at one instant: every count read in the same critical section, so they agree.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub workers: Vec<WorkerView>,
+    /// Workers answering `/health`, all models.
+    pub healthy: usize,
+    /// Workers alive and not stopped, all models.
+    pub total: usize,
+    pub in_flight: usize,
+    pub queue_depth: usize,
+}
+
+/// A model as `/api/models` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelStatus {
+    pub id: String,
+    pub state: ModelState,
+    /// Workers counting toward its capacity.
+    pub workers: usize,
+    pub last_used: Option<SystemTime>,
+}
+
 #[derive(Debug)]
 pub struct PoolState {
-    pub workers: Vec<Worker>,
-    pub slots: Vec<Slot>,
+    workers: Vec<Worker>,
+    slots: Vec<Slot>,
     /// Requests waiting for an idle worker, oldest first: (ticket, model).
-    pub queue: VecDeque<(u64, String)>,
-    /// Inferences allowed at once across all models and routes
-    /// (`inference.maxConcurrentInferences`).
-    pub max_concurrent: usize,
-    /// Per model id: what the model manager tracks (load in progress, last use).
-    pub models: BTreeMap<String, ModelEntry>,
+    queue: VecDeque<(u64, String)>,
+    rules: Rules,
+    /// The model served by default: its workers start with the service, and eviction spares it.
+    default_model: String,
+    /// Per model id: what the model manager tracks (loads in progress, last use).
+    models: BTreeMap<String, ModelEntry>,
     /// Next ticket number; tickets only need to be unique while queued.
-    pub next_ticket: u64,
+    next_ticket: u64,
     /// Where the round-robin scan for an idle worker starts next time.
-    pub rr_cursor: usize,
+    rr_cursor: usize,
     /// Spawn counter for worker ids.
-    pub spawn_seq: u64,
+    spawn_seq: u64,
     /// Workers replaced after reaching `rotateThreshold`, for metrics and the log.
-    pub rotations: u64,
+    rotations: u64,
     /// Set at shutdown: no more spawns.
-    pub shutting_down: bool,
+    shutting_down: bool,
 }
 
 impl PoolState {
     /// `pool_size` slots for `model`, all due to spawn now.
-    pub fn new(model: &str, pool_size: usize, now: Instant) -> Self {
-        let slots = (0..pool_size)
-            .map(|_| Slot {
-                model: model.to_string(),
-                active: true,
-                failures: 0,
-                restarts: 0,
-                not_before: now,
-            })
-            .collect();
+    pub fn new(model: &str, pool_size: usize, rules: Rules, now: Instant) -> Self {
         PoolState {
             workers: Vec::new(),
-            slots,
+            slots: (0..pool_size).map(|_| Slot::new(model, 0, now)).collect(),
             queue: VecDeque::new(),
-            max_concurrent: usize::MAX,
+            rules,
+            default_model: model.to_string(),
             models: BTreeMap::new(),
             next_ticket: 0,
             rr_cursor: 0,
@@ -217,38 +311,34 @@ impl PoolState {
         }
     }
 
-    pub fn worker(&self, id: &str) -> Option<&Worker> {
+    #[cfg(test)]
+    fn worker(&self, id: &str) -> Option<&Worker> {
         self.workers.iter().find(|w| w.id == id)
     }
 
-    pub fn worker_mut(&mut self, id: &str) -> Option<&mut Worker> {
+    fn worker_mut(&mut self, id: &str) -> Option<&mut Worker> {
         self.workers.iter_mut().find(|w| w.id == id)
     }
 
-    pub fn healthy_count(&self) -> usize {
-        self.workers
-            .iter()
-            .filter(|w| w.state == WorkerState::Healthy)
-            .count()
+    fn count(&self, wanted: impl Fn(&Worker) -> bool) -> usize {
+        self.workers.iter().filter(|w| wanted(w)).count()
     }
 
-    /// Workers that are alive and not retired, i.e. the pool as the operator sees it.
-    pub fn live_count(&self) -> usize {
-        self.workers
-            .iter()
-            .filter(|w| w.state != WorkerState::Stopped)
-            .count()
+    pub fn healthy_count(&self) -> usize {
+        self.count(|w| w.state == WorkerState::Healthy)
     }
 
     /// Inferences running now, all models.
-    pub fn in_flight(&self) -> usize {
+    fn in_flight(&self) -> usize {
         self.workers.iter().map(|w| w.in_flight).sum()
     }
+
+    // ---- the request side: leases and the queue ----
 
     /// Takes the next idle healthy worker for `model`, round-robin, and marks it busy; none
     /// while `max_concurrent` inferences are already running.
     pub fn take_idle(&mut self, model: &str) -> Option<Lease> {
-        if self.in_flight() >= self.max_concurrent {
+        if self.in_flight() >= self.rules.max_concurrent {
             return None;
         }
         let n = self.workers.len();
@@ -288,31 +378,63 @@ impl PoolState {
             .unwrap_or_default()
     }
 
-    /// Gives a leased worker back and applies what the request learned about it.
-    pub fn finish(&mut self, lease: &Lease, outcome: Outcome, rotate_threshold: u64, now: Instant) {
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether a request for `model` is already waiting (a newcomer must queue behind it).
+    pub fn has_waiting(&self, model: &str) -> bool {
+        self.queue.iter().any(|(_, m)| m == model)
+    }
+
+    /// Puts a request for `model` at the back of the queue; returns its ticket.
+    pub fn enqueue(&mut self, model: &str) -> u64 {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.queue.push_back((ticket, model.to_string()));
+        ticket
+    }
+
+    /// Whether `ticket` is the first waiter for `model`.
+    pub fn is_first(&self, ticket: u64, model: &str) -> bool {
+        self.queue.iter().find(|(_, m)| m == model).map(|(t, _)| *t) == Some(ticket)
+    }
+
+    pub fn dequeue(&mut self, ticket: u64) {
+        self.queue.retain(|(t, _)| *t != ticket);
+    }
+
+    /// Gives a leased worker back and applies what the request learned about it. Returns
+    /// whether the monitor has something to do (a failure, a rotation).
+    pub fn finish(&mut self, lease: &Lease, outcome: Outcome, now: Instant) -> bool {
+        let threshold = self.rules.rotate_threshold;
         let Some(worker) = self.worker_mut(&lease.worker_id) else {
-            return;
+            return false;
         };
         worker.in_flight = worker.in_flight.saturating_sub(1);
         match outcome {
             Outcome::Completed => {
                 worker.request_count += 1;
-                if worker.request_count >= rotate_threshold && !worker.rotation_due {
-                    worker.rotation_due = true;
-                    let (id, model) = (worker.id.clone(), worker.model.clone());
-                    self.retire_if_covered(&id, &model, now);
+                if worker.request_count < threshold || worker.rotation_due {
+                    return false;
                 }
+                worker.rotation_due = true;
+                let (id, model) = (worker.id.clone(), worker.model.clone());
+                self.retire_if_covered(&id, &model, now);
+                true
             }
             Outcome::Crashed => {
                 if worker.state == WorkerState::Healthy {
                     worker.state = WorkerState::Unhealthy;
                 }
+                true
             }
             Outcome::Hung => {
                 worker.recycle = true;
                 worker.accepting = false;
+                true
             }
-            Outcome::Interrupted => {}
+            Outcome::Interrupted => false,
         }
     }
 
@@ -329,49 +451,194 @@ impl PoolState {
         });
         if covered {
             if let Some(worker) = self.worker_mut(id) {
-                start_draining(worker, now);
+                worker.start_draining(now);
             }
         }
     }
 
-    /// Called when a worker turned healthy: its slot is no longer failing, and the workers it
-    /// replaces can drain.
-    pub fn on_healthy(&mut self, id: &str, now: Instant) {
+    // ---- the monitor side: the workers' lives ----
+
+    /// Records a freshly spawned worker of `slot`; returns its id.
+    pub fn add_starting(&mut self, slot: usize, port: u16, pid: u32) -> String {
+        self.spawn_seq += 1;
+        let id = format!("worker-{port}-{}", self.spawn_seq);
+        let slot_state = &mut self.slots[slot];
+        if slot_state.failures > 0 {
+            slot_state.restarts += 1;
+        }
+        self.workers.push(Worker {
+            id: id.clone(),
+            slot,
+            port,
+            pid,
+            model: slot_state.model.clone(),
+            state: WorkerState::Starting,
+            accepting: true,
+            in_flight: 0,
+            request_count: 0,
+            consecutive_failures: 0,
+            rotation_due: false,
+            recycle: false,
+            started_at: Instant::now(),
+            draining_since: None,
+        });
+        id
+    }
+
+    /// The model a slot runs.
+    pub fn slot_model(&self, slot: usize) -> &str {
+        &self.slots[slot].model
+    }
+
+    /// Workers waiting for their first good `/health`.
+    pub fn starting(&self) -> Vec<Probe> {
+        self.probes(|w| w.state == WorkerState::Starting)
+    }
+
+    /// Workers whose health is polled: healthy and unhealthy ones.
+    pub fn running(&self) -> Vec<Probe> {
+        self.probes(|w| matches!(w.state, WorkerState::Healthy | WorkerState::Unhealthy))
+    }
+
+    fn probes(&self, wanted: impl Fn(&Worker) -> bool) -> Vec<Probe> {
+        self.workers
+            .iter()
+            .filter(|w| wanted(w))
+            .map(|w| Probe {
+                id: w.id.clone(),
+                port: w.port,
+                started_at: w.started_at,
+            })
+            .collect()
+    }
+
+    /// A worker answered `/health`: it turns healthy from `starting` or `unhealthy` (from any
+    /// other state the answer is stale: a draining or stopped worker stays so). Its slot is no
+    /// longer failing, and the workers it replaces can drain. Returns whether it turned.
+    pub fn on_healthy(&mut self, id: &str, now: Instant) -> bool {
         let Some(worker) = self.worker_mut(id) else {
-            return;
+            return false;
         };
-        let was_starting = worker.state == WorkerState::Starting;
-        worker.state = WorkerState::Healthy;
+        let was = worker.state;
         worker.consecutive_failures = 0;
-        let slot = worker.slot;
-        if !was_starting {
-            return;
+        if !matches!(was, WorkerState::Starting | WorkerState::Unhealthy) {
+            return false;
         }
-        self.slots[slot].failures = 0;
-        for predecessor in self
-            .workers
-            .iter_mut()
-            .filter(|w| w.slot == slot && w.id != id && w.rotation_due)
-        {
-            if predecessor.state != WorkerState::Stopped {
-                start_draining(predecessor, now);
+        worker.state = WorkerState::Healthy;
+        let slot = worker.slot;
+        if was == WorkerState::Starting {
+            self.slots[slot].failures = 0;
+            for predecessor in self
+                .workers
+                .iter_mut()
+                .filter(|w| w.slot == slot && w.id != id && w.rotation_due)
+            {
+                if predecessor.state != WorkerState::Stopped {
+                    predecessor.start_draining(now);
+                }
             }
         }
+        true
     }
 
-    /// Records a failure of `slot`'s worker and schedules the respawn: at once after the first
-    /// failure, then `min(max, base * 2^(failures-1))` while it keeps failing.
-    pub fn record_slot_failure(
-        &mut self,
-        slot: usize,
-        base: Duration,
-        max: Duration,
-        now: Instant,
-    ) {
+    /// A running worker failed a health check; returns its consecutive failures (`None` when it
+    /// is no longer running). A healthy worker turns unhealthy.
+    pub fn on_health_failure(&mut self, id: &str) -> Option<u32> {
+        let worker = self.worker_mut(id)?;
+        if !matches!(worker.state, WorkerState::Healthy | WorkerState::Unhealthy) {
+            return None;
+        }
+        worker.consecutive_failures += 1;
+        worker.state = WorkerState::Unhealthy;
+        Some(worker.consecutive_failures)
+    }
+
+    /// Takes a worker out as a failure of its slot: stop accepting, stopped, back off.
+    /// Returns whether it was still alive in the books (and so must be killed).
+    pub fn fail(&mut self, id: &str, now: Instant) -> bool {
+        let Some(worker) = self.worker_mut(id) else {
+            return false;
+        };
+        if worker.state == WorkerState::Stopped {
+            return false;
+        }
+        worker.state = WorkerState::Stopped;
+        worker.accepting = false;
+        let slot = worker.slot;
+        self.record_slot_failure(slot, now);
+        true
+    }
+
+    /// Records a failure of `slot`'s worker (or of a spawn into it) and schedules the respawn.
+    pub fn record_slot_failure(&mut self, slot: usize, now: Instant) {
+        let delay = self.rules.backoff.delay(self.slots[slot].failures);
         let slot = &mut self.slots[slot];
-        let delay = backoff_delay(slot.failures, base, max);
         slot.failures += 1;
         slot.not_before = now + delay;
+    }
+
+    /// Draining workers whose last request finished (or whose drain ran out of time), and
+    /// workers marked for recycling after a hang: the monitor stops the first and kills the
+    /// second.
+    pub fn retiring(&self, drain_timeout: Duration) -> (Vec<String>, Vec<String>) {
+        let drained = self
+            .workers
+            .iter()
+            .filter(|w| {
+                w.state == WorkerState::Draining
+                    && (w.in_flight == 0
+                        || w.draining_since
+                            .is_some_and(|t| t.elapsed() >= drain_timeout))
+            })
+            .map(|w| w.id.clone())
+            .collect();
+        let hung = self
+            .workers
+            .iter()
+            .filter(|w| w.recycle && w.state != WorkerState::Stopped)
+            .map(|w| w.id.clone())
+            .collect();
+        (drained, hung)
+    }
+
+    /// A drained worker is stopped; only from `draining`. Returns whether it was.
+    pub fn stop_drained(&mut self, id: &str) -> bool {
+        let Some(worker) = self.worker_mut(id) else {
+            return false;
+        };
+        if worker.state != WorkerState::Draining {
+            return false;
+        }
+        worker.state = WorkerState::Stopped;
+        if worker.rotation_due {
+            self.rotations += 1;
+        }
+        true
+    }
+
+    /// A worker's process exited: it leaves the books. An exit nobody asked for (it was not
+    /// draining or stopped) counts against its slot.
+    pub fn on_exit(&mut self, id: &str, now: Instant) -> Option<Exit> {
+        let index = self.workers.iter().position(|w| w.id == id)?;
+        let worker = self.workers.remove(index);
+        let expected = matches!(worker.state, WorkerState::Stopped | WorkerState::Draining);
+        if !expected {
+            self.record_slot_failure(worker.slot, now);
+        }
+        Some(Exit {
+            pid: worker.pid,
+            expected,
+        })
+    }
+
+    /// Ids of every worker in the books, for the audit.
+    pub fn ids(&self) -> Vec<String> {
+        self.workers.iter().map(|w| w.id.clone()).collect()
+    }
+
+    /// Drops a worker that has no process (the audit found it).
+    pub fn forget(&mut self, id: &str) {
+        self.workers.retain(|w| w.id != id);
     }
 
     /// Active slots with no primary worker whose backoff has elapsed: the monitor spawns for
@@ -397,8 +664,20 @@ impl PoolState {
         self.workers.iter().map(|w| w.port).collect()
     }
 
+    /// Shutdown: no more spawns.
+    pub fn shut_down(&mut self) {
+        self.shutting_down = true;
+    }
+
+    /// Shutdown finished: every process is reaped.
+    pub fn clear(&mut self) {
+        self.workers.clear();
+    }
+
+    // ---- models ----
+
     /// Gives `model` `pool_size` active slots, reusing its inactive ones first.
-    pub fn activate(&mut self, model: &str, pool_size: usize, now: Instant) {
+    fn activate(&mut self, model: &str, pool_size: usize, now: Instant) {
         let mut wanted = pool_size.saturating_sub(self.active_slots(model));
         for slot in self
             .slots
@@ -408,23 +687,11 @@ impl PoolState {
             if wanted == 0 {
                 break;
             }
-            *slot = Slot {
-                model: model.to_string(),
-                active: true,
-                failures: 0,
-                restarts: slot.restarts,
-                not_before: now,
-            };
+            *slot = Slot::new(model, slot.restarts, now);
             wanted -= 1;
         }
         for _ in 0..wanted {
-            self.slots.push(Slot {
-                model: model.to_string(),
-                active: true,
-                failures: 0,
-                restarts: 0,
-                not_before: now,
-            });
+            self.slots.push(Slot::new(model, 0, now));
         }
     }
 
@@ -436,7 +703,7 @@ impl PoolState {
         }
         for worker in self.workers.iter_mut().filter(|w| w.model == model) {
             if !matches!(worker.state, WorkerState::Stopped | WorkerState::Draining) {
-                start_draining(worker, now);
+                worker.start_draining(now);
             }
         }
     }
@@ -450,10 +717,7 @@ impl PoolState {
 
     /// Healthy workers of `model`.
     pub fn healthy_of(&self, model: &str) -> usize {
-        self.workers
-            .iter()
-            .filter(|w| w.model == model && w.state == WorkerState::Healthy)
-            .count()
+        self.count(|w| w.model == model && w.state == WorkerState::Healthy)
     }
 
     /// Where `model` stands: cold (no slots), loading (slots, but a load is in progress or no
@@ -461,57 +725,177 @@ impl PoolState {
     pub fn model_state(&self, model: &str) -> ModelState {
         if self.active_slots(model) == 0 {
             ModelState::Cold
-        } else if self.models.get(model).is_some_and(|m| m.loading) || self.healthy_of(model) == 0 {
+        } else if self.models.get(model).is_some_and(|m| m.loads_waiting > 0)
+            || self.healthy_of(model) == 0
+        {
             ModelState::Loading
         } else {
             ModelState::Warm
         }
     }
 
+    pub fn model_status(&self, model: &str) -> ModelStatus {
+        ModelStatus {
+            id: model.to_string(),
+            state: self.model_state(model),
+            workers: self.count(|w| w.model == model && w.is_primary()),
+            last_used: self.models.get(model).and_then(|m| m.last_used),
+        }
+    }
+
     /// Notes that `model` served a request now (for LRU eviction and `/api/models`).
-    pub fn touch(&mut self, model: &str) {
+    fn touch(&mut self, model: &str) {
         self.models.entry(model.to_string()).or_default().last_used = Some(SystemTime::now());
     }
 
-    pub fn remove(&mut self, id: &str) -> Option<Worker> {
-        let index = self.workers.iter().position(|w| w.id == id)?;
-        Some(self.workers.remove(index))
+    /// Starts a load of `model`: gives it `pool_size` slots when it has none, evicting least
+    /// recently used models (never the default one) so at most `cache_size` models have
+    /// workers, and counts the load as waiting. The caller waits without the lock, then calls
+    /// `end_load`. Returns the models it evicted.
+    pub fn begin_load(
+        &mut self,
+        model: &str,
+        pool_size: usize,
+        cache_size: usize,
+        now: Instant,
+    ) -> Result<Vec<String>, ApiError> {
+        let mut evicted = Vec::new();
+        if self.active_slots(model) == 0 {
+            evicted = self.make_room(model, cache_size, now)?;
+            self.activate(model, pool_size, now);
+        }
+        self.models
+            .entry(model.to_string())
+            .or_default()
+            .loads_waiting += 1;
+        Ok(evicted)
     }
-}
 
-fn start_draining(worker: &mut Worker, now: Instant) {
-    worker.accepting = false;
-    worker.state = WorkerState::Draining;
-    worker.draining_since = Some(now);
-}
-
-/// Delay before the respawn that follows `failures_so_far` consecutive failures.
-pub fn backoff_delay(failures_so_far: u32, base: Duration, max: Duration) -> Duration {
-    if failures_so_far == 0 {
-        return Duration::ZERO;
+    /// A load of `model` stopped waiting. With no healthy worker and no other load waiting,
+    /// the model goes back to cold. Returns how many of its workers are healthy.
+    pub fn end_load(&mut self, model: &str, now: Instant) -> usize {
+        let entry = self.models.entry(model.to_string()).or_default();
+        entry.loads_waiting = entry.loads_waiting.saturating_sub(1);
+        let others_waiting = entry.loads_waiting > 0;
+        let healthy = self.healthy_of(model);
+        if healthy == 0 && !others_waiting && model != self.default_model {
+            self.deactivate(model, now);
+        }
+        healthy
     }
-    let factor = 1u32.checked_shl(failures_so_far - 1).unwrap_or(u32::MAX);
-    base.checked_mul(factor).unwrap_or(max).min(max)
+
+    /// Evicts least recently used models with workers until `model` fits in `cache_size`;
+    /// returns the evicted ones.
+    fn make_room(
+        &mut self,
+        model: &str,
+        cache_size: usize,
+        now: Instant,
+    ) -> Result<Vec<String>, ApiError> {
+        let mut evicted = Vec::new();
+        loop {
+            let mut loaded: Vec<(String, Option<SystemTime>)> = self
+                .slots
+                .iter()
+                .filter(|s| s.active && s.model != model)
+                .map(|s| s.model.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .map(|m| {
+                    let used = self.models.get(&m).and_then(|e| e.last_used);
+                    (m, used)
+                })
+                .collect();
+            if loaded.len() < cache_size {
+                return Ok(evicted);
+            }
+            // Never used sorts first (None < Some), then oldest use.
+            loaded.retain(|(m, _)| *m != self.default_model);
+            let Some((victim, _)) = loaded.into_iter().min_by_key(|(_, used)| *used) else {
+                return Err(ApiError::CapacityExceeded {
+                    retry_after: Duration::from_secs(1),
+                    reason: format!(
+                        "inference.modelCacheSize ({cache_size}) is full and only the default model could be evicted"
+                    ),
+                });
+            };
+            self.deactivate(&victim, now);
+            evicted.push(victim);
+        }
+    }
+
+    // ---- views ----
+
+    /// Every count and every worker, from this one critical section.
+    pub fn snapshot(&self, now: Instant) -> Snapshot {
+        Snapshot {
+            workers: self
+                .workers
+                .iter()
+                .map(|w| WorkerView {
+                    id: w.id.clone(),
+                    port: w.port,
+                    pid: w.pid,
+                    model: w.model.clone(),
+                    state: w.state.as_str(),
+                    accepting_requests: w.accepting && w.state == WorkerState::Healthy,
+                    in_flight: w.in_flight,
+                    request_count: w.request_count,
+                    consecutive_failures: w.consecutive_failures,
+                    restarts: self.slots.get(w.slot).map_or(0, |s| s.restarts),
+                    uptime: now.duration_since(w.started_at).as_millis() as u64,
+                })
+                .collect(),
+            healthy: self.healthy_count(),
+            total: self.count(|w| w.state != WorkerState::Stopped),
+            in_flight: self.in_flight(),
+            queue_depth: self.queue.len(),
+        }
+    }
+
+    /// The pool's gauges for `/metrics`.
+    pub fn gauges(&self) -> PoolGauges {
+        PoolGauges {
+            workers: WorkerState::ALL
+                .map(|s| (s.as_str(), self.count(|w| w.state == s)))
+                .to_vec(),
+            restarts: self.slots.iter().map(|s| s.restarts).sum(),
+            rotations: self.rotations,
+            in_flight: self.in_flight(),
+            queue_depth: self.queue.len(),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn worker(id: &str, slot: usize, state: WorkerState) -> Worker {
-        let mut worker = Worker::starting(id.into(), slot, 40000 + slot as u16, 1, String::new());
-        worker.state = state;
-        worker
+    const RULES: Rules = Rules {
+        max_concurrent: usize::MAX,
+        rotate_threshold: 100,
+        backoff: Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        },
+    };
+
+    fn pool_with(rules: Rules, states: &[WorkerState]) -> PoolState {
+        let now = Instant::now();
+        let mut pool = PoolState::new("", states.len(), rules, now);
+        for (slot, state) in states.iter().enumerate() {
+            let id = pool.add_starting(slot, 40000 + slot as u16, 1);
+            pool.worker_mut(&id).unwrap().state = *state;
+        }
+        pool
     }
 
     fn pool(states: &[WorkerState]) -> PoolState {
-        let mut pool = PoolState::new("", states.len(), Instant::now());
-        pool.workers = states
-            .iter()
-            .enumerate()
-            .map(|(i, s)| worker(&format!("w{i}"), i, *s))
-            .collect();
-        pool
+        pool_with(RULES, states)
+    }
+
+    fn state_of(p: &PoolState, slot: usize) -> WorkerState {
+        p.workers.iter().find(|w| w.slot == slot).unwrap().state
     }
 
     #[test]
@@ -523,10 +907,10 @@ mod tests {
         ]);
         let a = p.take_idle("").unwrap();
         let b = p.take_idle("").unwrap();
-        assert_eq!((a.worker_id.as_str(), b.worker_id.as_str()), ("w0", "w2"));
+        assert_eq!((a.port, b.port), (40000, 40002));
         assert!(p.take_idle("").is_none(), "both healthy workers are busy");
-        p.finish(&a, Outcome::Completed, 100, Instant::now());
-        assert_eq!(p.take_idle("").unwrap().worker_id, "w0");
+        p.finish(&a, Outcome::Completed, Instant::now());
+        assert_eq!(p.take_idle("").unwrap().port, 40000);
     }
 
     #[test]
@@ -537,24 +921,29 @@ mod tests {
 
     #[test]
     fn backoff_is_immediate_then_doubles_up_to_the_cap() {
-        let (base, max) = (Duration::from_millis(100), Duration::from_millis(500));
-        let delays: Vec<u128> = (0..6)
-            .map(|f| backoff_delay(f, base, max).as_millis())
-            .collect();
+        let backoff = Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_millis(500),
+        };
+        let delays: Vec<u128> = (0..6).map(|f| backoff.delay(f).as_millis()).collect();
         assert_eq!(delays, [0, 100, 200, 400, 500, 500]);
         assert_eq!(
-            backoff_delay(200, base, max),
-            max,
+            backoff.delay(200),
+            backoff.max,
             "no overflow on a long crash loop"
         );
     }
 
     #[test]
     fn rotation_retires_at_once_when_another_worker_covers() {
-        let mut p = pool(&[WorkerState::Healthy, WorkerState::Healthy]);
+        let rules = Rules {
+            rotate_threshold: 1,
+            ..RULES
+        };
+        let mut p = pool_with(rules, &[WorkerState::Healthy, WorkerState::Healthy]);
         let lease = p.take_idle("").unwrap();
-        p.finish(&lease, Outcome::Completed, 1, Instant::now());
-        let w0 = p.worker("w0").unwrap();
+        assert!(p.finish(&lease, Outcome::Completed, Instant::now()));
+        let w0 = p.worker(&lease.worker_id).unwrap();
         assert!(w0.rotation_due && !w0.accepting);
         assert_eq!(w0.state, WorkerState::Draining);
         assert_eq!(
@@ -562,23 +951,30 @@ mod tests {
             vec![0],
             "a replacement is due at once"
         );
+        assert!(p.stop_drained(&lease.worker_id));
+        assert_eq!(p.gauges().rotations, 1);
     }
 
     #[test]
     fn rotation_of_the_last_accepting_worker_waits_for_its_replacement() {
-        let mut p = pool(&[WorkerState::Healthy]);
+        let rules = Rules {
+            rotate_threshold: 1,
+            ..RULES
+        };
+        let mut p = pool_with(rules, &[WorkerState::Healthy]);
         let lease = p.take_idle("").unwrap();
-        p.finish(&lease, Outcome::Completed, 1, Instant::now());
+        p.finish(&lease, Outcome::Completed, Instant::now());
         assert!(
-            p.worker("w0").unwrap().accepting,
+            p.worker(&lease.worker_id).unwrap().accepting,
             "still serving: it is the only one"
         );
         assert_eq!(p.slots_to_fill(Instant::now()), vec![0]);
-        p.workers.push(worker("w1", 0, WorkerState::Starting));
+        let successor = p.add_starting(0, 40100, 2);
         assert!(p.slots_to_fill(Instant::now()).is_empty());
-        p.on_healthy("w1", Instant::now());
-        assert_eq!(p.worker("w0").unwrap().state, WorkerState::Draining);
-        assert!(!p.worker("w0").unwrap().accepting);
+        assert!(p.on_healthy(&successor, Instant::now()));
+        let old = p.worker(&lease.worker_id).unwrap();
+        assert_eq!(old.state, WorkerState::Draining);
+        assert!(!old.accepting);
     }
 
     #[test]
@@ -586,76 +982,123 @@ mod tests {
         let mut p = pool(&[WorkerState::Healthy, WorkerState::Healthy]);
         let a = p.take_idle("").unwrap();
         let b = p.take_idle("").unwrap();
-        p.finish(&a, Outcome::Crashed, 100, Instant::now());
-        p.finish(&b, Outcome::Hung, 100, Instant::now());
-        assert_eq!(p.worker("w0").unwrap().state, WorkerState::Unhealthy);
-        assert!(p.worker("w1").unwrap().recycle);
+        p.finish(&a, Outcome::Crashed, Instant::now());
+        p.finish(&b, Outcome::Hung, Instant::now());
+        assert_eq!(state_of(&p, 0), WorkerState::Unhealthy);
+        assert!(p.worker(&b.worker_id).unwrap().recycle);
         assert_eq!(
             p.slots_to_fill(Instant::now()),
             vec![1],
             "the hung worker's slot needs a new one"
         );
+        assert_eq!(p.retiring(Duration::from_secs(1)).1, vec![b.worker_id]);
     }
 
     #[test]
     fn slot_failures_delay_the_respawn_and_healthy_resets_them() {
         let now = Instant::now();
         let mut p = pool(&[]);
-        p.slots.push(Slot {
-            model: String::new(),
-            active: true,
-            failures: 0,
-            restarts: 0,
-            not_before: now,
-        });
-        let (base, max) = (Duration::from_secs(1), Duration::from_secs(60));
-        p.record_slot_failure(0, base, max, now);
+        p.slots.push(Slot::new("", 0, now));
+        p.record_slot_failure(0, now);
         assert_eq!(
             p.slots_to_fill(now),
             vec![0],
             "first failure: respawn at once"
         );
-        p.record_slot_failure(0, base, max, now);
+        p.record_slot_failure(0, now);
         assert!(
             p.slots_to_fill(now).is_empty(),
             "second failure: backing off"
         );
-        assert_eq!(p.next_spawn_in("", now), base);
-        p.workers.push(worker("w9", 0, WorkerState::Starting));
-        p.on_healthy("w9", now);
+        assert_eq!(p.next_spawn_in("", now), RULES.backoff.base);
+        let id = p.add_starting(0, 40009, 9);
+        assert_eq!(
+            p.slots[0].restarts, 1,
+            "a spawn after a failure is a restart"
+        );
+        p.on_healthy(&id, now);
         assert_eq!(p.slots[0].failures, 0);
     }
 
     #[test]
-    fn activate_reuses_slots_and_deactivate_drains() {
+    fn a_late_health_answer_does_not_revive_a_draining_worker() {
+        let now = Instant::now();
+        let mut p = pool(&[WorkerState::Starting]);
+        let id = p.ids().remove(0);
+        p.deactivate("", now);
+        assert!(!p.on_healthy(&id, now), "draining stays draining");
+        assert_eq!(state_of(&p, 0), WorkerState::Draining);
+        assert_eq!(p.on_health_failure(&id), None);
+        assert!(p.stop_drained(&id));
+        assert!(!p.stop_drained(&id), "stopping twice is refused");
+        assert_eq!(p.gauges().rotations, 0, "an unload drain is not a rotation");
+    }
+
+    #[test]
+    fn exits_count_against_the_slot_only_when_unexpected() {
+        let now = Instant::now();
+        let mut p = pool(&[WorkerState::Healthy, WorkerState::Healthy]);
+        let ids = p.ids();
+        assert!(p.fail(&ids[0], now));
+        assert!(!p.fail(&ids[0], now), "already stopped");
+        assert!(p.on_exit(&ids[0], now).unwrap().expected);
+        assert!(!p.on_exit(&ids[1], now).unwrap().expected);
+        assert_eq!(p.slots[1].failures, 1);
+        assert!(p.ids().is_empty());
+    }
+
+    #[test]
+    fn loads_activate_slots_and_a_failed_load_goes_back_to_cold() {
         let now = Instant::now();
         let mut p = pool(&[WorkerState::Healthy]);
-        p.activate("base", 2, now);
+        p.begin_load("base", 2, 5, now).unwrap();
         assert_eq!((p.slots.len(), p.active_slots("base")), (3, 2));
+        assert_eq!(p.model_state("base"), ModelState::Loading);
+        assert_eq!(p.end_load("base", now), 0);
         assert_eq!(
             p.model_state("base"),
-            ModelState::Loading,
-            "no healthy worker yet"
+            ModelState::Cold,
+            "no healthy worker came"
         );
-        let mut w = worker("b1", 1, WorkerState::Healthy);
-        w.model = "base".into();
-        p.workers.push(w);
+        p.begin_load("base", 2, 5, now).unwrap();
+        assert_eq!(p.slots.len(), 3, "inactive slots are reused");
+        let id = p.add_starting(1, 40101, 3);
+        p.on_healthy(&id, now);
+        assert_eq!(p.end_load("base", now), 1);
         assert_eq!(p.model_state("base"), ModelState::Warm);
         p.deactivate("base", now);
         assert_eq!(p.model_state("base"), ModelState::Cold);
-        assert_eq!(p.worker("b1").unwrap().state, WorkerState::Draining);
         assert!(
             p.slots_to_fill(now).is_empty(),
             "no spawns for an unloaded model"
         );
-        p.activate("base", 2, now);
-        assert_eq!(p.slots.len(), 3, "inactive slots are reused");
+    }
+
+    #[test]
+    fn eviction_takes_the_least_recently_used_and_spares_the_default() {
+        let now = Instant::now();
+        let mut p = pool(&[WorkerState::Healthy]);
+        p.begin_load("a", 1, 2, now).unwrap();
+        let a = p.add_starting(1, 40101, 3);
+        p.on_healthy(&a, now);
+        assert_eq!(p.end_load("a", now), 1);
+        p.begin_load("b", 1, 2, now).unwrap();
+        assert_eq!(p.active_slots("a"), 0, "a was evicted for b");
+        assert_eq!(p.model_state("a"), ModelState::Cold);
+        assert_eq!(p.active_slots(""), 1, "the default model stays");
+        assert!(matches!(
+            p.begin_load("c", 1, 1, now),
+            Err(ApiError::CapacityExceeded { .. })
+        ));
     }
 
     #[test]
     fn the_global_cap_limits_inferences_across_models() {
-        let mut p = pool(&[WorkerState::Healthy, WorkerState::Healthy]);
-        p.max_concurrent = 1;
+        let rules = Rules {
+            max_concurrent: 1,
+            ..RULES
+        };
+        let mut p = pool_with(rules, &[WorkerState::Healthy, WorkerState::Healthy]);
         assert!(p.take_idle("").is_some());
         assert!(
             p.take_idle("").is_none(),
@@ -669,5 +1112,17 @@ mod tests {
         assert!(!p.has_live_worker(""));
         let p = pool(&[WorkerState::Starting]);
         assert!(p.has_live_worker(""));
+    }
+
+    #[test]
+    fn the_snapshot_counts_agree_with_its_list() {
+        let p = pool(&[
+            WorkerState::Healthy,
+            WorkerState::Stopped,
+            WorkerState::Unhealthy,
+        ]);
+        let s = p.snapshot(Instant::now());
+        assert_eq!((s.healthy, s.total), (1, 2));
+        assert_eq!(s.workers.len(), 3);
     }
 }

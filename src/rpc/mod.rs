@@ -1,5 +1,5 @@
-//! JSON-RPC 2.0 over the same operations as the HTTP API, for an orchestrator (SPEC section 6,
-//! "Rack worker mode"). One dispatcher, reached two ways: `POST /rpc` in http mode, and
+//! JSON-RPC 2.0 over the same operations as the HTTP API (`engine::operations`), for an
+//! orchestrator (README "JSON-RPC and rack mode"). One dispatcher, reached two ways: `POST /rpc` in http mode, and
 //! newline-delimited JSON on TCP `rack.port` in rack mode (`rack`). With `rack.orchestratorUrl`
 //! set, the worker also registers itself there (`orchestrator`).
 //!
@@ -12,8 +12,8 @@ pub mod rack;
 
 use serde_json::{json, Value};
 
-use crate::api;
-use crate::app::App;
+use crate::engine::operations::InferenceRequest;
+use crate::engine::Engine;
 use crate::error::ApiError;
 
 pub const PARSE_ERROR: i64 = -32700;
@@ -111,26 +111,26 @@ fn parse_call(message: Value) -> Result<Call, Value> {
 
 /// Answers one JSON-RPC message (a request, a notification or a batch). `None` when nothing
 /// is to be sent back: notifications only.
-pub fn handle(app: &App, text: &str) -> Option<Value> {
+pub fn handle(engine: &Engine, text: &str) -> Option<Value> {
     match parse(text) {
-        Message::Single(one) => answer(app, one),
+        Message::Single(one) => answer(engine, one),
         Message::Batch(batch) => {
             let answers: Vec<Value> = batch
                 .into_iter()
-                .filter_map(|one| answer(app, one))
+                .filter_map(|one| answer(engine, one))
                 .collect();
             (!answers.is_empty()).then_some(Value::Array(answers))
         }
     }
 }
 
-fn answer(app: &App, parsed: Result<Call, Value>) -> Option<Value> {
+fn answer(engine: &Engine, parsed: Result<Call, Value>) -> Option<Value> {
     let call = match parsed {
         Ok(call) => call,
         Err(response) => return Some(response),
     };
-    let outcome = if authorized(app, call.auth.as_deref()) {
-        run(app, &call.method, &call.params)
+    let outcome = if authorized(engine, call.auth.as_deref()) {
+        run(engine, &call.method, &call.params)
     } else {
         Err(Failure::Domain(ApiError::Unauthorized))
     };
@@ -149,8 +149,8 @@ fn answer(app: &App, parsed: Result<Call, Value>) -> Option<Value> {
 }
 
 /// With `rack.allow` set, a request must carry one of its tokens as `auth`.
-fn authorized(app: &App, token: Option<&str>) -> bool {
-    let allow = &app.settings.rack.allow;
+fn authorized(engine: &Engine, token: Option<&str>) -> bool {
+    let allow = &engine.settings.rack.allow;
     allow.is_empty()
         || crate::auth::authorized(allow, token.map(|t| format!("Bearer {t}")).as_deref())
 }
@@ -166,20 +166,21 @@ impl From<ApiError> for Failure {
     }
 }
 
-fn run(app: &App, method: &str, params: &Value) -> Result<Value, Failure> {
+fn run(engine: &Engine, method: &str, params: &Value) -> Result<Value, Failure> {
     match method {
         "runInference" => {
             let model = model_id(params)?;
-            Ok(api::inference::run_body(app, &model, params.clone())?)
+            let request = InferenceRequest::from_value(params.clone())?;
+            Ok(engine.run_inference(&model, request)?)
         }
-        "loadModel" => Ok(api::models::load_body(app, &model_id(params)?)?),
-        "unloadModel" => Ok(api::models::unload_body(app, &model_id(params)?)?),
+        "loadModel" => Ok(engine.load_model(&model_id(params)?)?),
+        "unloadModel" => Ok(engine.unload_model(&model_id(params)?)?),
         "checkCapacity" => {
             let model = params.get("modelId").and_then(Value::as_str);
-            Ok(api::capacity::capacity_body(app, model)?)
+            Ok(engine.capacity(model)?)
         }
-        "getHealth" => Ok(api::service::health_body(app)?.1),
-        "getAvailableModels" => Ok(api::models::available_body(app)),
+        "getHealth" => Ok(engine.health()?.body),
+        "getAvailableModels" => Ok(engine.available_models()),
         "ping" => Ok(json!({ "pong": true, "timestamp": crate::clock::now_rfc3339() })),
         other => Err(Failure::Protocol(
             METHOD_NOT_FOUND,

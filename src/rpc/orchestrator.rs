@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::app::App;
+use crate::engine::Engine;
 
 /// First retry after a failed registration; doubles up to the heartbeat interval times
 /// `MAX_BACKOFF_FACTOR`, so a long outage costs a log line every few minutes, not a flood.
@@ -21,7 +21,7 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Registers now and then every `heartbeat` until `stop` receives (or is dropped).
 pub fn start(
-    app: Arc<App>,
+    engine: Arc<Engine>,
     url: String,
     worker_id: String,
     address: String,
@@ -36,7 +36,7 @@ pub fn start(
             let mut retry = FIRST_RETRY;
             let mut registered = false;
             loop {
-                let wait = match register(&app, &endpoint, &worker_id, &address) {
+                let wait = match register(&engine, &endpoint, &worker_id, &address) {
                     Ok(()) => {
                         if !registered {
                             log::info!(
@@ -66,13 +66,13 @@ pub fn start(
         })
 }
 
-fn register(app: &App, endpoint: &str, worker_id: &str, address: &str) -> Result<(), String> {
+fn register(engine: &Engine, endpoint: &str, worker_id: &str, address: &str) -> Result<(), String> {
     let body = json!({
         "workerId": worker_id,
         "address": address,
         "capabilities": {
-            "models": app.models.warm(&app.pool),
-            "capacity": { "maxConcurrent": app.settings.inference.max_concurrent_inferences },
+            "models": engine.pool.warm_models(),
+            "capacity": { "maxConcurrent": engine.settings.inference.max_concurrent_inferences },
         },
     });
     let agent = ureq::Agent::new_with_config(

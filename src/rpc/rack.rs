@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::app::App;
+use crate::engine::Engine;
 
 /// Connections served at once: an orchestrator keeps a few open, not hundreds.
 const RACK_THREADS: usize = 8;
@@ -27,23 +27,22 @@ pub struct RackServer {
 }
 
 impl RackServer {
-    pub fn start(app: Arc<App>, host: &str, port: u16) -> Result<RackServer, String> {
-        let listener = TcpListener::bind((host, port))
-            .map_err(|e| format!("cannot listen for rack RPC on {host}:{port}: {e}"))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    /// Binds `host:port` and starts the connection threads.
+    pub fn start(engine: Arc<Engine>, host: &str, port: u16) -> std::io::Result<RackServer> {
+        let listener = TcpListener::bind((host, port))?;
+        let addr = listener.local_addr()?;
         let listener = Arc::new(listener);
         let stopping = Arc::new(AtomicBool::new(false));
         let threads = (0..RACK_THREADS)
             .map(|i| {
-                let (app, listener, stopping) = (
-                    Arc::clone(&app),
+                let (engine, listener, stopping) = (
+                    Arc::clone(&engine),
                     Arc::clone(&listener),
                     Arc::clone(&stopping),
                 );
                 std::thread::Builder::new()
                     .name(format!("rack-{i}"))
-                    .spawn(move || accept_loop(&app, &listener, &stopping))
-                    .map_err(|e| format!("cannot start a rack thread: {e}"))
+                    .spawn(move || accept_loop(&engine, &listener, &stopping))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(RackServer {
@@ -75,11 +74,11 @@ impl RackServer {
     }
 }
 
-fn accept_loop(app: &App, listener: &TcpListener, stopping: &AtomicBool) {
+fn accept_loop(engine: &Engine, listener: &TcpListener, stopping: &AtomicBool) {
     while !stopping.load(Ordering::SeqCst) {
         match listener.accept() {
             Ok((stream, peer)) if !stopping.load(Ordering::SeqCst) => {
-                if let Err(e) = serve(app, stream) {
+                if let Err(e) = serve(engine, stream) {
                     log::debug!("rack connection from {peer} ended: {e}");
                 }
             }
@@ -93,11 +92,11 @@ fn accept_loop(app: &App, listener: &TcpListener, stopping: &AtomicBool) {
 }
 
 /// One connection: a JSON-RPC message per line in, a response per line out.
-fn serve(app: &App, stream: TcpStream) -> std::io::Result<()> {
+fn serve(engine: &Engine, stream: TcpStream) -> std::io::Result<()> {
     stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
     stream.set_write_timeout(Some(IDLE_TIMEOUT))?;
     let mut writer = stream.try_clone()?;
-    let limit = app.settings.server.max_body_bytes + LINE_OVERHEAD;
+    let limit = engine.settings.server.max_body_bytes + LINE_OVERHEAD;
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     loop {
@@ -118,7 +117,7 @@ fn serve(app: &App, stream: TcpStream) -> std::io::Result<()> {
         if text.trim().is_empty() {
             continue;
         }
-        if let Some(answer) = super::handle(app, &text) {
+        if let Some(answer) = super::handle(engine, &text) {
             writer.write_all(format!("{answer}\n").as_bytes())?;
         }
     }

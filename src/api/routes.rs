@@ -1,22 +1,21 @@
-//! The route table: method, path, whether it is open without an API key, and the handler.
-//! `ROUTES` is also what the OpenAPI test checks the document against, so a route cannot be
-//! added without being documented. Errors under `/v1/` take OpenAI's shape, elsewhere the
-//! service's own (SPEC section 6).
+//! The route table: method, path, whether it is open without an API key, and the handler;
+//! and the matching of a request against it. `ROUTES` is also what the OpenAPI test checks
+//! the document against, so a route cannot be added without being documented.
 
 use tiny_http::Method;
 
-use super::request::Incoming;
-use super::response::Reply;
-use crate::api;
-use crate::app::App;
+use super::{capacity, inference, metrics, models, openai, openapi, rpc, status, transcriptions};
+use crate::engine::Engine;
 use crate::error::ApiError;
+use crate::http::{Incoming, Reply};
 
-pub type Handler = fn(&App, &mut Incoming) -> Result<Reply, ApiError>;
+/// A route handler: parses the request, calls the engine, shapes the reply.
+pub type Handler = fn(&Engine, &mut Incoming) -> Result<Reply, ApiError>;
 
 pub struct Route {
     pub method: Method,
     pub path: &'static str,
-    /// Reachable without `Authorization` when `apiKeys` is set (SPEC section 6).
+    /// Reachable without `Authorization` when `apiKeys` is set (README "API").
     pub public: bool,
     pub handler: Handler,
 }
@@ -24,23 +23,23 @@ pub struct Route {
 // One line a route reads better than what rustfmt would make of it.
 #[rustfmt::skip]
 pub const ROUTES: &[Route] = &[
-    Route { method: Method::Get,  path: "/",                         public: true,  handler: api::service::index },
-    Route { method: Method::Get,  path: "/health",                   public: true,  handler: api::service::health },
-    Route { method: Method::Post, path: "/api/v1/transcriptions",    public: false, handler: api::transcriptions::create },
-    Route { method: Method::Get,  path: "/api/v1/providers",         public: false, handler: api::service::providers },
-    Route { method: Method::Get,  path: "/api/v1/status",            public: false, handler: api::service::status },
-    Route { method: Method::Get,  path: "/api/models",               public: false, handler: api::models::list },
-    Route { method: Method::Post, path: "/api/models/:id/load",      public: false, handler: api::models::load },
-    Route { method: Method::Post, path: "/api/models/:id/unload",    public: false, handler: api::models::unload },
-    Route { method: Method::Post, path: "/api/inference/:modelId",   public: false, handler: api::inference::run },
-    Route { method: Method::Get,  path: "/api/inference/history",    public: false, handler: api::inference::history },
-    Route { method: Method::Get,  path: "/api/capacity",             public: false, handler: api::capacity::get },
-    Route { method: Method::Post, path: "/rpc",                      public: false, handler: api::rpc::call },
-    Route { method: Method::Post, path: "/v1/audio/transcriptions",  public: false, handler: api::openai::transcriptions },
-    Route { method: Method::Get,  path: "/v1/models",                public: false, handler: api::openai::models },
-    Route { method: Method::Get,  path: "/metrics",                  public: false, handler: api::metrics::page },
-    Route { method: Method::Get,  path: "/openapi",                  public: true,  handler: api::openapi::page },
-    Route { method: Method::Get,  path: "/openapi/json",             public: true,  handler: api::openapi::document },
+    Route { method: Method::Get,  path: "/",                         public: true,  handler: status::index },
+    Route { method: Method::Get,  path: "/health",                   public: true,  handler: status::health },
+    Route { method: Method::Post, path: "/api/v1/transcriptions",    public: false, handler: transcriptions::create },
+    Route { method: Method::Get,  path: "/api/v1/providers",         public: false, handler: status::providers },
+    Route { method: Method::Get,  path: "/api/v1/status",            public: false, handler: status::status },
+    Route { method: Method::Get,  path: "/api/models",               public: false, handler: models::list },
+    Route { method: Method::Post, path: "/api/models/:id/load",      public: false, handler: models::load },
+    Route { method: Method::Post, path: "/api/models/:id/unload",    public: false, handler: models::unload },
+    Route { method: Method::Post, path: "/api/inference/:modelId",   public: false, handler: inference::run },
+    Route { method: Method::Get,  path: "/api/inference/history",    public: false, handler: inference::history },
+    Route { method: Method::Get,  path: "/api/capacity",             public: false, handler: capacity::get },
+    Route { method: Method::Post, path: "/rpc",                      public: false, handler: rpc::call },
+    Route { method: Method::Post, path: "/v1/audio/transcriptions",  public: false, handler: openai::transcriptions },
+    Route { method: Method::Get,  path: "/v1/models",                public: false, handler: openai::models },
+    Route { method: Method::Get,  path: "/metrics",                  public: false, handler: metrics::page },
+    Route { method: Method::Get,  path: "/openapi",                  public: true,  handler: openapi::page },
+    Route { method: Method::Get,  path: "/openapi/json",             public: true,  handler: openapi::document },
 ];
 
 /// Metric label for requests that matched no route.
@@ -48,51 +47,16 @@ pub const UNMATCHED: &str = "unmatched";
 /// Metric label for CORS preflight requests.
 pub const PREFLIGHT: &str = "preflight";
 
-/// A reply and the route pattern it came from (the metrics label).
-pub struct Routed {
-    pub reply: Reply,
-    pub label: &'static str,
+/// The route for a request, with its `:name` values, or the error for none: 404, or 405 with
+/// `Allow` when the path exists for other methods.
+pub fn resolve(method: &Method, path: &str) -> Result<(&'static Route, Vec<String>), ApiError> {
+    let path = normalise(path);
+    find(method, path).ok_or_else(|| unmatched(method, path))
 }
 
-/// Finds the handler for the request and runs it behind the API-key check.
-pub fn route(app: &App, request: &mut Incoming) -> Routed {
-    if request.method == Method::Options {
-        return Routed {
-            reply: Reply::no_content(),
-            label: PREFLIGHT,
-        };
-    }
-    let path = normalise(&request.path).to_string();
-    let Some((route, params)) = find(&request.method, &path) else {
-        return Routed {
-            reply: error_reply(&path, &unmatched(&request.method, &path)),
-            label: UNMATCHED,
-        };
-    };
-    request.params = params;
-    let reply = if !route.public && !app.authorized(request.header("Authorization")) {
-        error_reply(&path, &ApiError::Unauthorized)
-    } else {
-        (route.handler)(app, request).unwrap_or_else(|e| error_reply(&path, &e))
-    };
-    Routed {
-        reply,
-        label: route.path,
-    }
-}
-
-/// The metrics label of a request that is answered before routing (a 413, a panic).
+/// The metrics label of a request: its route pattern, or `UNMATCHED`.
 pub fn label(method: &Method, path: &str) -> &'static str {
     find(method, normalise(path)).map_or(UNMATCHED, |(r, _)| r.path)
-}
-
-/// An error in the shape its API family uses.
-pub fn error_reply(path: &str, error: &ApiError) -> Reply {
-    if path.starts_with("/v1/") {
-        Reply::openai_error(error)
-    } else {
-        Reply::error(error)
-    }
 }
 
 /// The route for `method` and `path`, and the values of its `:name` segments. HEAD is
@@ -213,16 +177,6 @@ mod tests {
         );
         assert_eq!(label(&Method::Head, "/health"), "/health");
         assert_eq!(label(&Method::Get, "/../../etc/passwd"), UNMATCHED);
-    }
-
-    #[test]
-    fn v1_errors_take_the_openai_shape() {
-        let reply = error_reply("/v1/audio/transcriptions", &ApiError::Unauthorized);
-        let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
-        assert_eq!(body["error"]["code"], "invalid_api_key");
-        let reply = error_reply("/api/v1/transcriptions", &ApiError::Unauthorized);
-        let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
-        assert_eq!(body["code"], "UNAUTHORIZED");
     }
 
     #[test]

@@ -1,0 +1,76 @@
+//! The service's own routes: `GET /`, `GET /health`, `GET /api/v1/providers`,
+//! `GET /api/v1/status` (README "API").
+
+use serde_json::json;
+
+use crate::engine::operations::SERVICE_NAME;
+use crate::engine::Engine;
+use crate::error::ApiError;
+use crate::http::{Incoming, Reply};
+
+/// Languages whisper's multilingual models know (ISO 639-1 codes); an English-only model
+/// (`*.en`) answers in English whatever is asked.
+const WHISPER_LANGUAGES: &[&str] = &[
+    "en", "zh", "de", "es", "ru", "ko", "fr", "ja", "pt", "tr", "pl", "ca", "nl", "ar", "sv", "it",
+    "id", "hi", "fi", "vi", "he", "uk", "el", "ms", "cs", "ro", "da", "hu", "ta", "no", "th", "ur",
+    "hr", "bg", "lt", "la", "mi", "ml", "cy", "sk", "te", "fa", "lv", "bn", "sr", "az", "sl", "kn",
+    "et", "mk", "br", "eu", "is", "hy", "ne", "mn", "bs", "kk", "sq", "sw", "gl", "mr", "pa", "si",
+    "km", "sn", "yo", "so", "af", "oc", "ka", "be", "tg", "sd", "gu", "am", "yi", "lo", "uz", "fo",
+    "ht", "ps", "tk", "nn", "mt", "sa", "lb", "my", "bo", "tl", "mg", "as", "tt", "haw", "ln",
+    "ha", "ba", "jw", "su", "yue",
+];
+
+pub fn index(_engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
+    Ok(Reply::ok(&json!({
+        "success": true,
+        "service": SERVICE_NAME,
+        "version": env!("CARGO_PKG_VERSION"),
+        "docs": "/openapi",
+        "openapi": "/openapi/json",
+        "health": "/health",
+    })))
+}
+
+/// 200 while a worker is healthy, 503 when none is, so a load balancer can use this as its
+/// readiness check.
+pub fn health(engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
+    let health = engine.health()?;
+    Ok(Reply::json(
+        if health.serving { 200 } else { 503 },
+        &health.body,
+    ))
+}
+
+pub fn providers(engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
+    let healthy = engine.pool.snapshot().healthy;
+    Ok(Reply::ok(&json!({
+        "success": true,
+        "providers": [{
+            "id": "whisper-server",
+            "name": "Whisper Server",
+            "description": "Local whisper.cpp whisper-server workers supervised by inference-server-manager",
+            "available": healthy > 0,
+            "costPerMinute": 0,
+            "speed": null,
+            "capabilities": {
+                "batch": false,
+                "diarization": false,
+                "streaming": false,
+                "wordTimestamps": true,
+                "languages": WHISPER_LANGUAGES,
+                "supportedFormats": ["wav", "mp3", "flac", "ogg"],
+                "maxDuration": null,
+                "maxFileSize": engine.settings.server.max_body_bytes,
+            },
+        }],
+    })))
+}
+
+pub fn status(engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
+    let snapshot = engine.pool.snapshot();
+    Ok(Reply::ok(&json!({
+        "healthyWorkers": snapshot.healthy,
+        "totalWorkers": snapshot.total,
+        "workers": snapshot.workers,
+    })))
+}

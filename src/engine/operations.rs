@@ -1,0 +1,180 @@
+//! The operations both transports offer, each returning the JSON body that the HTTP route
+//! answers with and the JSON-RPC method returns as its `result` (README "JSON-RPC and rack
+//! mode": results are the HTTP bodies of the matching routes).
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::inference::{Input, Job};
+use super::Engine;
+use crate::error::ApiError;
+use crate::pool::models::{Loaded, Unloaded};
+
+/// The service's name in `/health` and `/`.
+pub const SERVICE_NAME: &str = "inference-server-manager";
+
+/// Shortest `options.timeout`: no worker answers faster, so a smaller one can only fail.
+const MIN_TIMEOUT_MS: u64 = 100;
+
+/// The body of `POST /api/inference/:modelId` and the params of `runInference`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InferenceRequest {
+    input_data: String,
+    #[serde(default)]
+    options: InferenceOptions,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InferenceOptions {
+    /// Milliseconds for the whole run; `inference.inferenceTimeoutMs` when absent.
+    timeout: Option<u64>,
+    language: Option<String>,
+    timestamps: Option<bool>,
+    /// `json` (text only) or `verbose_json` (segments too).
+    response_format: Option<String>,
+}
+
+/// `GET /health`'s verdict: `serving` is false when no worker is healthy (HTTP 503).
+pub struct Health {
+    pub serving: bool,
+    pub body: Value,
+}
+
+impl InferenceRequest {
+    /// Reads `{inputData, options?}` from a JSON value (RPC params, or a parsed HTTP body).
+    pub fn from_value(value: Value) -> Result<InferenceRequest, ApiError> {
+        serde_json::from_value(value)
+            .map_err(|e| ApiError::InvalidRequest(format!("expected {{inputData, options?}}: {e}")))
+    }
+}
+
+impl Engine {
+    /// One inference on `model_id` (`/api/inference/:modelId`, `runInference`).
+    pub fn run_inference(
+        &self,
+        model_id: &str,
+        request: InferenceRequest,
+    ) -> Result<Value, ApiError> {
+        let model = self.resolve_model(Some(model_id))?;
+        let options = request.options;
+        let timestamps = match options.response_format.as_deref() {
+            None | Some("json") => options.timestamps.unwrap_or(false),
+            Some("verbose_json") => true,
+            Some(other) => {
+                return Err(ApiError::InvalidField {
+                    field: "options.responseFormat",
+                    why: format!("`{other:.20}` is not json or verbose_json"),
+                })
+            }
+        };
+        let timeout = match options.timeout {
+            Some(ms) if ms < MIN_TIMEOUT_MS => {
+                return Err(ApiError::InvalidField {
+                    field: "options.timeout",
+                    why: format!("must be at least {MIN_TIMEOUT_MS} ms"),
+                })
+            }
+            Some(ms) => Duration::from_millis(ms),
+            None => self.settings.inference.inference_timeout(),
+        };
+        let job = Job {
+            model,
+            input: Input::Base64(&request.input_data),
+            response_format: Job::transcript_format(timestamps),
+            language: options.language,
+            prompt: None,
+            temperature: None,
+            deadline: Instant::now() + timeout,
+        };
+        let outcome = self.transcribe(job, |answer| answer.transcript())?;
+        let t = &outcome.shaped;
+        Ok(json!({
+            "success": true,
+            "modelId": model,
+            "timestamp": outcome.timestamp,
+            "result": {
+                "inferenceId": outcome.inference_id,
+                "modelId": model,
+                "processingTime": outcome.processing_time,
+                "timestamp": outcome.timestamp,
+                "result": { "text": t.text, "segments": t.segments, "language": t.language, "duration": t.duration },
+            },
+        }))
+    }
+
+    /// Loads a model; returns once its workers are healthy.
+    pub fn load_model(&self, id: &str) -> Result<Value, ApiError> {
+        let message = match self.pool.load_model(id)? {
+            Loaded::Now => "Model loaded successfully",
+            Loaded::Already => "Model already loaded",
+        };
+        Ok(json!({ "success": true, "message": message }))
+    }
+
+    pub fn unload_model(&self, id: &str) -> Result<Value, ApiError> {
+        let message = match self.pool.unload_model(id)? {
+            Unloaded::Now => "Model unloaded successfully",
+            Unloaded::NotLoaded => "Model not loaded",
+        };
+        Ok(json!({ "success": true, "message": message }))
+    }
+
+    /// The warm models (`getAvailableModels`).
+    pub fn available_models(&self) -> Value {
+        json!({ "success": true, "models": self.pool.warm_models() })
+    }
+
+    /// How much more work the pool can take now. `available` is true when an inference could
+    /// start or wait in the queue: the cap of `maxConcurrentInferences` is not reached or the
+    /// queue has room, and a worker (of `model`, when one is named) is healthy.
+    pub fn capacity(&self, model: Option<&str>) -> Result<Value, ApiError> {
+        if let Some(id) = model {
+            self.pool.known_model(id)?;
+        }
+        let warm = self.pool.warm_models();
+        let snapshot = self.pool.snapshot();
+        let inference = &self.settings.inference;
+        let room = snapshot.in_flight < inference.max_concurrent_inferences
+            || snapshot.queue_depth < inference.max_queue;
+        let ready = match model {
+            Some(id) => warm.iter().any(|w| w == id),
+            None => snapshot.healthy > 0,
+        };
+        Ok(json!({
+            "maxConcurrent": inference.max_concurrent_inferences,
+            "currentLoad": snapshot.in_flight,
+            "available": room && ready,
+            "queueDepth": snapshot.queue_depth,
+            "availableModels": warm,
+        }))
+    }
+
+    /// `healthy` (fewer than half the workers down), `degraded` (fewer than half healthy) or
+    /// `unhealthy` (none healthy: not serving), so a load balancer can use it as readiness.
+    pub fn health(&self) -> Result<Health, ApiError> {
+        let snapshot = self.pool.snapshot();
+        let pool_size = self.settings.workers.pool_size;
+        let status = match snapshot.healthy {
+            0 => "unhealthy",
+            n if n * 2 < pool_size => "degraded",
+            _ => "healthy",
+        };
+        let body = json!({
+            "success": true,
+            "status": status,
+            "service": SERVICE_NAME,
+            "timestamp": crate::clock::now_rfc3339(),
+            "uptime": self.pool.started_at.elapsed().as_secs(),
+            "pool": { "healthyWorkers": snapshot.healthy, "totalWorkers": snapshot.total },
+            "capacity": self.capacity(None)?,
+        });
+        Ok(Health {
+            serving: snapshot.healthy > 0,
+            body,
+        })
+    }
+}

@@ -1,0 +1,458 @@
+//! Settings: the JSON5 file, the environment and the command-line flags, merged in that order
+//! of increasing precedence over built-in defaults (README "Configuration").
+//!
+//! - this file: the structs, every default with its reason, validation, `load`;
+//! - `file`: the JSON5 file, its shape check and `file:line: key` errors, the defaults file;
+//! - `env`: environment variables and flags;
+//! - `paths`: the XDG directories.
+//!
+//! Durations are stored in milliseconds, as the file writes them, and read as `Duration`
+//! through the accessors here: the conversion happens in `ms` and nowhere else.
+
+mod env;
+mod file;
+mod paths;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use env::{apply_env, apply_overrides};
+pub use file::{default_file_text, parse_file, write_defaults};
+pub use paths::{Paths, DEFAULT_DIR_NAME};
+
+/// Fewest request threads the settings allow: a quarter of the threads is kept away from
+/// body reading (see `http::body_reader_cap`), and that quarter must be at least one thread.
+pub const MIN_SERVER_THREADS: usize = 4;
+
+fn ms(millis: u64) -> Duration {
+    Duration::from_millis(millis)
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub workers: WorkerSettings,
+    pub whisper_server: WhisperServerSettings,
+    /// Models by id: `{ path, poolSize? }`. Empty by default: the worker command's own
+    /// arguments (or the setup script's model) choose the one model.
+    pub models: BTreeMap<String, ModelSettings>,
+    /// A key of `models` served by default; empty means the worker arguments' model.
+    pub default_model: String,
+    pub inference: InferenceSettings,
+    pub rack: RackSettings,
+    /// The editor `config edit` opens (then `$EDITOR`, then `vi`).
+    pub editor: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ServerSettings {
+    /// `0.0.0.0`: the original service listened on every address; a warning is logged when
+    /// that is done without API keys.
+    pub host: String,
+    /// 3141, the original service's port, so existing clients keep working.
+    pub port: u16,
+    /// Fixed number of request threads, 64: a stalled upload parks one of them, and a parked
+    /// thread costs a small stack and nothing else.
+    pub threads: usize,
+    /// `http://localhost:5173`, the original's web front end in development.
+    pub cors_origin: String,
+    /// 100 MiB: about an hour of 16 kHz WAV, or many hours of compressed audio.
+    pub max_body_bytes: u64,
+    /// 120 s for the upload and the whole transcription of `/api/v1/transcriptions`.
+    pub request_timeout_ms: u64,
+    /// Bearer keys; empty means no key is asked for.
+    pub api_keys: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WorkerSettings {
+    /// 3 workers of the default model.
+    pub pool_size: usize,
+    /// 25 requests, then a worker is replaced: whisper-server leaks memory per request.
+    pub rotate_threshold: u64,
+    /// 39000: far from common service ports; the next free port at or above it is used.
+    pub starting_port: u16,
+    /// 5 s between health checks of running workers.
+    pub health_interval_ms: u64,
+    /// 2 s: `/health` answers in microseconds when the worker lives.
+    pub health_timeout_ms: u64,
+    /// 3 failed checks in a row replace a worker: one slow answer is not a death.
+    pub max_health_failures: u32,
+    /// 30 s between audits of the books against the processes.
+    pub audit_interval_ms: u64,
+    /// 30 s for a worker to load its model and answer `/health`.
+    pub startup_timeout_ms: u64,
+    /// 30 s for a retiring worker's last request, and for requests at shutdown.
+    pub drain_timeout_ms: u64,
+    /// 1 s, doubling, between respawns of a slot that keeps failing...
+    pub backoff_base_ms: u64,
+    /// ...up to 60 s, so a crash loop costs nothing.
+    pub backoff_max_ms: u64,
+}
+
+impl WorkerSettings {
+    pub fn health_interval(&self) -> Duration {
+        ms(self.health_interval_ms)
+    }
+    pub fn health_timeout(&self) -> Duration {
+        ms(self.health_timeout_ms)
+    }
+    pub fn audit_interval(&self) -> Duration {
+        ms(self.audit_interval_ms)
+    }
+    pub fn startup_timeout(&self) -> Duration {
+        ms(self.startup_timeout_ms)
+    }
+    pub fn drain_timeout(&self) -> Duration {
+        ms(self.drain_timeout_ms)
+    }
+    pub fn backoff_base(&self) -> Duration {
+        ms(self.backoff_base_ms)
+    }
+    pub fn backoff_max(&self) -> Duration {
+        ms(self.backoff_max_ms)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WhisperServerSettings {
+    /// The worker program; empty means the build of `scripts/setup-whisper.sh`.
+    pub cmd: String,
+    /// Its working directory; empty means the manager's.
+    pub cwd: String,
+    /// Extra arguments after the ones the manager adds (`--host`, `--port`, `-m`, `--threads`).
+    pub args: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSettings {
+    pub path: String,
+    /// Workers of this model; `workers.poolSize` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_size: Option<usize>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct InferenceSettings {
+    /// 10 inferences at once across all models: more than the default pool, so only a large
+    /// multi-model pool meets it.
+    pub max_concurrent_inferences: usize,
+    /// 30 s for `/api/inference/:modelId` when the request gives no `options.timeout`.
+    pub inference_timeout_ms: u64,
+    /// 5 models with workers at once; the least recently used is evicted past that.
+    pub model_cache_size: usize,
+    /// 64 requests waiting for a worker; more get 503 at once.
+    pub max_queue: usize,
+    /// 30 s in the queue, then 503.
+    pub queue_timeout_ms: u64,
+    /// 1000 past runs kept for `/api/inference/history`.
+    pub history_size: usize,
+    /// `false`: a request for a cold model gets 409 rather than waiting for a load.
+    pub auto_load: bool,
+}
+
+impl InferenceSettings {
+    pub fn inference_timeout(&self) -> Duration {
+        ms(self.inference_timeout_ms)
+    }
+    pub fn queue_timeout(&self) -> Duration {
+        ms(self.queue_timeout_ms)
+    }
+}
+
+impl ServerSettings {
+    pub fn request_timeout(&self) -> Duration {
+        ms(self.request_timeout_ms)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RackSettings {
+    /// 3142, beside the HTTP port.
+    pub port: u16,
+    /// Tokens a JSON-RPC request must carry as `auth`; empty means none is asked for.
+    pub allow: Vec<String>,
+    /// Where to register in rack mode; empty means no registration.
+    pub orchestrator_url: String,
+    /// 10 s between registrations.
+    pub heartbeat_ms: u64,
+}
+
+impl RackSettings {
+    pub fn heartbeat(&self) -> Duration {
+        ms(self.heartbeat_ms)
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            server: ServerSettings::default(),
+            workers: WorkerSettings::default(),
+            whisper_server: WhisperServerSettings::default(),
+            models: BTreeMap::new(),
+            default_model: String::new(),
+            inference: InferenceSettings::default(),
+            rack: RackSettings::default(),
+            editor: "nvim".into(),
+        }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            host: "0.0.0.0".into(),
+            port: 3141,
+            threads: 64,
+            cors_origin: "http://localhost:5173".into(),
+            max_body_bytes: 104_857_600,
+            request_timeout_ms: 120_000,
+            api_keys: Vec::new(),
+        }
+    }
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            pool_size: 3,
+            rotate_threshold: 25,
+            starting_port: 39000,
+            health_interval_ms: 5000,
+            health_timeout_ms: 2000,
+            max_health_failures: 3,
+            audit_interval_ms: 30_000,
+            startup_timeout_ms: 30_000,
+            drain_timeout_ms: 30_000,
+            backoff_base_ms: 1000,
+            backoff_max_ms: 60_000,
+        }
+    }
+}
+
+impl Default for InferenceSettings {
+    fn default() -> Self {
+        InferenceSettings {
+            max_concurrent_inferences: 10,
+            inference_timeout_ms: 30_000,
+            model_cache_size: 5,
+            max_queue: 64,
+            queue_timeout_ms: 30_000,
+            history_size: 1000,
+            auto_load: false,
+        }
+    }
+}
+
+impl Default for RackSettings {
+    fn default() -> Self {
+        RackSettings {
+            port: 3142,
+            allow: Vec::new(),
+            orchestrator_url: String::new(),
+            heartbeat_ms: 10_000,
+        }
+    }
+}
+
+/// A settings problem the operator has to fix; `serve` and `check` exit 2 on it.
+#[derive(Debug)]
+pub struct SettingsError {
+    /// The file at fault, when the problem is in the file rather than in env or flags.
+    pub file: Option<PathBuf>,
+    /// 1-based line of the offending key or syntax error, when known.
+    pub line: Option<usize>,
+    /// Dotted key path, e.g. `workers.poolSize`.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => write!(f, "{}:{}: ", file.display(), line)?,
+            (Some(file), None) => write!(f, "{}: ", file.display())?,
+            _ => {}
+        }
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SettingsError {}
+
+impl SettingsError {
+    /// A problem with no file or key to point at.
+    fn general(message: String) -> Self {
+        SettingsError {
+            file: None,
+            line: None,
+            key: None,
+            message,
+        }
+    }
+
+    fn plain(key: &str, message: impl Into<String>) -> Self {
+        SettingsError {
+            file: None,
+            line: None,
+            key: Some(key.into()),
+            message: message.into(),
+        }
+    }
+}
+
+/// Values given on the command line; `None` means "not given".
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+}
+
+/// Reads the settings file (or writes the defaults when `create_if_missing` and it is absent),
+/// then applies the environment and the flags. Unknown keys are returned as warnings.
+pub fn load(
+    paths: &Paths,
+    overrides: &Overrides,
+    create_if_missing: bool,
+) -> Result<(Settings, Vec<String>), SettingsError> {
+    let mut warnings = Vec::new();
+    let mut settings = match std::fs::read_to_string(&paths.config_file) {
+        Ok(text) => parse_file(&text, &paths.config_file, &mut warnings)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if create_if_missing {
+                write_defaults(&paths.config_file)?;
+            }
+            Settings::default()
+        }
+        Err(e) => {
+            return Err(SettingsError {
+                file: Some(paths.config_file.clone()),
+                line: None,
+                key: None,
+                message: format!("cannot read the settings file: {e}"),
+            })
+        }
+    };
+    apply_env(&mut settings, |name| std::env::var(name).ok())?;
+    apply_overrides(&mut settings, overrides);
+    validate(&settings)?;
+    Ok((settings, warnings))
+}
+/// Range checks that a type check cannot express.
+fn validate(s: &Settings) -> Result<(), SettingsError> {
+    let positive = [
+        ("server.threads", s.server.threads as u64),
+        ("server.maxBodyBytes", s.server.max_body_bytes),
+        ("server.requestTimeoutMs", s.server.request_timeout_ms),
+        ("workers.poolSize", s.workers.pool_size as u64),
+        ("workers.rotateThreshold", s.workers.rotate_threshold),
+        ("workers.startingPort", s.workers.starting_port as u64),
+        ("workers.healthIntervalMs", s.workers.health_interval_ms),
+        ("workers.healthTimeoutMs", s.workers.health_timeout_ms),
+        (
+            "workers.maxHealthFailures",
+            s.workers.max_health_failures as u64,
+        ),
+        ("workers.auditIntervalMs", s.workers.audit_interval_ms),
+        ("workers.startupTimeoutMs", s.workers.startup_timeout_ms),
+        ("workers.backoffBaseMs", s.workers.backoff_base_ms),
+        ("workers.backoffMaxMs", s.workers.backoff_max_ms),
+        ("inference.queueTimeoutMs", s.inference.queue_timeout_ms),
+        (
+            "inference.maxConcurrentInferences",
+            s.inference.max_concurrent_inferences as u64,
+        ),
+        (
+            "inference.inferenceTimeoutMs",
+            s.inference.inference_timeout_ms,
+        ),
+        (
+            "inference.modelCacheSize",
+            s.inference.model_cache_size as u64,
+        ),
+    ];
+    if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+        return Err(SettingsError::plain(key, "must be at least 1"));
+    }
+    if s.server.threads < MIN_SERVER_THREADS {
+        return Err(SettingsError::plain(
+            "server.threads",
+            format!(
+                "must be at least {MIN_SERVER_THREADS} (some threads are kept for small requests)"
+            ),
+        ));
+    }
+    if s.server.host.parse::<std::net::IpAddr>().is_err() && s.server.host != "localhost" {
+        return Err(SettingsError::plain(
+            "server.host",
+            format!("`{}` is not an IP address", s.server.host),
+        ));
+    }
+    if !s.default_model.is_empty() && !s.models.contains_key(&s.default_model) {
+        return Err(SettingsError::plain(
+            "defaultModel",
+            format!("`{}` is not a key of `models`", s.default_model),
+        ));
+    }
+    Ok(())
+}
+
+/// The effective settings as `config show` prints them: API keys are masked so the output can
+/// be pasted into a bug report.
+pub fn redacted_json(settings: &Settings) -> String {
+    let mut shown = settings.clone();
+    shown.server.api_keys = shown
+        .server
+        .api_keys
+        .iter()
+        .map(|_| "***".to_string())
+        .collect();
+    shown.rack.allow = shown.rack.allow.iter().map(|_| "***".to_string()).collect();
+    serde_json::to_string_pretty(&shown).expect("settings serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn validation_rejects_zero_pool_and_unknown_default_model() {
+        let mut s = Settings::default();
+        s.workers.pool_size = 0;
+        assert_eq!(
+            validate(&s).unwrap_err().key.as_deref(),
+            Some("workers.poolSize")
+        );
+        let s = Settings {
+            default_model: "nope".into(),
+            ..Settings::default()
+        };
+        assert_eq!(
+            validate(&s).unwrap_err().key.as_deref(),
+            Some("defaultModel")
+        );
+    }
+
+    #[test]
+    fn redaction_masks_keys() {
+        let mut s = Settings::default();
+        s.server.api_keys = vec!["secret".into()];
+        let shown = redacted_json(&s);
+        assert!(!shown.contains("secret"));
+        assert!(shown.contains("***"));
+    }
+}

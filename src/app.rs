@@ -1,6 +1,6 @@
 //! Wiring: settings -> worker plan -> pool and monitor -> engine -> HTTP server (and rack
 //! mode), and the graceful shutdown that unwinds them in the opposite order (README
-//! "Shutdown"). Nothing imports this module but `main`.
+//! "Behaviour under failure"). Nothing imports this module but `main`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

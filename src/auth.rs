@@ -1,4 +1,4 @@
-//! API keys (SPEC section 6): `Authorization: Bearer <key>` checked against `server.apiKeys`
+//! API keys (README "Configuration", `server.apiKeys`): `Authorization: Bearer <key>` checked against `server.apiKeys`
 //! in constant time, so response timing does not reveal how much of a key was right.
 
 /// Whether `authorization` (the raw header) carries one of `keys`. Always true when no keys

@@ -1,4 +1,4 @@
-//! The command line of SPEC section 2, parsed by hand: it is small, and a parser crate would
+//! The command line (README "Command line"), parsed by hand: it is small, and a parser crate would
 //! be the largest dependency of the binary.
 
 use std::path::PathBuf;

@@ -1,5 +1,5 @@
 //! The one error type every route returns, and its mapping to an HTTP status and the JSON
-//! error body of SPEC section 6: `{"success": false, "code": "...", "error": "..."}`.
+//! error body of the README's "API" section: `{"success": false, "code": "...", "error": "..."}`.
 //!
 //! Code below the API layer returns these variants; nothing else in the crate builds an error
 //! response, so the status codes and `code` strings live in this file only.
@@ -96,7 +96,7 @@ impl ApiError {
         }
     }
 
-    /// The JSON body of SPEC section 6.
+    /// The JSON error body (README "API").
     pub fn body(&self) -> serde_json::Value {
         serde_json::json!({ "success": false, "code": self.code(), "error": self.to_string() })
     }

@@ -153,6 +153,164 @@ fn json_body<T: serde::de::DeserializeOwned>(rq: &mut Incoming) -> Result<T, Api
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use serde_json::Value;
+    use tiny_http::{Header, TestRequest};
+
+    use crate::http::request::{BodyLimits, BodyPermits};
+    use crate::pool::process::WorkerCommand;
+    use crate::pool::{ModelSpec, Pool, PoolConfig};
+    use crate::settings::Settings;
+
+    /// The API over a pool whose monitor never runs: no worker ever starts, so every route
+    /// shows what it does before any worker exists, without a socket or a process.
+    fn api(api_keys: &[&str]) -> Api {
+        let mut settings = Settings::default();
+        settings.server.api_keys = api_keys.iter().map(|k| k.to_string()).collect();
+        let (monitor, _) = std::sync::mpsc::channel();
+        let config = PoolConfig {
+            command: WorkerCommand {
+                program: "/nonexistent/whisper-server".into(),
+                cwd: None,
+                args: Vec::new(),
+                threads: None,
+            },
+            model: "default".into(),
+            models: BTreeMap::from([(
+                "default".to_string(),
+                ModelSpec {
+                    path: None,
+                    pool_size: 1,
+                },
+            )]),
+            workers: settings.workers.clone(),
+            max_concurrent: 1,
+            max_queue: 1,
+            queue_timeout: Duration::from_millis(10),
+            model_cache_size: 1,
+            log_dir: "/nonexistent/logs".into(),
+            pid_dir: "/nonexistent/pids".into(),
+        };
+        let pool = Arc::new(Pool::new(config, monitor));
+        Api::new(Arc::new(Engine::new(settings, pool, 1)))
+    }
+
+    /// Answers one request the way a request thread would, and parses a JSON body.
+    fn call(
+        api: &Api,
+        method: Method,
+        path: &str,
+        body: &'static str,
+        key: Option<&str>,
+    ) -> (u16, Value) {
+        let mut test = TestRequest::new()
+            .with_method(method)
+            .with_path(path)
+            .with_body(body);
+        if let Some(key) = key {
+            let value = format!("Bearer {key}");
+            test = test.with_header(Header::from_bytes("Authorization", value).unwrap());
+        }
+        let mut request: tiny_http::Request = test.into();
+        let permits = BodyPermits::new(1);
+        let limits = BodyLimits {
+            max_bytes: 1024,
+            timeout: Duration::from_secs(5),
+        };
+        let reply = api
+            .handle(&mut Incoming::new(&mut request, &permits, limits))
+            .reply;
+        let body = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+        (reply.status, body)
+    }
+
+    #[test]
+    fn unknown_paths_are_404_and_wrong_methods_405() {
+        let api = api(&[]);
+        let (status, body) = call(&api, Method::Get, "/nope", "", None);
+        assert_eq!((status, body["code"].as_str()), (404, Some("NOT_FOUND")));
+        let (status, body) = call(&api, Method::Delete, "/health", "", None);
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (405, Some("METHOD_NOT_ALLOWED"))
+        );
+        assert_eq!(call(&api, Method::Options, "/anything", "", None).0, 204);
+    }
+
+    #[test]
+    fn keys_guard_every_route_but_the_public_ones() {
+        let api = api(&["k1"]);
+        let (status, body) = call(&api, Method::Get, "/api/v1/status", "", None);
+        assert_eq!((status, body["code"].as_str()), (401, Some("UNAUTHORIZED")));
+        let (status, body) = call(&api, Method::Get, "/api/v1/status", "", Some("k1"));
+        assert_eq!((status, body["totalWorkers"].as_u64()), (200, Some(0)));
+        let (status, body) = call(&api, Method::Get, "/v1/models", "", Some("wrong"));
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some("invalid_api_key"))
+        );
+        let (status, body) = call(&api, Method::Get, "/health", "", None);
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (503, Some("unhealthy")),
+            "public, and not ready: no worker has started"
+        );
+    }
+
+    #[test]
+    fn bad_bodies_and_unknown_models_are_named() {
+        let api = api(&[]);
+        let (status, body) = call(&api, Method::Post, "/api/v1/transcriptions", "{nope", None);
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("INVALID_REQUEST"))
+        );
+        let (status, body) = call(&api, Method::Post, "/api/models/base/load", "", None);
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (404, Some("MODEL_NOT_FOUND"))
+        );
+        let (status, body) = call(
+            &api,
+            Method::Post,
+            "/api/inference/default",
+            r#"{"inputData":""}"#,
+            None,
+        );
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("INVALID_REQUEST"))
+        );
+        let (status, body) = call(
+            &api,
+            Method::Post,
+            "/api/v1/transcriptions",
+            r#"{"content":"UklGRiQAAABXQVZFZm10IBAAAAABAAEAgD4AAAB9AAACABAAZGF0YQAAAAA="}"#,
+            None,
+        );
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (503, Some("NO_HEALTHY_WORKERS")),
+            "valid audio, but no worker exists: {body}"
+        );
+    }
+
+    #[test]
+    fn history_records_refused_runs() {
+        let api = api(&[]);
+        call(
+            &api,
+            Method::Post,
+            "/api/inference/default",
+            r#"{"inputData":"!!"}"#,
+            None,
+        );
+        let (_, body) = call(&api, Method::Get, "/api/inference/history", "", None);
+        assert_eq!(body["statistics"]["failedInferences"], 1);
+        assert_eq!(body["history"][0]["error"], "INVALID_REQUEST");
+    }
 
     #[test]
     fn v1_errors_take_the_openai_shape() {

@@ -1,6 +1,6 @@
-//! A request's side of the pool (README "Supervision"): wait for an idle healthy worker in a bounded
-//! FIFO queue, send the inference, and retry once on another worker when the first one dies
-//! under the request.
+//! A request's side of the pool (README "Behaviour under failure"): wait for an idle healthy
+//! worker in a bounded FIFO queue, send the inference, and retry once on another worker when
+//! the first one dies under the request.
 
 use std::time::{Duration, Instant};
 

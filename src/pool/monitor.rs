@@ -1,4 +1,5 @@
-//! The monitor: the one thread that owns the worker processes (README "Supervision").
+//! The monitor: the one thread that owns the worker processes (README "Behaviour under
+//! failure").
 //!
 //! Every tick it reaps exited processes, checks starting workers for readiness, stops the ones
 //! that are retiring, and spawns into empty slots whose backoff has elapsed. Health checks run
@@ -24,7 +25,7 @@ const TICK: Duration = Duration::from_millis(50);
 /// a probe that hangs on a half-started process.
 const STARTUP_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// SIGTERM to SIGKILL (README "Shutdown").
+/// SIGTERM to SIGKILL (README "Behaviour under failure").
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 pub fn start(pool: Arc<Pool>, events: Receiver<MonitorEvent>) -> std::io::Result<JoinHandle<()>> {

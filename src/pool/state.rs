@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::error::ApiError;
 use crate::metrics::PoolGauges;
 
-/// The life of one worker process (README "Supervision").
+/// The life of one worker process (README "Behaviour under failure").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerState {
     /// Spawned, `/health` not yet 2xx.

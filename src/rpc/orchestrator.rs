@@ -66,7 +66,30 @@ pub fn start(
         })
 }
 
-fn register(engine: &Engine, endpoint: &str, worker_id: &str, address: &str) -> Result<(), String> {
+/// Why a registration failed.
+#[derive(Debug)]
+enum RegisterError {
+    /// No answer: the orchestrator is down or unreachable.
+    Unreachable(ureq::Error),
+    /// It answered with a status other than 2xx.
+    Refused(u16),
+}
+
+impl std::fmt::Display for RegisterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegisterError::Unreachable(e) => write!(f, "{e}"),
+            RegisterError::Refused(status) => write!(f, "the orchestrator answered {status}"),
+        }
+    }
+}
+
+fn register(
+    engine: &Engine,
+    endpoint: &str,
+    worker_id: &str,
+    address: &str,
+) -> Result<(), RegisterError> {
     let body = json!({
         "workerId": worker_id,
         "address": address,
@@ -85,11 +108,11 @@ fn register(engine: &Engine, endpoint: &str, worker_id: &str, address: &str) -> 
         .post(endpoint)
         .header("Content-Type", "application/json")
         .send(body.to_string())
-        .map_err(|e| e.to_string())?;
+        .map_err(RegisterError::Unreachable)?;
     let status = response.status().as_u16();
     if (200..300).contains(&status) {
         Ok(())
     } else {
-        Err(format!("the orchestrator answered {status}"))
+        Err(RegisterError::Refused(status))
     }
 }

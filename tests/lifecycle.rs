@@ -188,11 +188,8 @@ fn worker_output_goes_to_timestamped_log_files_not_the_console() {
     let manager = Setup::new().start();
     let status = manager.wait_healthy(2);
     assert_eq!(manager.transcribe(&wav(100, 1)).status, 200);
-    for worker in status["workers"].as_array().unwrap() {
-        let path = manager
-            .data_dir()
-            .join(format!("logs/workers/worker-{}.log", worker["port"]));
-        let text = std::fs::read_to_string(&path).unwrap();
+    for worker in workers(&status) {
+        let text = manager.worker_log(&worker["port"]);
         let line = text.lines().next().unwrap();
         assert!(
             line.starts_with("[20") && line.contains("Z] [stdout] stub-whisper-server listening"),
@@ -217,11 +214,7 @@ fn graceful_shutdown_finishes_requests_and_leaves_no_process_behind() {
             "POST",
             &url,
             &[],
-            Some(
-                json!({ "content": b64(&audio), "timestamps": false })
-                    .to_string()
-                    .into_bytes(),
-            ),
+            Some(transcription(&audio).to_string().into_bytes()),
         )
     });
     manager.busy_worker();
@@ -252,12 +245,10 @@ fn orphans_of_a_killed_manager_are_reaped_on_the_next_start() {
     let setup = Setup::new();
     let settings = setup.settings.clone();
     let mut manager = setup.start();
-    let old_pids = manager.wait_healthy(2)["workers"]
-        .as_array()
-        .unwrap()
+    let old_pids: Vec<u32> = workers(&manager.wait_healthy(2))
         .iter()
-        .map(|w| w["pid"].as_u64().unwrap() as u32)
-        .collect::<Vec<_>>();
+        .map(pid_of)
+        .collect();
     // SIGKILL: no chance to stop the workers, which live on in their own process groups.
     manager.child.kill().unwrap();
     manager.child.wait().unwrap();
@@ -295,7 +286,7 @@ fn a_slot_recovers_when_its_command_starts_working() {
     let flag = blocker.0.join("fail");
     std::fs::write(&flag, "").unwrap();
     let manager = Setup::new()
-        .set("workers", "poolSize", json!(1))
+        .pool(1)
         .stub(&["--fail-if-exists", flag.to_str().unwrap()])
         .start();
     std::thread::sleep(Duration::from_millis(800));
@@ -310,9 +301,10 @@ fn a_slot_recovers_when_its_command_starts_working() {
 fn the_listener_comes_back_after_file_descriptors_run_out() {
     // With at most 64 open files, enough idle connections exhaust the fd table, which ends
     // tiny_http's accept thread for good (an accept error, or a panic cloning the socket).
-    let mut setup = Setup::new().set("workers", "poolSize", json!(1));
-    setup.launcher = vec!["prlimit".into(), "--nofile=64:64".into(), "--".into()];
-    let manager = setup.start();
+    let manager = Setup::new()
+        .pool(1)
+        .launcher(&["prlimit", "--nofile=64:64", "--"])
+        .start();
     manager.wait_healthy(1);
     let mut held = Vec::new();
     for _ in 0..200 {
@@ -322,21 +314,19 @@ fn the_listener_comes_back_after_file_descriptors_run_out() {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let log_says = |needle: &str| {
-        wait_for(SOON, || manager.log_text().contains(needle).then_some(())).is_some()
-    };
     assert!(
-        log_says("binding a new"),
+        manager.wait_log("binding a new"),
         "the dead listener was noticed:\n{}",
         manager.log_text()
     );
     drop(held);
-    assert!(log_says("listening again on"), "{}", manager.log_text());
-    let healthy = wait_for(SOON, || {
-        (try_request("GET", &manager.url("/health"))?.status == 200).then_some(())
-    });
     assert!(
-        healthy.is_some(),
+        manager.wait_log("listening again on"),
+        "{}",
+        manager.log_text()
+    );
+    assert!(
+        wait_ok(&manager.url("/health")),
         "the service never came back:\n{}",
         manager.log_text()
     );
@@ -353,13 +343,8 @@ fn a_public_address_without_keys_is_warned_about_and_workers_stay_on_loopback() 
         "{}",
         manager.log_text()
     );
-    for worker in status["workers"].as_array().unwrap() {
-        let log = std::fs::read_to_string(
-            manager
-                .data_dir()
-                .join(format!("logs/workers/worker-{}.log", worker["port"])),
-        )
-        .unwrap();
+    for worker in workers(&status) {
+        let log = manager.worker_log(&worker["port"]);
         assert!(
             log.contains(&format!("listening on http://127.0.0.1:{}", worker["port"])),
             "{log}"

@@ -144,7 +144,7 @@ fn providers_and_status_have_the_seed_shapes() {
         ),
         (Some(2), Some(2))
     );
-    for worker in status["workers"].as_array().unwrap() {
+    for worker in workers(&status) {
         for key in [
             "id",
             "port",

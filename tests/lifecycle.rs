@@ -32,6 +32,11 @@ fn settings_file(dir: &TempDir) -> std::path::PathBuf {
     dir.0.join("config/transcription_manager/settings.json5")
 }
 
+fn write_settings(dir: &TempDir, text: &str) {
+    std::fs::create_dir_all(settings_file(dir).parent().unwrap()).unwrap();
+    std::fs::write(settings_file(dir), text).unwrap();
+}
+
 #[test]
 fn help_version_and_bad_usage() {
     let dir = TempDir::new("cli");
@@ -63,11 +68,10 @@ fn config_path_init_and_show_with_precedence() {
     let written = std::fs::read_to_string(settings_file(&dir)).unwrap();
     assert!(written.starts_with("//") && written.contains("\"poolSize\": 3"));
     // file < env < flag
-    std::fs::write(
-        settings_file(&dir),
+    write_settings(
+        &dir,
         "{ server: { port: 1111, host: '127.0.0.1' }, workers: { poolSize: 2 } }",
-    )
-    .unwrap();
+    );
     let show = |env: &[(&str, &str)], args: &[&str]| -> Value {
         let mut all = vec!["config", "show"];
         all.extend(args);
@@ -114,12 +118,7 @@ fn config_path_init_and_show_with_precedence() {
 #[test]
 fn a_bad_settings_file_exits_2_naming_file_line_and_key() {
     let dir = TempDir::new("badsettings");
-    std::fs::create_dir_all(settings_file(&dir).parent().unwrap()).unwrap();
-    std::fs::write(
-        settings_file(&dir),
-        "{\n  workers: {\n    poolSize: 'three',\n  },\n}\n",
-    )
-    .unwrap();
+    write_settings(&dir, "{\n  workers: {\n    poolSize: 'three',\n  },\n}\n");
     let (code, _, err) = run(
         &dir,
         &["serve", "--port", "0"],
@@ -131,7 +130,7 @@ fn a_bad_settings_file_exits_2_naming_file_line_and_key() {
         settings_file(&dir).display()
     );
     assert!(err.contains(&expected), "{err}");
-    std::fs::write(settings_file(&dir), "{ workers: { poolSize: 2 ").unwrap();
+    write_settings(&dir, "{ workers: { poolSize: 2 ");
     let (code, _, err) = run(&dir, &["check"], &[("WHISPER_SERVER_CMD", STUB)]);
     assert_eq!(code, 2);
     assert!(
@@ -143,12 +142,7 @@ fn a_bad_settings_file_exits_2_naming_file_line_and_key() {
 #[test]
 fn unknown_keys_are_warned_about_and_ignored() {
     let dir = TempDir::new("unknown");
-    std::fs::create_dir_all(settings_file(&dir).parent().unwrap()).unwrap();
-    std::fs::write(
-        settings_file(&dir),
-        "{ workers: { poolSize: 1, colour: 'red' } }",
-    )
-    .unwrap();
+    write_settings(&dir, "{ workers: { poolSize: 1, colour: 'red' } }");
     let (code, out, err) = run(&dir, &["check"], &[("WHISPER_SERVER_CMD", STUB)]);
     assert_eq!(code, 0, "{err}");
     assert!(

@@ -230,7 +230,10 @@ fn a_hung_inference_times_out_and_the_worker_is_recycled() {
     assert_eq!(reply.error_code(), "TIMEOUT");
     assert!(started.elapsed() < Duration::from_secs(10));
     manager.wait_replaced(&first["id"]); // the hung worker was recycled
-    assert!(wait_for(SOON, || (!alive(pid_of(&first))).then_some(())).is_some());
+    assert!(
+        wait_for(SOON, || (!alive(pid_of(&first))).then_some(())).is_some(),
+        "the hung worker was stopped"
+    );
 }
 
 #[test]

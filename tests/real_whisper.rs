@@ -56,6 +56,12 @@ fn transcribe(manager: &Manager, audio: &[u8], timestamps: bool) -> Value {
     reply.json()["result"].clone()
 }
 
+/// Just the text of [`transcribe`].
+fn text_of(manager: &Manager, audio: &[u8]) -> String {
+    let result = transcribe(manager, audio, false);
+    result["text"].as_str().unwrap().to_string()
+}
+
 /// Lower-case words without punctuation.
 fn words(text: &str) -> Vec<String> {
     text.split_whitespace()
@@ -115,20 +121,14 @@ fn real_speech_is_transcribed_through_the_pool() {
     needs::program("sox", "apt-get install sox");
     let manager = manager(&dir, 2);
     let jfk = std::fs::read(dir.join("jfk.wav")).unwrap();
-    let jfk_text = transcribe(&manager, &jfk, false)["text"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let jfk_text = text_of(&manager, &jfk);
     let jfk_wer = wer(JFK, &jfk_text);
     eprintln!("jfk.wav: WER {jfk_wer:.3}: {jfk_text}");
     assert!(jfk_wer <= 0.05, "{jfk_text}");
     let scratch = TempDir::new("speech");
     let mut total = 0.0;
     for sentence in SENTENCES {
-        let text = transcribe(&manager, &speak(sentence, &scratch), false)["text"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let text = text_of(&manager, &speak(sentence, &scratch));
         let rate = wer(sentence, &text);
         eprintln!("espeak {sentence:?}: WER {rate:.3}: {text}");
         assert!(
@@ -186,10 +186,7 @@ fn the_manager_returns_what_the_worker_says() {
     let dir = needs::real_whisper();
     let manager = manager(&dir, 1);
     let jfk = std::fs::read(dir.join("jfk.wav")).unwrap();
-    let through_manager = transcribe(&manager, &jfk, false)["text"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let through_manager = text_of(&manager, &jfk);
     drop(manager);
     // The same binary, model and thread count, called straight.
     let port = free_port_base();

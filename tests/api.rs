@@ -36,7 +36,7 @@ fn port_opens_at_once_and_health_turns_healthy_when_workers_are_ready() {
 #[test]
 fn health_is_degraded_when_fewer_than_half_are_healthy() {
     // One healthy worker of a pool of three is fewer than half.
-    let manager = Setup::new().set("workers", "poolSize", json!(3)).start();
+    let manager = Setup::new().pool(3).start();
     manager.wait_healthy(3);
     let pids = manager.worker_pids();
     // Freeze two workers: the process stays but no longer answers its health checks, so it
@@ -144,7 +144,7 @@ fn providers_and_status_have_the_seed_shapes() {
         ),
         (Some(2), Some(2))
     );
-    for worker in status["workers"].as_array().unwrap() {
+    for worker in workers(&status) {
         for key in [
             "id",
             "port",
@@ -319,9 +319,7 @@ fn unknown_routes_and_methods_get_json_errors() {
 
 #[test]
 fn model_ids_are_checked_against_the_settings() {
-    let manager = Setup::new()
-        .set("models", "base", json!({ "path": "/models/base.bin" }))
-        .start();
+    let manager = Setup::new().model("base").start();
     manager.wait_healthy(2);
     let ask = |model: &str| {
         manager.post_json(

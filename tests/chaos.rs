@@ -3,17 +3,10 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::*;
-
-/// Prints a figure past the test harness's capture, so CI logs show it.
-fn report(line: String) {
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
 
 /// A small deterministic generator: the test needs "random" victims and pauses, not a crate.
 struct Lcg(u64);
@@ -32,18 +25,13 @@ impl Lcg {
 fn random_sigkills_under_load_lose_nothing() {
     const CLIENTS: usize = 4;
     const REQUESTS: usize = 300;
-    let manager = Setup::new()
-        .set("workers", "poolSize", json!(3))
-        .stub(&["--delay-ms", "20"])
-        .start();
+    let manager = Setup::new().pool(3).stub(&["--delay-ms", "20"]).start();
     manager.wait_healthy(3);
-    let next = AtomicUsize::new(0);
-    let done = AtomicBool::new(false);
-    let (ok, unavailable, kills) = std::thread::scope(|scope| {
-        let killer = scope.spawn(|| {
+    let (outcomes, kills) = std::thread::scope(|scope| {
+        let killer = Background::spawn(scope, |stop| {
             let mut rng = Lcg(7);
             let mut kills = 0;
-            while !done.load(Ordering::SeqCst) {
+            while !stop.requested() {
                 std::thread::sleep(Duration::from_millis(100 + rng.next(300)));
                 let pids = manager.worker_pids();
                 if !pids.is_empty() {
@@ -53,55 +41,35 @@ fn random_sigkills_under_load_lose_nothing() {
             }
             kills
         });
-        let clients: Vec<_> = (0..CLIENTS)
-            .map(|_| {
-                scope.spawn(|| {
-                    let (mut ok, mut unavailable) = (0, 0);
-                    loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        if i >= REQUESTS {
-                            return (ok, unavailable);
-                        }
-                        let audio = wav(400 + i as u32, i as u16);
-                        let started = Instant::now();
-                        let reply = manager.transcribe(&audio);
-                        assert!(
-                            started.elapsed() < Duration::from_secs(30),
-                            "request {i} hung"
-                        );
-                        match reply.status {
-                            200 => {
-                                assert_eq!(
-                                    reply.json()["result"]["text"],
-                                    stub_text(&audio),
-                                    "wrong transcript for {i}"
-                                );
-                                ok += 1;
-                            }
-                            503 => {
-                                assert_eq!(
-                                    reply.error_code(),
-                                    "NO_HEALTHY_WORKERS",
-                                    "{}",
-                                    reply.text()
-                                );
-                                assert!(reply.header("retry-after").is_some());
-                                unavailable += 1;
-                            }
-                            other => panic!("request {i}: {other} {}", reply.text()),
-                        }
-                    }
-                })
-            })
-            .collect();
-        let (ok, unavailable) = clients
-            .into_iter()
-            .map(|c| c.join().unwrap())
-            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-        done.store(true, Ordering::SeqCst);
-        (ok, unavailable, killer.join().unwrap())
+        let outcomes = spread(CLIENTS, REQUESTS, |i| {
+            let audio = wav(400 + i as u32, i as u16);
+            let started = Instant::now();
+            let reply = manager.transcribe(&audio);
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "request {i} hung"
+            );
+            match reply.status {
+                200 => {
+                    assert_eq!(
+                        reply.json()["result"]["text"],
+                        stub_text(&audio),
+                        "wrong transcript for {i}"
+                    );
+                }
+                503 => {
+                    assert_eq!(reply.error_code(), "NO_HEALTHY_WORKERS", "{}", reply.text());
+                    assert!(reply.header("retry-after").is_some());
+                }
+                other => panic!("request {i}: {other} {}", reply.text()),
+            }
+            reply.status
+        });
+        (outcomes, killer.finish())
     });
-    report(format!("chaos: {REQUESTS} sent, {ok} succeeded, {unavailable} got 503 (no worker alive), 0 other; {kills} workers SIGKILLed"));
+    let ok = outcomes.iter().filter(|s| **s == 200).count();
+    let unavailable = outcomes.iter().filter(|s| **s == 503).count();
+    report(&format!("chaos: {REQUESTS} sent, {ok} succeeded, {unavailable} got 503 (no worker alive), 0 other; {kills} workers SIGKILLed"));
     assert_eq!(ok + unavailable, REQUESTS);
     assert!(kills >= 5, "the killer ran: {kills}");
     manager.wait_healthy(3);
@@ -124,7 +92,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 #[test]
 fn a_crash_loop_costs_no_cpu_and_little_log() {
     let manager = Setup::new()
-        .set("workers", "poolSize", json!(1))
+        .pool(1)
         .set("workers", "backoffMaxMs", json!(400))
         .stub(&["--exit-immediately"])
         .start();
@@ -141,7 +109,7 @@ fn a_crash_loop_costs_no_cpu_and_little_log() {
         .filter(|l| !l.contains("[DEBUG]") && l.contains("worker-"))
         .count();
     let audits = log.lines().filter(|l| l.contains("audit: only")).count();
-    report(format!(
+    report(&format!(
         "crash loop: {attempts} spawn attempts in 4 s, manager CPU {:.1}% of one core, {lines} log lines \
          ({worker_lines} about workers, {audits} audit warnings at auditIntervalMs 500)",
         share * 100.0

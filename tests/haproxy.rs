@@ -1,15 +1,13 @@
 //! Beyond one machine: HAProxy in front of two managers, health-checking `/health`; one manager
-//! is SIGKILLed under load and no client sees an error. Needs `haproxy` (Debian package);
-//! gated by `ISM_HAPROXY`, which `.ci/run` sets after installing it.
+//! is SIGKILLed under load and no client sees an error. Ignored by default: it needs `haproxy`
+//! (Debian package), which `.ci/run` installs.
 
 mod support;
 
-use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use serde_json::json;
 use support::*;
 
 /// The configuration the README recommends, on test ports and with test-sized intervals.
@@ -29,24 +27,10 @@ fn haproxy_config(port: u16, backends: &[u16]) -> String {
     )
 }
 
-struct Proxy(Child);
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
+#[ignore = "needs haproxy (apt-get install haproxy)"]
 fn haproxy_hides_a_manager_killed_under_load() {
-    if std::env::var_os("ISM_HAPROXY").is_none() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: the HAProxy test needs ISM_HAPROXY=1 and haproxy installed"
-        );
-        return;
-    }
+    needs::program("haproxy", "apt-get install haproxy");
     let managers: Vec<Manager> = (0..2)
         .map(|_| Setup::new().stub(&["--delay-ms", "20"]).start())
         .collect();
@@ -61,21 +45,12 @@ fn haproxy_hides_a_manager_killed_under_load() {
         haproxy_config(port, &[managers[0].port, managers[1].port]),
     )
     .unwrap();
-    let _proxy = Proxy(
-        Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("haproxy runs"),
-    );
+    let _proxy = Spawned::start(Command::new("haproxy").arg("-db").arg("-f").arg(&config));
     let front = format!("http://127.0.0.1:{port}");
-    wait_for(SOON, || {
-        (try_request("GET", &format!("{front}/health"))?.status == 200).then_some(())
-    })
-    .expect("haproxy never answered");
+    assert!(
+        wait_ok(&format!("{front}/health")),
+        "haproxy never answered"
+    );
     std::thread::sleep(Duration::from_millis(600)); // both backends up (rise 2)
 
     const REQUESTS: usize = 200;
@@ -88,42 +63,25 @@ fn haproxy_hides_a_manager_killed_under_load() {
             });
             signal(victim, "KILL");
         });
-        let clients: Vec<_> = (0..4)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut ok = 0;
-                    loop {
-                        let i = sent.fetch_add(1, Ordering::SeqCst);
-                        if i >= REQUESTS {
-                            return ok;
-                        }
-                        let audio = wav(300 + i as u32, i as u16);
-                        let body = json!({ "content": b64(&audio), "timestamps": false })
-                            .to_string()
-                            .into_bytes();
-                        let reply = request(
-                            "POST",
-                            &format!("{front}/api/v1/transcriptions"),
-                            &[("Content-Type", "application/json")],
-                            Some(body),
-                        );
-                        assert_eq!(
-                            reply.status,
-                            200,
-                            "request {i} through HAProxy: {}",
-                            reply.text()
-                        );
-                        assert_eq!(reply.json()["result"]["text"], stub_text(&audio));
-                        ok += 1;
-                    }
-                })
-            })
-            .collect();
-        clients
-            .into_iter()
-            .map(|c| c.join().unwrap())
-            .sum::<usize>()
+        spread(4, REQUESTS, |i| {
+            sent.fetch_add(1, Ordering::SeqCst);
+            let audio = wav(300 + i as u32, i as u16);
+            let reply = request(
+                "POST",
+                &format!("{front}/api/v1/transcriptions"),
+                &[("Content-Type", "application/json")],
+                Some(transcription(&audio).to_string().into_bytes()),
+            );
+            assert_eq!(
+                reply.status,
+                200,
+                "request {i} through HAProxy: {}",
+                reply.text()
+            );
+            assert_eq!(reply.json()["result"]["text"], stub_text(&audio));
+        })
+        .len()
     });
-    let _ = writeln!(std::io::stderr(), "haproxy: {REQUESTS} sent through two managers, one SIGKILLed a quarter of the way: {ok} succeeded, {} failed", REQUESTS - ok);
+    report(&format!("haproxy: {REQUESTS} sent through two managers, one SIGKILLed a quarter of the way: {ok} succeeded, {} failed", REQUESTS - ok));
     assert_eq!(ok, REQUESTS);
 }

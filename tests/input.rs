@@ -114,12 +114,12 @@ fn a_chunked_body_is_bounded_while_it_is_read() {
         .set("server", "maxBodyBytes", json!(50_000))
         .start();
     manager.wait_healthy(2);
-    let mut stream = TcpStream::connect(("127.0.0.1", manager.port)).unwrap();
+    let mut stream = connect_with(
+        manager.port,
+        b"POST /api/v1/transcriptions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-        .write_all(b"POST /api/v1/transcriptions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
         .unwrap();
     let chunk = format!("{:x}\r\n{}\r\n", 10_000, "a".repeat(10_000));
     let mut answer = String::new();
@@ -139,14 +139,12 @@ fn a_trickling_upload_times_out_with_408() {
         .set("server", "requestTimeoutMs", json!(1000))
         .start();
     manager.wait_healthy(2);
-    let mut stream = TcpStream::connect(("127.0.0.1", manager.port)).unwrap();
+    let mut stream = connect_with(
+        manager.port,
+        b"POST /api/v1/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
+    );
     stream
         .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    stream
-        .write_all(
-            b"POST /api/v1/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
-        )
         .unwrap();
     // One byte every 100 ms: forever, for a server without a deadline.
     let started = Instant::now();
@@ -180,12 +178,10 @@ fn stalled_uploads_never_starve_health_and_status() {
     // 12 clients announce a body and send none of it.
     let stalled: Vec<TcpStream> = (0..12)
         .map(|_| {
-            let mut s = TcpStream::connect(("127.0.0.1", manager.port)).unwrap();
-            s.write_all(
+            connect_with(
+                manager.port,
                 b"POST /api/v1/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: 50000\r\n\r\n",
             )
-            .unwrap();
-            s
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
@@ -236,16 +232,13 @@ fn trickling_clients_do_not_delay_a_normal_one() {
     manager.wait_healthy(2);
     // 40 connections that send their head a byte at a time, and 10 that trickle a body.
     let mut slow: Vec<TcpStream> = (0..40)
-        .map(|_| {
-            let mut s = TcpStream::connect(("127.0.0.1", manager.port)).unwrap();
-            s.write_all(b"POST /api/v1/trans").unwrap();
-            s
-        })
+        .map(|_| connect_with(manager.port, b"POST /api/v1/trans"))
         .collect();
     for _ in 0..10 {
-        let mut s = TcpStream::connect(("127.0.0.1", manager.port)).unwrap();
-        s.write_all(b"POST /api/v1/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{\"con").unwrap();
-        slow.push(s);
+        slow.push(connect_with(
+            manager.port,
+            b"POST /api/v1/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{\"con",
+        ));
     }
     let normal = std::thread::scope(|scope| {
         let trickle = scope.spawn(|| {

@@ -32,6 +32,11 @@ fn settings_file(dir: &TempDir) -> std::path::PathBuf {
     dir.0.join("config/transcription_manager/settings.json5")
 }
 
+fn write_settings(dir: &TempDir, text: &str) {
+    std::fs::create_dir_all(settings_file(dir).parent().unwrap()).unwrap();
+    std::fs::write(settings_file(dir), text).unwrap();
+}
+
 #[test]
 fn help_version_and_bad_usage() {
     let dir = TempDir::new("cli");
@@ -63,11 +68,10 @@ fn config_path_init_and_show_with_precedence() {
     let written = std::fs::read_to_string(settings_file(&dir)).unwrap();
     assert!(written.starts_with("//") && written.contains("\"poolSize\": 3"));
     // file < env < flag
-    std::fs::write(
-        settings_file(&dir),
+    write_settings(
+        &dir,
         "{ server: { port: 1111, host: '127.0.0.1' }, workers: { poolSize: 2 } }",
-    )
-    .unwrap();
+    );
     let show = |env: &[(&str, &str)], args: &[&str]| -> Value {
         let mut all = vec!["config", "show"];
         all.extend(args);
@@ -114,12 +118,7 @@ fn config_path_init_and_show_with_precedence() {
 #[test]
 fn a_bad_settings_file_exits_2_naming_file_line_and_key() {
     let dir = TempDir::new("badsettings");
-    std::fs::create_dir_all(settings_file(&dir).parent().unwrap()).unwrap();
-    std::fs::write(
-        settings_file(&dir),
-        "{\n  workers: {\n    poolSize: 'three',\n  },\n}\n",
-    )
-    .unwrap();
+    write_settings(&dir, "{\n  workers: {\n    poolSize: 'three',\n  },\n}\n");
     let (code, _, err) = run(
         &dir,
         &["serve", "--port", "0"],
@@ -131,7 +130,7 @@ fn a_bad_settings_file_exits_2_naming_file_line_and_key() {
         settings_file(&dir).display()
     );
     assert!(err.contains(&expected), "{err}");
-    std::fs::write(settings_file(&dir), "{ workers: { poolSize: 2 ").unwrap();
+    write_settings(&dir, "{ workers: { poolSize: 2 ");
     let (code, _, err) = run(&dir, &["check"], &[("WHISPER_SERVER_CMD", STUB)]);
     assert_eq!(code, 2);
     assert!(
@@ -143,12 +142,7 @@ fn a_bad_settings_file_exits_2_naming_file_line_and_key() {
 #[test]
 fn unknown_keys_are_warned_about_and_ignored() {
     let dir = TempDir::new("unknown");
-    std::fs::create_dir_all(settings_file(&dir).parent().unwrap()).unwrap();
-    std::fs::write(
-        settings_file(&dir),
-        "{ workers: { poolSize: 1, colour: 'red' } }",
-    )
-    .unwrap();
+    write_settings(&dir, "{ workers: { poolSize: 1, colour: 'red' } }");
     let (code, out, err) = run(&dir, &["check"], &[("WHISPER_SERVER_CMD", STUB)]);
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -188,11 +182,8 @@ fn worker_output_goes_to_timestamped_log_files_not_the_console() {
     let manager = Setup::new().start();
     let status = manager.wait_healthy(2);
     assert_eq!(manager.transcribe(&wav(100, 1)).status, 200);
-    for worker in status["workers"].as_array().unwrap() {
-        let path = manager
-            .data_dir()
-            .join(format!("logs/workers/worker-{}.log", worker["port"]));
-        let text = std::fs::read_to_string(&path).unwrap();
+    for worker in workers(&status) {
+        let text = manager.worker_log(&worker["port"]);
         let line = text.lines().next().unwrap();
         assert!(
             line.starts_with("[20") && line.contains("Z] [stdout] stub-whisper-server listening"),
@@ -217,11 +208,7 @@ fn graceful_shutdown_finishes_requests_and_leaves_no_process_behind() {
             "POST",
             &url,
             &[],
-            Some(
-                json!({ "content": b64(&audio), "timestamps": false })
-                    .to_string()
-                    .into_bytes(),
-            ),
+            Some(transcription(&audio).to_string().into_bytes()),
         )
     });
     manager.busy_worker();
@@ -252,12 +239,10 @@ fn orphans_of_a_killed_manager_are_reaped_on_the_next_start() {
     let setup = Setup::new();
     let settings = setup.settings.clone();
     let mut manager = setup.start();
-    let old_pids = manager.wait_healthy(2)["workers"]
-        .as_array()
-        .unwrap()
+    let old_pids: Vec<u32> = workers(&manager.wait_healthy(2))
         .iter()
-        .map(|w| w["pid"].as_u64().unwrap() as u32)
-        .collect::<Vec<_>>();
+        .map(pid_of)
+        .collect();
     // SIGKILL: no chance to stop the workers, which live on in their own process groups.
     manager.child.kill().unwrap();
     manager.child.wait().unwrap();
@@ -295,7 +280,7 @@ fn a_slot_recovers_when_its_command_starts_working() {
     let flag = blocker.0.join("fail");
     std::fs::write(&flag, "").unwrap();
     let manager = Setup::new()
-        .set("workers", "poolSize", json!(1))
+        .pool(1)
         .stub(&["--fail-if-exists", flag.to_str().unwrap()])
         .start();
     std::thread::sleep(Duration::from_millis(800));
@@ -310,9 +295,10 @@ fn a_slot_recovers_when_its_command_starts_working() {
 fn the_listener_comes_back_after_file_descriptors_run_out() {
     // With at most 64 open files, enough idle connections exhaust the fd table, which ends
     // tiny_http's accept thread for good (an accept error, or a panic cloning the socket).
-    let mut setup = Setup::new().set("workers", "poolSize", json!(1));
-    setup.launcher = vec!["prlimit".into(), "--nofile=64:64".into(), "--".into()];
-    let manager = setup.start();
+    let manager = Setup::new()
+        .pool(1)
+        .launcher(&["prlimit", "--nofile=64:64", "--"])
+        .start();
     manager.wait_healthy(1);
     let mut held = Vec::new();
     for _ in 0..200 {
@@ -322,21 +308,19 @@ fn the_listener_comes_back_after_file_descriptors_run_out() {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let log_says = |needle: &str| {
-        wait_for(SOON, || manager.log_text().contains(needle).then_some(())).is_some()
-    };
     assert!(
-        log_says("binding a new"),
+        manager.wait_log("binding a new"),
         "the dead listener was noticed:\n{}",
         manager.log_text()
     );
     drop(held);
-    assert!(log_says("listening again on"), "{}", manager.log_text());
-    let healthy = wait_for(SOON, || {
-        (try_request("GET", &manager.url("/health"))?.status == 200).then_some(())
-    });
     assert!(
-        healthy.is_some(),
+        manager.wait_log("listening again on"),
+        "{}",
+        manager.log_text()
+    );
+    assert!(
+        wait_ok(&manager.url("/health")),
         "the service never came back:\n{}",
         manager.log_text()
     );
@@ -353,13 +337,8 @@ fn a_public_address_without_keys_is_warned_about_and_workers_stay_on_loopback() 
         "{}",
         manager.log_text()
     );
-    for worker in status["workers"].as_array().unwrap() {
-        let log = std::fs::read_to_string(
-            manager
-                .data_dir()
-                .join(format!("logs/workers/worker-{}.log", worker["port"])),
-        )
-        .unwrap();
+    for worker in workers(&status) {
+        let log = manager.worker_log(&worker["port"]);
         assert!(
             log.contains(&format!("listening on http://127.0.0.1:{}", worker["port"])),
             "{log}"

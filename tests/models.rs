@@ -9,14 +9,7 @@ use support::*;
 
 /// Two extra models besides the default one (whose model the stub args choose).
 fn with_models() -> Setup {
-    Setup::new()
-        .set("workers", "poolSize", json!(1))
-        .set("models", "a", json!({ "path": "models/a.bin" }))
-        .set(
-            "models",
-            "b",
-            json!({ "path": "models/b.bin", "poolSize": 2 }),
-        )
+    Setup::new().pool(1).model("a").model_with_pool("b", 2)
 }
 
 fn model<'a>(models: &'a Value, id: &str) -> &'a Value {
@@ -69,16 +62,13 @@ fn models_load_serve_and_unload() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(
         reply.json()["result"]["result"]["text"],
-        format!("[b.bin] {}", stub_text(&audio))
+        model_text("b", &audio)
     );
     let seed1 = manager.post_json(
         "/api/v1/transcriptions",
         &json!({ "content": b64(&audio), "model": "b" }),
     );
-    assert_eq!(
-        seed1.json()["result"]["text"],
-        format!("[b.bin] {}", stub_text(&audio))
-    );
+    assert_eq!(seed1.json()["result"]["text"], model_text("b", &audio));
     assert!(model(&manager.get("/api/models").json(), "b")["lastUsed"].is_string());
 
     let unloaded = manager.post_json("/api/models/b/unload", &json!({}));
@@ -94,10 +84,8 @@ fn models_load_serve_and_unload() {
         manager.post_json("/api/models/b/unload", &json!({})).json()["message"],
         "Model not loaded"
     );
-    wait_for(SOON, || {
-        (manager.status()["workers"].as_array().unwrap().len() == 1).then_some(())
-    })
-    .expect("b's workers were stopped");
+    wait_for(SOON, || (manager.workers().len() == 1).then_some(()))
+        .expect("b's workers were stopped");
 
     let pinned = manager.post_json("/api/models/default/unload", &json!({}));
     assert_eq!(
@@ -141,7 +129,7 @@ fn a_cold_model_is_409_unless_auto_load() {
     assert_eq!(loaded_on_demand.status, 200, "{}", loaded_on_demand.text());
     assert_eq!(
         loaded_on_demand.json()["result"]["result"]["text"],
-        format!("[a.bin] {}", stub_text(&audio))
+        model_text("a", &audio)
     );
     assert_eq!(
         model(&manager.get("/api/models").json(), "a")["state"],
@@ -165,16 +153,7 @@ fn eviction_under_traffic_is_lru_spares_the_default_and_cuts_nothing() {
         // A request on a is in flight when loading b evicts a.
         let (audio, body) = audio_body(4);
         let in_flight = scope.spawn(|| infer(&manager, "a", body));
-        wait_for(SOON, || {
-            let status = manager.status();
-            status["workers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|w| w["model"] == "a" && w["inFlight"] == 1)
-                .then_some(())
-        })
-        .expect("the request on a started");
+        manager.busy_worker_of("a");
         let loaded = manager.post_json("/api/models/b/load", &json!({}));
         assert_eq!(loaded.status, 200, "{}", loaded.text());
         let reply = in_flight.join().unwrap();
@@ -186,7 +165,7 @@ fn eviction_under_traffic_is_lru_spares_the_default_and_cuts_nothing() {
         );
         assert_eq!(
             reply.json()["result"]["result"]["text"],
-            format!("[a.bin] {}", stub_text(&audio))
+            model_text("a", &audio)
         );
     });
     let models = manager.get("/api/models").json();
@@ -306,10 +285,7 @@ fn the_engine_validates_runs_and_records_history() {
 
 #[test]
 fn a_deadline_hit_is_504_and_the_worker_is_recycled() {
-    let manager = Setup::new()
-        .set("workers", "poolSize", json!(1))
-        .stub(&["--delay-ms", "3000"])
-        .start();
+    let manager = Setup::new().pool(1).stub(&["--delay-ms", "3000"]).start();
     let first = manager.wait_healthy(1)["workers"][0]["id"].clone();
     let reply = infer(
         &manager,

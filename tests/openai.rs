@@ -1,32 +1,19 @@
 //! The OpenAI-compatible routes and `/metrics`, through the binary and stub workers; and the
-//! official OpenAI Python SDK with prometheus_client's parser when `ISM_PYTHON_CLIENTS` is set
-//! (`.ci/run` installs both and sets it).
+//! official OpenAI Python SDK with prometheus_client's parser, an ignored test (it needs
+//! `pip install openai prometheus_client`, which `.ci/run` does).
 
 mod support;
-
-use std::io::Write;
 
 use serde_json::{json, Value};
 use support::*;
 
-const BOUNDARY: &str = "test-boundary-7MA4YWxk";
-
-/// A multipart body with the audio as `file` and the given text fields.
+/// A multipart body with the given text fields and the audio as `file`.
 fn form(audio: &[u8], fields: &[(&str, &str)]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (name, value) in fields {
-        body.extend_from_slice(format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes());
-    }
-    body.extend_from_slice(
-        format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n").as_bytes(),
-    );
-    body.extend_from_slice(audio);
-    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
-    body
+    Form::new().texts(fields).file("a.wav", audio).finish()
 }
 
 fn upload(manager: &Manager, body: Vec<u8>, extra: &[(&str, &str)]) -> Reply {
-    let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
+    let content_type = form_content_type();
     let mut headers = vec![("Content-Type", content_type.as_str())];
     headers.extend_from_slice(extra);
     request(
@@ -304,14 +291,12 @@ fn metrics_parse_and_move_with_traffic() {
 }
 
 #[test]
+#[ignore = "needs the Python packages openai and prometheus_client (pip install openai prometheus_client)"]
 fn the_openai_python_sdk_works_unchanged() {
-    if std::env::var_os("ISM_PYTHON_CLIENTS").is_none() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: the OpenAI SDK test needs ISM_PYTHON_CLIENTS=1 and `pip install openai prometheus_client`"
-        );
-        return;
-    }
+    needs::python_modules(
+        &["openai", "prometheus_client"],
+        "pip install openai prometheus_client",
+    );
     let manager = Setup::new()
         .env("INFERENCE_SERVER_API_KEYS", "sk-sdk")
         .start();

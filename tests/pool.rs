@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -13,29 +11,10 @@ use support::*;
 
 /// Sends `count` transcriptions from `clients` threads; returns (status, text, audio) triples.
 fn load(manager: &Manager, clients: usize, count: usize) -> Vec<(u16, Value, Vec<u8>)> {
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..clients)
-            .map(|_| {
-                let next = Arc::clone(&next);
-                scope.spawn(move || {
-                    let mut results = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        if i >= count {
-                            return results;
-                        }
-                        let audio = wav(800 + i as u32, i as u16);
-                        let reply = manager.transcribe(&audio);
-                        results.push((reply.status, reply.json(), audio));
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
+    spread(clients, count, |i| {
+        let audio = wav(800 + i as u32, i as u16);
+        let reply = manager.transcribe(&audio);
+        (reply.status, reply.json(), audio)
     })
 }
 
@@ -55,43 +34,39 @@ fn assert_all_correct(results: &[(u16, Value, Vec<u8>)]) {
 fn a_sigkilled_worker_is_replaced_and_requests_keep_succeeding() {
     let manager = Setup::new().stub(&["--delay-ms", "40"]).start();
     let before = manager.wait_healthy(2);
-    let stop = AtomicBool::new(false);
     let victims: Vec<u32> = std::thread::scope(|scope| {
-        // Kill a worker, wait for the pool to be whole, kill another: while traffic flows.
-        let killer = scope.spawn(|| {
-            let mut victims = Vec::new();
-            for _ in 0..3 {
-                std::thread::sleep(Duration::from_millis(300));
-                let pid = manager.worker_pids()[0];
-                signal(pid, "KILL");
-                victims.push(pid);
-                manager.wait_healthy(2);
+        // Traffic flows while a worker is killed, the pool made whole, another killed...
+        let traffic = Background::spawn(scope, |stop| {
+            let mut sent = 0;
+            while !stop.requested() {
+                let audio = wav(1000, sent);
+                let reply = manager.transcribe(&audio);
+                assert_eq!(
+                    reply.status,
+                    200,
+                    "a client saw an error while a worker was healthy: {}",
+                    reply.text()
+                );
+                assert_eq!(reply.json()["result"]["text"], stub_text(&audio));
+                sent += 1;
             }
-            stop.store(true, Ordering::SeqCst);
-            victims
         });
-        let mut sent = 0;
-        while !stop.load(Ordering::SeqCst) {
-            let audio = wav(1000, sent);
-            let reply = manager.transcribe(&audio);
-            assert_eq!(
-                reply.status,
-                200,
-                "a client saw an error while a worker was healthy: {}",
-                reply.text()
-            );
-            assert_eq!(reply.json()["result"]["text"], stub_text(&audio));
-            sent += 1;
+        let mut victims = Vec::new();
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(300));
+            let pid = manager.worker_pids()[0];
+            signal(pid, "KILL");
+            victims.push(pid);
+            manager.wait_healthy(2);
         }
-        killer.join().unwrap()
+        traffic.finish();
+        victims
     });
     let after = manager.wait_healthy(2);
     for pid in victims {
         assert!(!alive(pid), "killed worker {pid} still there");
     }
-    let restarts: u64 = after["workers"]
-        .as_array()
-        .unwrap()
+    let restarts: u64 = workers(&after)
         .iter()
         .map(|w| w["restarts"].as_u64().unwrap())
         .sum();
@@ -108,7 +83,7 @@ fn a_worker_killed_mid_request_is_retried_on_another() {
         let request = scope.spawn(|| manager.transcribe(&audio));
         // Find the worker serving the request and kill it under the request.
         let busy = manager.busy_worker();
-        signal(busy["pid"].as_u64().unwrap() as u32, "KILL");
+        signal(pid_of(&busy), "KILL");
         let reply = request.join().unwrap();
         assert_eq!(reply.status, 200, "{}", reply.text());
         let body = reply.json();
@@ -135,21 +110,16 @@ fn rotation_under_steady_traffic_loses_nothing() {
     assert_eq!(results.len(), 60);
     assert_all_correct(&results);
     let status = manager.wait_healthy(2);
-    let ids: Vec<&str> = status["workers"]
-        .as_array()
-        .unwrap()
+    let ids: Vec<&str> = workers(&status)
         .iter()
         .map(|w| w["id"].as_str().unwrap())
         .collect();
-    for old in first["workers"].as_array().unwrap() {
+    for old in workers(&first) {
         assert!(
             !ids.contains(&old["id"].as_str().unwrap()),
             "{old} was never rotated"
         );
-        assert!(
-            !alive(old["pid"].as_u64().unwrap() as u32),
-            "a rotated worker is still running"
-        );
+        assert!(!alive(pid_of(old)), "a rotated worker is still running");
     }
     // 60 requests over workers that retire after 4: many generations.
     let generation: u64 = ids
@@ -165,40 +135,34 @@ fn rotation_under_steady_traffic_loses_nothing() {
 fn rotation_never_runs_two_workers_on_one_port() {
     let manager = Setup::new()
         .set("workers", "rotateThreshold", json!(2))
-        .set("workers", "poolSize", json!(1))
+        .pool(1)
         .start();
     manager.wait_healthy(1);
-    let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
-        scope.spawn(|| {
-            for i in 0..30 {
-                let audio = wav(500, i);
-                assert_eq!(manager.transcribe(&audio).status, 200);
+        let watch = Background::spawn(scope, |stop| {
+            while !stop.requested() {
+                let status = manager.status();
+                let mut ports: Vec<u64> = workers(&status)
+                    .iter()
+                    .map(|w| w["port"].as_u64().unwrap())
+                    .collect();
+                let count = ports.len();
+                ports.sort_unstable();
+                ports.dedup();
+                assert_eq!(ports.len(), count, "two workers on one port: {status}");
             }
-            stop.store(true, Ordering::SeqCst);
         });
-        while !stop.load(Ordering::SeqCst) {
-            let status = manager.status();
-            let mut ports: Vec<u64> = status["workers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|w| w["port"].as_u64().unwrap())
-                .collect();
-            let count = ports.len();
-            ports.sort_unstable();
-            ports.dedup();
-            assert_eq!(ports.len(), count, "two workers on one port: {status}");
+        for i in 0..30 {
+            let audio = wav(500, i);
+            assert_eq!(manager.transcribe(&audio).status, 200);
         }
+        watch.finish();
     });
 }
 
 #[test]
 fn backoff_really_backs_off_on_a_command_that_exits_at_once() {
-    let manager = Setup::new()
-        .set("workers", "poolSize", json!(1))
-        .stub(&["--exit-immediately"])
-        .start();
+    let manager = Setup::new().pool(1).stub(&["--exit-immediately"]).start();
     std::thread::sleep(Duration::from_secs(3));
     // Delays: 0, 100, 200, 400, 800, 800... ms: about 7 spawns in 3 s, not thousands.
     let spawn_times = spawn_times(&manager.log_text());
@@ -242,22 +206,12 @@ fn spawn_times(log: &str) -> Vec<f64> {
 fn a_worker_that_fails_health_checks_is_replaced() {
     // Each stub turns unhealthy 1 s after it starts; maxHealthFailures is 2.
     let manager = Setup::new()
-        .set("workers", "poolSize", json!(1))
+        .pool(1)
         .stub(&["--unhealthy-after-ms", "1000"])
         .start();
     let first = manager.wait_healthy(1)["workers"][0].clone();
-    let replaced = wait_for(SOON, || {
-        let status = manager.status();
-        let worker = status["workers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|w| w["state"] == "healthy")?
-            .clone();
-        (worker["id"] != first["id"]).then_some(worker)
-    })
-    .expect("the unhealthy worker was never replaced");
-    assert!(!alive(first["pid"].as_u64().unwrap() as u32));
+    let replaced = manager.wait_replaced(&first["id"]);
+    assert!(!alive(pid_of(&first)));
     assert!(replaced["restarts"].as_u64().unwrap() >= 1);
     assert!(manager.log_text().contains("failed its health check (2/2)"));
 }
@@ -265,7 +219,7 @@ fn a_worker_that_fails_health_checks_is_replaced() {
 #[test]
 fn a_hung_inference_times_out_and_the_worker_is_recycled() {
     let manager = Setup::new()
-        .set("workers", "poolSize", json!(1))
+        .pool(1)
         .set("server", "requestTimeoutMs", json!(1500))
         .stub(&["--hang"])
         .start();
@@ -277,16 +231,15 @@ fn a_hung_inference_times_out_and_the_worker_is_recycled() {
     assert!(started.elapsed() < Duration::from_secs(10));
     manager.wait_replaced(&first["id"]); // the hung worker was recycled
     assert!(
-        wait_for(SOON, || (!alive(first["pid"].as_u64().unwrap() as u32))
-            .then_some(()))
-        .is_some()
+        wait_for(SOON, || (!alive(pid_of(&first))).then_some(())).is_some(),
+        "the hung worker was stopped"
     );
 }
 
 #[test]
 fn a_full_queue_answers_503_with_retry_after() {
     let manager = Setup::new()
-        .set("workers", "poolSize", json!(1))
+        .pool(1)
         .set("inference", "maxQueue", json!(2))
         .stub(&["--delay-ms", "600"])
         .start();
@@ -305,7 +258,7 @@ fn a_full_queue_answers_503_with_retry_after() {
 #[test]
 fn a_queued_request_gives_up_after_queue_timeout() {
     let manager = Setup::new()
-        .set("workers", "poolSize", json!(1))
+        .pool(1)
         .set("inference", "queueTimeoutMs", json!(300))
         .stub(&["--delay-ms", "2000"])
         .start();
@@ -323,7 +276,7 @@ fn a_queued_request_gives_up_after_queue_timeout() {
 
 #[test]
 fn requests_are_spread_round_robin() {
-    let manager = Setup::new().set("workers", "poolSize", json!(3)).start();
+    let manager = Setup::new().pool(3).start();
     manager.wait_healthy(3);
     let mut used = std::collections::HashSet::new();
     for i in 0..6 {

@@ -1,14 +1,14 @@
 //! End to end with the real whisper.cpp `whisper-server` built by `scripts/setup-whisper.sh`.
 //!
-//! Gated by `ISM_REAL_WHISPER_DIR` (the directory holding `whisper-server`,
-//! `ggml-tiny.en.bin` and `jfk.wav`), which `.ci/run` sets after running the setup script.
-//! Without it each test says it was skipped and passes; CI never skips it.
+//! Ignored by default: these tests need that build (`whisper-server`, `ggml-tiny.en.bin` and
+//! `jfk.wav`), found where the script installs it or in `ISM_REAL_WHISPER_DIR` when that is
+//! set, and espeak-ng and sox for the speech; `.ci/run` provides all of it. Run them with
+//! `cargo test --test real_whisper -- --include-ignored`.
 
 mod support;
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
 use serde_json::{json, Value};
 use support::*;
@@ -28,34 +28,9 @@ const JFK: &str = "and so my fellow americans ask not what your country can do f
 /// Largest word error rate accepted for one espeak sentence (measured: see the README).
 const MAX_SENTENCE_WER: f64 = 0.25;
 
-fn real_whisper_dir() -> Option<PathBuf> {
-    match std::env::var_os("ISM_REAL_WHISPER_DIR") {
-        Some(dir) => {
-            let dir = PathBuf::from(dir);
-            for file in ["whisper-server", "ggml-tiny.en.bin", "jfk.wav"] {
-                assert!(
-                    dir.join(file).exists(),
-                    "ISM_REAL_WHISPER_DIR is set but {} is missing",
-                    dir.join(file).display()
-                );
-            }
-            Some(dir)
-        }
-        None => {
-            // Straight to the stream, past the test harness's capture, so a skip is never silent.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: the real-whisper tests need ISM_REAL_WHISPER_DIR \
-                 (run scripts/setup-whisper.sh, then set it to ~/.local/share/transcription_manager/whisper)"
-            );
-            None
-        }
-    }
-}
-
-fn manager(dir: &std::path::Path, pool: u64) -> Manager {
+fn manager(dir: &Path, pool: u64) -> Manager {
     let setup = Setup::new()
-        .set("workers", "poolSize", json!(pool))
+        .pool(pool)
         .set("workers", "startupTimeoutMs", json!(60_000))
         .set("workers", "healthTimeoutMs", json!(2000))
         .set("server", "requestTimeoutMs", json!(120_000))
@@ -79,6 +54,12 @@ fn transcribe(manager: &Manager, audio: &[u8], timestamps: bool) -> Value {
     );
     assert_eq!(reply.status, 200, "{}", reply.text());
     reply.json()["result"].clone()
+}
+
+/// Just the text of [`transcribe`].
+fn text_of(manager: &Manager, audio: &[u8]) -> String {
+    let result = transcribe(manager, audio, false);
+    result["text"].as_str().unwrap().to_string()
 }
 
 /// Lower-case words without punctuation.
@@ -133,26 +114,21 @@ fn speak(text: &str, scratch: &TempDir) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "needs the build of scripts/setup-whisper.sh (or ISM_REAL_WHISPER_DIR), espeak-ng and sox"]
 fn real_speech_is_transcribed_through_the_pool() {
-    let Some(dir) = real_whisper_dir() else {
-        return;
-    };
+    let dir = needs::real_whisper();
+    needs::program("espeak-ng", "apt-get install espeak-ng");
+    needs::program("sox", "apt-get install sox");
     let manager = manager(&dir, 2);
     let jfk = std::fs::read(dir.join("jfk.wav")).unwrap();
-    let jfk_text = transcribe(&manager, &jfk, false)["text"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let jfk_text = text_of(&manager, &jfk);
     let jfk_wer = wer(JFK, &jfk_text);
     eprintln!("jfk.wav: WER {jfk_wer:.3}: {jfk_text}");
     assert!(jfk_wer <= 0.05, "{jfk_text}");
     let scratch = TempDir::new("speech");
     let mut total = 0.0;
     for sentence in SENTENCES {
-        let text = transcribe(&manager, &speak(sentence, &scratch), false)["text"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let text = text_of(&manager, &speak(sentence, &scratch));
         let rate = wer(sentence, &text);
         eprintln!("espeak {sentence:?}: WER {rate:.3}: {text}");
         assert!(
@@ -165,10 +141,9 @@ fn real_speech_is_transcribed_through_the_pool() {
 }
 
 #[test]
+#[ignore = "needs the build of scripts/setup-whisper.sh (or ISM_REAL_WHISPER_DIR)"]
 fn real_timestamps_are_plausible() {
-    let Some(dir) = real_whisper_dir() else {
-        return;
-    };
+    let dir = needs::real_whisper();
     let manager = manager(&dir, 1);
     let result = transcribe(&manager, &std::fs::read(dir.join("jfk.wav")).unwrap(), true);
     let duration = result["duration"].as_f64().unwrap();
@@ -205,32 +180,18 @@ fn real_timestamps_are_plausible() {
     );
 }
 
-/// A whisper-server started directly, killed on drop.
-struct Direct(Child);
-
-impl Drop for Direct {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
+#[ignore = "needs the build of scripts/setup-whisper.sh (or ISM_REAL_WHISPER_DIR)"]
 fn the_manager_returns_what_the_worker_says() {
-    let Some(dir) = real_whisper_dir() else {
-        return;
-    };
+    let dir = needs::real_whisper();
     let manager = manager(&dir, 1);
     let jfk = std::fs::read(dir.join("jfk.wav")).unwrap();
-    let through_manager = transcribe(&manager, &jfk, false)["text"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let through_manager = text_of(&manager, &jfk);
     drop(manager);
     // The same binary, model and thread count, called straight.
     let port = free_port_base();
     let model = dir.join("ggml-tiny.en.bin");
-    let _direct = Direct(
+    let _direct = Spawned::start(
         Command::new(dir.join("whisper-server"))
             .args([
                 "--host",
@@ -241,31 +202,21 @@ fn the_manager_returns_what_the_worker_says() {
                 "2",
                 "-m",
             ])
-            .arg(&model)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .arg(&model),
     );
     let url = format!("http://127.0.0.1:{port}");
-    wait_for(SOON, || {
-        (try_request("GET", &format!("{url}/health"))?.status == 200).then_some(())
-    })
-    .expect("the direct whisper-server never became ready");
-    let boundary = "----direct-test";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"jfk.wav\"\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(&jfk);
-    body.extend_from_slice(
-        format!("\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"language\"\r\n\r\nen\r\n--{boundary}--\r\n").as_bytes(),
+    assert!(
+        wait_ok(&format!("{url}/health")),
+        "the direct whisper-server never became ready"
     );
-    let content_type = format!("multipart/form-data; boundary={boundary}");
+    let body = Form::new()
+        .file("jfk.wav", &jfk)
+        .text("language", "en")
+        .finish();
     let direct = request(
         "POST",
         &format!("{url}/inference"),
-        &[("Content-Type", &content_type)],
+        &[("Content-Type", &form_content_type())],
         Some(body),
     );
     assert_eq!(direct.status, 200, "{}", direct.text());
@@ -279,16 +230,15 @@ fn the_manager_returns_what_the_worker_says() {
 }
 
 #[test]
+#[ignore = "needs the build of scripts/setup-whisper.sh (or ISM_REAL_WHISPER_DIR)"]
 fn a_real_worker_killed_mid_request_is_retried() {
-    let Some(dir) = real_whisper_dir() else {
-        return;
-    };
+    let dir = needs::real_whisper();
     let manager = manager(&dir, 2);
     let jfk = std::fs::read(dir.join("jfk.wav")).unwrap();
     std::thread::scope(|scope| {
         let request = scope.spawn(|| transcribe(&manager, &jfk, false));
         let busy = manager.busy_worker();
-        signal(busy["pid"].as_u64().unwrap() as u32, "KILL");
+        signal(pid_of(&busy), "KILL");
         let result = request.join().unwrap();
         assert!(
             wer(JFK, result["text"].as_str().unwrap()) <= 0.05,

@@ -19,12 +19,9 @@ fn call(method: &str, params: Value, id: u64) -> Value {
     json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params })
 }
 
+/// One worker of the default model, and a cold model `base`.
 fn with_model() -> Setup {
-    Setup::new().set("workers", "poolSize", json!(1)).set(
-        "models",
-        "base",
-        json!({ "path": "models/base.bin" }),
-    )
+    Setup::new().pool(1).model("base")
 }
 
 #[test]
@@ -66,7 +63,7 @@ fn every_method_answers_over_http() {
     );
     assert_eq!(
         inference["result"]["result"]["text"],
-        format!("[base.bin] {}", stub_text(&audio))
+        model_text("base", &audio)
     );
     assert_eq!(
         result("unloadModel", json!({ "modelId": "base" }))["message"],
@@ -217,13 +214,12 @@ impl Line {
 }
 
 fn rack_setup(rack_port: u16) -> Setup {
-    let mut setup = with_model()
+    with_model()
         .set("rack", "port", json!(rack_port))
         .set("inference", "maxConcurrentInferences", json!(1))
         .set("inference", "maxQueue", json!(0))
-        .stub(&["--delay-ms", "600"]);
-    setup.args = vec!["--mode".into(), "rack".into()];
-    setup
+        .stub(&["--delay-ms", "600"])
+        .args(&["--mode", "rack"])
 }
 
 #[test]
@@ -231,10 +227,7 @@ fn an_orchestrator_drives_a_rack_worker_over_tcp() {
     let rack_port = free_port_base();
     let manager = rack_setup(rack_port).start();
     let announced = format!("rack RPC listening on tcp://127.0.0.1:{rack_port}");
-    wait_for(SOON, || {
-        manager.log_text().contains(&announced).then_some(())
-    })
-    .expect("the rack port was announced");
+    assert!(manager.wait_log(&announced), "the rack port was announced");
     manager.wait_healthy(1);
     let mut line = Line::connect(rack_port);
     assert_eq!(
@@ -269,7 +262,7 @@ fn an_orchestrator_drives_a_rack_worker_over_tcp() {
     let served = line.receive();
     assert_eq!(
         served["result"]["result"]["result"]["text"],
-        format!("[base.bin] {}", stub_text(&audio))
+        model_text("base", &audio)
     );
     assert_eq!(
         line.ask(call("unloadModel", json!({ "modelId": "base" }), 5))["result"]["message"],
@@ -363,13 +356,10 @@ fn a_failing_orchestrator_costs_a_retry_not_the_worker() {
     wait_for(SOON, || (!seen.lock().unwrap().is_empty()).then_some(()))
         .expect("registration never succeeded");
     // The worker logs its success once the orchestrator's answer is back.
-    wait_for(SOON, || {
-        manager
-            .log_text()
-            .contains("registered with the orchestrator")
-            .then_some(())
-    })
-    .expect("the success was never logged");
+    assert!(
+        manager.wait_log("registered with the orchestrator"),
+        "the success was never logged"
+    );
     let log = manager.log_text();
     assert!(
         log.contains("orchestrator registration failed (the orchestrator answered 500)"),

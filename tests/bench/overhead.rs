@@ -18,10 +18,9 @@
 mod support;
 
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use inference_server_manager::pool::client::{multipart_body, InferenceForm};
 use serde_json::json;
 use support::*;
 
@@ -30,7 +29,6 @@ const RUN: Duration = Duration::from_secs(3);
 /// Rounds of (direct, nginx, manager); the median round is reported, which damps noise from
 /// the rest of the machine.
 const ROUNDS: usize = 3;
-const BOUNDARY: &str = "bench-boundary-0123456789";
 
 /// A request the load generator repeats: method, URL, headers, body.
 #[derive(Clone)]
@@ -117,34 +115,21 @@ fn median(mut runs: Vec<Stats>) -> Stats {
     runs[runs.len() / 2]
 }
 
-fn multipart(audio: &[u8], path_format: &str) -> (String, Vec<u8>) {
-    let form = InferenceForm {
-        audio: audio.to_vec(),
-        file_name: "a.wav".into(),
-        response_format: path_format.into(),
-        ..InferenceForm::default()
-    };
-    (
-        format!("multipart/form-data; boundary={BOUNDARY}"),
-        multipart_body(&form, BOUNDARY),
-    )
+/// `audio` as whisper-server's `/inference` form, as the manager sends it to a worker.
+fn multipart(audio: &[u8], response_format: &str) -> (String, Vec<u8>) {
+    let form = Form::new()
+        .file("a.wav", audio)
+        .text("response_format", response_format);
+    (form_content_type(), form.finish())
 }
 
-struct Nginx(Child);
-
-impl Drop for Nginx {
-    /// SIGTERM, not SIGKILL: the master then stops its worker processes too.
-    fn drop(&mut self) {
-        signal(self.0.id(), "TERM");
-        if wait_for(SOON, || self.0.try_wait().ok().flatten()).is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+/// The body of `/api/v1/transcriptions` for `audio`.
+fn json_body(audio: &[u8]) -> Vec<u8> {
+    transcription(audio).to_string().into_bytes()
 }
 
 /// nginx round-robin over `workers`, keep-alive to them, on a free port.
-fn start_nginx(dir: &TempDir, workers: &[u16]) -> Option<(Nginx, u16)> {
+fn start_nginx(dir: &TempDir, workers: &[u16]) -> Option<(Spawned, u16)> {
     if Command::new("nginx")
         .arg("-v")
         .stderr(Stdio::null())
@@ -167,27 +152,27 @@ fn start_nginx(dir: &TempDir, workers: &[u16]) -> Option<(Nginx, u16)> {
          server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://workers; proxy_read_timeout 120s; }} }} }}\n"
     );
     std::fs::write(dir.0.join("nginx.conf"), config).unwrap();
-    let child = Command::new("nginx")
-        .arg("-p")
-        .arg(&dir.0)
-        .arg("-c")
-        .arg(dir.0.join("nginx.conf"))
-        .args(["-g", "daemon off;"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
+    // Stopped with SIGTERM, not SIGKILL: the master then stops its worker processes too.
+    let nginx = Spawned::start(
+        Command::new("nginx")
+            .arg("-p")
+            .arg(&dir.0)
+            .arg("-c")
+            .arg(dir.0.join("nginx.conf"))
+            .args(["-g", "daemon off;"]),
+    )
+    .graceful();
     wait_for(SOON, || {
         std::net::TcpStream::connect(("127.0.0.1", port))
             .ok()
             .map(|_| ())
     })?;
-    Some((Nginx(child), port))
+    Some((nginx, port))
 }
 
 fn start_manager(pool: u64, stub: &[&str]) -> Manager {
     let setup = Setup::new()
-        .set("workers", "poolSize", json!(pool))
+        .pool(pool)
         .set("workers", "rotateThreshold", json!(1_000_000_000u64))
         .set("workers", "healthIntervalMs", json!(5000))
         .set("workers", "auditIntervalMs", json!(30_000))
@@ -202,10 +187,8 @@ fn start_manager(pool: u64, stub: &[&str]) -> Manager {
 
 /// The ports of the manager's workers, to call them directly.
 fn worker_ports(manager: &Manager) -> Vec<u16> {
-    let status = manager.status();
-    status["workers"]
-        .as_array()
-        .unwrap()
+    manager
+        .workers()
         .iter()
         .map(|w| w["port"].as_u64().unwrap() as u16)
         .collect()
@@ -254,9 +237,7 @@ fn proxy_overhead() {
     let seed = Target {
         url: manager.url("/api/v1/transcriptions"),
         content_type: "application/json".into(),
-        body: json!({ "content": b64(&audio), "timestamps": false })
-            .to_string()
-            .into_bytes(),
+        body: json_body(&audio),
     };
     let via_nginx = nginx.as_ref().map(|(_, port)| Target {
         url: format!("http://127.0.0.1:{port}/inference"),
@@ -327,9 +308,7 @@ fn pool_scaling() {
         let target = Target {
             url: manager.url("/api/v1/transcriptions"),
             content_type: "application/json".into(),
-            body: json!({ "content": b64(&audio), "timestamps": false })
-                .to_string()
-                .into_bytes(),
+            body: json_body(&audio),
         };
         // A first round warms up: see the README on stalls in a fresh manager's first seconds.
         load_for(&target, 2 * n as usize, WARM_UP);
@@ -352,9 +331,7 @@ fn large_uploads() {
     let workers = worker_ports(&manager);
     let audio = wav(MB25, 3);
     let (multipart_type, multipart_body) = multipart(&audio, "json");
-    let json_body = json!({ "content": b64(&audio), "timestamps": false })
-        .to_string()
-        .into_bytes();
+    let json_body = json_body(&audio);
     let once = |url: String, content_type: &str, body: &[u8]| {
         let started = Instant::now();
         assert_eq!(post(&new_agent(), &url, content_type, body).0, 200);

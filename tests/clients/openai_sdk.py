@@ -1,6 +1,7 @@
 """Drives the service with the official OpenAI Python SDK and checks /metrics with
-prometheus_client's parser. Run by tests/openai.rs (when ISM_PYTHON_CLIENTS is set) against a
-manager with stub workers: argv = base URL, API key, audio file, expected transcript."""
+prometheus_client's parser. Run by an ignored test in tests/openai.rs (`cargo test --
+--include-ignored`) against a manager with stub workers: argv = base URL, API key, audio
+file, expected transcript."""
 
 import sys
 import urllib.request

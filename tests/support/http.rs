@@ -1,0 +1,136 @@
+//! HTTP as a client sees it: one request on a fresh connection, or raw bytes on a socket.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{wait_for, SOON};
+
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Asserts the SPEC's error body and returns its `code`.
+    pub fn error_code(&self) -> String {
+        let body = self.json();
+        assert_eq!(body["success"], false, "{body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{body}"
+        );
+        body["code"].as_str().unwrap().to_string()
+    }
+}
+
+/// A bodiless request that may fail to connect (a server still starting, or gone).
+pub fn try_request(method: &str, url: &str) -> Option<Reply> {
+    TcpStream::connect(url.trim_start_matches("http://").split('/').next()?).ok()?;
+    Some(request(method, url, &[], None))
+}
+
+/// Waits until `GET url` answers 200 (a server that is starting, or coming back).
+pub fn wait_ok(url: &str) -> bool {
+    wait_for(SOON, || {
+        (try_request("GET", url)?.status == 200).then_some(())
+    })
+    .is_some()
+}
+
+/// One HTTP/1.1 request on a fresh connection; any status is a `Reply`.
+pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> Reply {
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .allow_non_standard_methods(true)
+            .build(),
+    );
+    let mut builder = ureq::http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let response = match body {
+        Some(body) => agent.run(builder.body(body).unwrap()),
+        None => agent.run(builder.body(()).unwrap()),
+    };
+    let mut response = response.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    response
+        .body_mut()
+        .as_reader()
+        .read_to_end(&mut body)
+        .unwrap();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A raw connection to `port` on loopback that has sent `head` (which may be any bytes).
+pub fn connect_with(port: u16, head: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+    stream.write_all(head).unwrap();
+    stream
+}
+
+/// Writes `head` (and nothing else) on a raw connection and returns what comes back before
+/// the server closes or `limit` passes.
+pub fn raw_exchange(port: u16, head: &[u8], limit: Duration) -> String {
+    let mut stream = connect_with(port, head);
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&chunk[..n]);
+        if answer.windows(4).any(|w| w == b"\r\n\r\n") && complete(&answer) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Whether a raw response with `Content-Length` has all its body.
+fn complete(answer: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(answer);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let length = head.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("content-length:")
+            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+    });
+    length.is_some_and(|n| body.len() >= n)
+}

@@ -1,0 +1,54 @@
+//! Helper programs a test starts besides the manager (haproxy, nginx, a whisper-server called
+//! directly), stopped when the test ends however it ends.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{signal, wait_for};
+
+/// A child process stopped on drop: SIGTERM first when it is [`Spawned::graceful`] (nginx's
+/// master then stops its own workers), SIGKILL otherwise or when SIGTERM is not enough.
+pub struct Spawned {
+    child: Child,
+    graceful: bool,
+}
+
+impl Spawned {
+    /// Starts `command` with its output discarded; panics naming the program if it cannot.
+    pub fn start(command: &mut Command) -> Spawned {
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", command.get_program()));
+        Spawned {
+            child,
+            graceful: false,
+        }
+    }
+
+    /// Stops it with SIGTERM on drop (SIGKILL after 10 s).
+    pub fn graceful(mut self) -> Spawned {
+        self.graceful = true;
+        self
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if self.graceful {
+            signal(self.child.id(), "TERM");
+            let limit = Duration::from_secs(10);
+            if wait_for(limit, || self.child.try_wait().ok().flatten()).is_some() {
+                return;
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

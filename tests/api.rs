@@ -1,4 +1,4 @@
-//! The HTTP API of SPEC section 6 (seed 1), black box through the binary and stub workers.
+//! The HTTP API (README "API"), black box through the binary and stub workers.
 
 mod support;
 

@@ -1,5 +1,6 @@
-//! The command line, settings and lifecycle (SPEC sections 2, 3 and 7): exit codes, settings
-//! precedence and errors, worker logs, graceful shutdown, orphan reaping.
+//! The command line, settings and lifecycle (README "Command line", "Configuration" and
+//! "Behaviour under failure"): exit codes, settings precedence and errors, worker logs,
+//! graceful shutdown, orphan reaping.
 
 mod support;
 

@@ -1,4 +1,4 @@
-//! Models, the inference engine and capacity (SPEC section 6, seed 2), through the binary.
+//! Models, the inference engine and capacity (README "Models, inference and rack mode"), through the binary.
 
 mod support;
 

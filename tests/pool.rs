@@ -1,6 +1,6 @@
-//! Supervision and routing (SPEC sections 4 and 5): killed workers are replaced without a
-//! client noticing, rotation loses nothing, backoff backs off, hung and unhealthy workers are
-//! recycled, the queue is bounded.
+//! Supervision and routing (README "Behaviour under failure"): killed workers are replaced
+//! without a client noticing, rotation loses nothing, backoff backs off, hung and unhealthy
+//! workers are recycled, the queue is bounded.
 
 mod support;
 

@@ -32,7 +32,7 @@ impl Reply {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Asserts the SPEC's error body and returns its `code`.
+    /// Asserts the service's error body (README "API") and returns its `code`.
     pub fn error_code(&self) -> String {
         let body = self.json();
         assert_eq!(body["success"], false, "{body}");

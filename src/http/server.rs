@@ -428,6 +428,16 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) {
         .unwrap_or_default()
         .to_string();
     let handler = &shared.handler;
+    let answered = |label, status| {
+        handler.answered(&Answered {
+            method: &method,
+            path: &path,
+            label,
+            status,
+            elapsed: started.elapsed(),
+            request_id: &request_id,
+        })
+    };
     let declared = request.body_length().map(|n| n as u64);
     let limit = shared.config.limits.max_bytes;
     if let Some(length) = declared.filter(|n| *n > limit) {
@@ -439,14 +449,7 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) {
         let status = handled.reply.status;
         let response = to_tiny(handled.reply, &shared.config.common, &request_id);
         refuse_unread(request, response, length, shared);
-        return handler.answered(&Answered {
-            method: &method,
-            path: &path,
-            label: handled.label,
-            status,
-            elapsed: started.elapsed(),
-            request_id: &request_id,
-        });
+        return answered(handled.label, status);
     }
     let (handled, body_read) = {
         let mut incoming = Incoming::new(&mut request, &shared.permits, shared.config.limits);
@@ -470,14 +473,7 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) {
     } else if let Err(e) = request.respond(response) {
         log::debug!("could not send the response: {e}");
     }
-    handler.answered(&Answered {
-        method: &method,
-        path: &path,
-        label: handled.label,
-        status,
-        elapsed: started.elapsed(),
-        request_id: &request_id,
-    });
+    answered(handled.label, status);
 }
 
 fn is_chunked(request: &tiny_http::Request) -> bool {

@@ -21,6 +21,15 @@ use crate::settings::{Paths, Settings, SettingsError};
 /// Model id shown for workers whose model comes from `whisperServer.args` (no `defaultModel`).
 pub const ARGS_MODEL_ID: &str = "default";
 
+/// Names OpenAI's SDKs and examples send as `model`: each means the default model, unless a
+/// model's `aliases` in the settings claims it.
+pub const OPENAI_ALIASES: &[&str] = &[
+    "whisper-1",
+    "gpt-4o-transcribe",
+    "gpt-4o-mini-transcribe",
+    "gpt-transcribe",
+];
+
 /// Why a command could not run. `main` prints it and exits with `exit_code()`.
 #[derive(Debug)]
 pub enum Error {
@@ -174,16 +183,28 @@ pub fn plan_workers(settings: &Settings, paths: &Paths, cores: usize) -> Result<
                 ModelSpec {
                     path: Some(m.path.clone()),
                     pool_size: m.pool_size.unwrap_or(pool_size),
+                    aliases: m.aliases.clone(),
+                    english_only: ModelSpec::is_english_only_file(&m.path),
                 },
             )
         })
         .collect();
-    models.insert(
-        model.clone(),
-        ModelSpec {
-            path: model_path.clone(),
-            pool_size: models.get(&model).map_or(pool_size, |m| m.pool_size),
-        },
+    let claimed: Vec<String> = models.values().flat_map(|m| m.aliases.clone()).collect();
+    let default_path = model_path.clone().or_else(|| path_in_args(&ws.args));
+    let default = models.entry(model.clone()).or_insert_with(|| ModelSpec {
+        path: None,
+        pool_size,
+        aliases: Vec::new(),
+        english_only: default_path
+            .as_deref()
+            .is_some_and(ModelSpec::is_english_only_file),
+    });
+    default.path = model_path.clone();
+    default.aliases.extend(
+        OPENAI_ALIASES
+            .iter()
+            .filter(|a| !claimed.iter().any(|c| c == *a) && **a != model)
+            .map(|a| a.to_string()),
     );
     Ok(WorkerPlan {
         command: WorkerCommand {
@@ -197,6 +218,13 @@ pub fn plan_workers(settings: &Settings, paths: &Paths, cores: usize) -> Result<
         models,
         warnings,
     })
+}
+
+/// The `-m`/`--model` path in the worker arguments.
+fn path_in_args(args: &[String]) -> Option<String> {
+    args.iter()
+        .position(|a| a == "-m" || a == "--model")
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn threads_in_args(args: &[String]) -> Option<usize> {
@@ -456,6 +484,7 @@ mod tests {
             ModelSettings {
                 path: "m/base.bin".into(),
                 pool_size: None,
+                aliases: Vec::new(),
             },
         );
         s.default_model = "base".into();

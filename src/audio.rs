@@ -21,14 +21,26 @@ pub enum Container {
 }
 
 impl Container {
-    /// A file name for the multipart part; whisper-server ignores it but logs it.
-    pub fn file_name(self) -> &'static str {
+    pub const ALL: [Container; 4] = [
+        Container::Wav,
+        Container::Mp3,
+        Container::Flac,
+        Container::Ogg,
+    ];
+
+    /// The format's usual name (and file extension).
+    pub fn name(self) -> &'static str {
         match self {
-            Container::Wav => "audio.wav",
-            Container::Mp3 => "audio.mp3",
-            Container::Flac => "audio.flac",
-            Container::Ogg => "audio.ogg",
+            Container::Wav => "wav",
+            Container::Mp3 => "mp3",
+            Container::Flac => "flac",
+            Container::Ogg => "ogg",
         }
+    }
+
+    /// A file name for the multipart part; whisper-server ignores it but logs it.
+    pub fn file_name(self) -> String {
+        format!("audio.{}", self.name())
     }
 }
 

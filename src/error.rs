@@ -114,7 +114,14 @@ impl ApiError {
             ApiError::ModelNotFound(_) | ApiError::ModelNotLoaded(_) => Some("model"),
             _ => None,
         };
-        serde_json::json!({ "error": { "message": self.to_string(), "type": kind, "param": param, "code": code } })
+        let message = match self {
+            // OpenAI's own wording, which clients may match on.
+            ApiError::PayloadTooLarge { limit } => {
+                format!("Maximum content size limit ({limit}) exceeded")
+            }
+            other => other.to_string(),
+        };
+        serde_json::json!({ "error": { "message": message, "type": kind, "param": param, "code": code } })
     }
 }
 
@@ -174,6 +181,11 @@ mod tests {
 
     #[test]
     fn openai_shape_names_type_param_and_code() {
+        let too_large = ApiError::PayloadTooLarge { limit: 10 }.openai_body();
+        assert_eq!(
+            too_large["error"]["message"],
+            "Maximum content size limit (10) exceeded"
+        );
         let body = ApiError::ModelNotFound("gpt-9".into()).openai_body();
         assert_eq!(body["error"]["type"], "invalid_request_error");
         assert_eq!(body["error"]["param"], "model");

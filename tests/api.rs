@@ -73,14 +73,22 @@ fn transcription_with_timestamps_has_segments_duration_and_confidence() {
     assert_eq!(result["provider"], "whisper-server");
     let confidence = result["confidence"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&confidence));
-    let segment = &result["segments"][0];
+    let segments = result["segments"].as_array().unwrap();
+    assert_eq!(segments[0]["start"].as_f64(), Some(0.0));
+    assert_eq!(segments.last().unwrap()["end"].as_f64(), Some(1.0));
+    let joined: Vec<&str> = segments
+        .iter()
+        .map(|s| s["text"].as_str().unwrap())
+        .collect();
     assert_eq!(
-        (segment["start"].as_f64(), segment["end"].as_f64()),
-        (Some(0.0), Some(1.0))
+        joined.join(" "),
+        stub_text(&audio),
+        "the segments hold the whole text"
     );
-    assert_eq!(segment["text"], stub_text(&audio));
-    assert!(segment["confidence"].is_f64());
-    assert_eq!(segment["speaker"], Value::Null);
+    for segment in segments {
+        assert!(segment["confidence"].is_f64());
+        assert_eq!(segment["speaker"], Value::Null);
+    }
     let metadata = &result["metadata"];
     assert_eq!(metadata["job"], "42");
     let worker_id = metadata["worker_id"].as_str().unwrap();
@@ -90,7 +98,7 @@ fn transcription_with_timestamps_has_segments_duration_and_confidence() {
 }
 
 #[test]
-fn transcription_without_timestamps_asks_for_plain_json() {
+fn transcription_without_timestamps_makes_the_same_worker_call() {
     let manager = Setup::new().start();
     manager.wait_healthy(2);
     let audio = wav(8_000, 3);
@@ -103,14 +111,18 @@ fn transcription_without_timestamps_asks_for_plain_json() {
     let result = &reply.json()["result"];
     assert_eq!(result["text"], stub_text(&audio));
     assert_eq!(result["segments"], json!([]));
-    assert_eq!(result["confidence"], Value::Null);
-    assert_eq!(result["duration"], 0.5, "from the WAV header");
-    // The worker was asked for `json`, not `verbose_json`.
-    let logs = std::fs::read_dir(manager.data_dir().join("logs/workers")).unwrap();
-    let text: String = logs
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
-        .collect();
-    assert!(text.contains("format json"), "{text}");
+    assert!(
+        result["confidence"].is_f64(),
+        "a number even without timestamps"
+    );
+    assert_eq!(result["duration"], 0.5);
+    // The worker was asked for one shape whatever the request: verbose_json without the
+    // language probabilities that double its cost, cut on word boundaries.
+    let log = manager.worker_logs();
+    assert!(
+        log.contains("response_format=verbose_json split_on_word=true no_language_probabilities=true language=en"),
+        "{log}"
+    );
 }
 
 #[test]

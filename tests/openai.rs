@@ -72,17 +72,21 @@ fn every_response_format_comes_back_with_its_content_type() {
                 assert!(body["segments"][0]["end"].is_f64());
             }
             "text" => assert_eq!(reply.text().trim(), expected),
+            // The stub speaks its four words in segments of three, over the 1 s of audio.
             "srt" => assert!(
                 reply
                     .text()
-                    .starts_with("1\n00:00:00,000 --> 00:00:01,000\n"),
+                    .starts_with("1\n00:00:00,000 --> 00:00:00,750\nstub ")
+                    && reply
+                        .text()
+                        .contains("\n\n2\n00:00:00,750 --> 00:00:01,000\n"),
                 "{}",
                 reply.text()
             ),
             _ => assert!(
                 reply
                     .text()
-                    .starts_with("WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n"),
+                    .starts_with("WEBVTT\n\n00:00:00.000 --> 00:00:00.750\nstub "),
                 "{}",
                 reply.text()
             ),
@@ -100,7 +104,11 @@ fn every_response_format_comes_back_with_its_content_type() {
         ),
         &[],
     );
-    assert_eq!(sent.json()["language"], "de");
+    assert_eq!(
+        sent.json()["language"],
+        "german",
+        "OpenAI names the language"
+    );
 }
 
 #[test]
@@ -143,10 +151,37 @@ fn bad_uploads_get_openai_errors_naming_the_field() {
             json!("language"),
         ),
         (
-            form(&audio, &[("model", "gpt-4o-transcribe")]),
+            form(&audio, &[("model", "gpt-9-transcribe")]),
             404,
             "model_not_found",
             json!("model"),
+        ),
+        (
+            form(
+                &audio,
+                &[
+                    ("response_format", "text"),
+                    ("timestamp_granularities[]", "word"),
+                ],
+            ),
+            400,
+            "invalid_request",
+            json!("timestamp_granularities[]"),
+        ),
+        (
+            form(
+                &audio,
+                &[("response_format", "srt"), ("include[]", "logprobs")],
+            ),
+            400,
+            "invalid_request",
+            json!("include[]"),
+        ),
+        (
+            form(&audio, &[("prompt", &"p".repeat(5000))]),
+            400,
+            "invalid_request",
+            json!("prompt"),
         ),
         (
             form(&audio, &[("model", "../../etc/passwd")]),
@@ -191,6 +226,11 @@ fn oversized_uploads_and_bad_keys_get_openai_errors_too() {
     let too_big = upload(&manager, form(&wav(20_000, 1), &[]), &auth);
     assert_eq!(too_big.status, 413);
     assert_eq!(openai_error(&too_big).0, "payload_too_large");
+    assert_eq!(
+        too_big.json()["error"]["message"],
+        "Maximum content size limit (20000) exceeded",
+        "OpenAI's wording"
+    );
     let no_key = upload(&manager, form(&wav(100, 1), &[]), &[]);
     assert_eq!(no_key.status, 401);
     assert_eq!(openai_error(&no_key).0, "invalid_api_key");
@@ -203,7 +243,16 @@ fn oversized_uploads_and_bad_keys_get_openai_errors_too() {
         .iter()
         .map(|m| m["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["whisper-1", "default"]);
+    assert_eq!(
+        ids,
+        [
+            "default",
+            "whisper-1",
+            "gpt-4o-transcribe",
+            "gpt-4o-mini-transcribe",
+            "gpt-transcribe"
+        ]
+    );
     assert_eq!(models["data"][0]["object"], "model");
     assert_eq!(
         manager.get("/metrics").status,

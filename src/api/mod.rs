@@ -183,6 +183,8 @@ mod tests {
                 ModelSpec {
                     path: None,
                     pool_size: 1,
+                    aliases: vec!["whisper-1".into()],
+                    english_only: true,
                 },
             )]),
             workers: settings.workers.clone(),
@@ -295,6 +297,40 @@ mod tests {
             (503, Some("NO_HEALTHY_WORKERS")),
             "valid audio, but no worker exists: {body}"
         );
+    }
+
+    #[test]
+    fn an_english_only_model_cannot_translate_or_detect() {
+        let api = api(&[]);
+        let wav = r#"{"content":"UklGRiQAAABXQVZFZm10IBAAAAABAAEAgD4AAAB9AAACABAAZGF0YQAAAAA=","translate":true}"#;
+        let (status, body) = call(&api, Method::Post, "/api/v1/transcriptions", wav, None);
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("English-only"),
+            "{body}"
+        );
+        let (status, _) = call(&api, Method::Post, "/api/v1/languages/detect", wav, None);
+        assert_eq!(status, 400);
+    }
+
+    #[test]
+    fn openai_model_names_are_aliases() {
+        let api = api(&[]);
+        let (status, body) = call(&api, Method::Get, "/v1/models/whisper-1", "", None);
+        assert_eq!((status, body["id"].as_str()), (200, Some("whisper-1")));
+        let (status, body) = call(&api, Method::Get, "/v1/models/gpt-9", "", None);
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (404, Some("model_not_found"))
+        );
+        let (_, body) = call(&api, Method::Get, "/v1/models", "", None);
+        let ids: Vec<&str> = body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["id"].as_str())
+            .collect();
+        assert_eq!(ids, ["default", "whisper-1"]);
     }
 
     #[test]

@@ -1,25 +1,21 @@
-//! The OpenAI-compatible routes: `POST /v1/audio/transcriptions` (multipart, as OpenAI's audio
-//! API defines it) and `GET /v1/models`, so OpenAI SDK clients work unchanged. Errors here take
-//! OpenAI's shape (see `http::router::error_reply`).
+//! OpenAI's audio API as its SDKs call it: `POST /v1/audio/transcriptions`,
+//! `POST /v1/audio/translations` (multipart), `GET /v1/models` and `GET /v1/models/{id}`.
+//! Errors here take OpenAI's shape (`api::error_reply`).
 //!
-//! The uploaded file goes to the worker as it came, through the engine's stages like every
-//! other transcription (history, metrics, limits), with no base64 round trip. whisper-server
-//! already speaks the same `response_format`s, so its answer is passed back with the content
-//! type of the format, only the JSON `text` made one clean line.
+//! The uploaded file goes through the engine's stages like every other transcription
+//! (history, metrics, limits), and every `response_format` is derived from the one answer the
+//! engine asks the worker for (`engine::transcript`).
 
 use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::engine::inference::{Input, Job};
-use crate::engine::transcript::clean_text;
+use crate::engine::inference::{Input, Job, Options};
+use crate::engine::transcript::Transcript;
 use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::http::multipart::{self, FormError, Part};
 use crate::http::{Incoming, Reply};
-
-/// The model name OpenAI clients send by default; it means the served model.
-const OPENAI_MODEL: &str = "whisper-1";
 
 /// `response_format` values and the content type each is answered with.
 const FORMATS: &[(&str, &str)] = &[
@@ -30,18 +26,40 @@ const FORMATS: &[(&str, &str)] = &[
     ("vtt", "text/vtt; charset=utf-8"),
 ];
 
-/// The fields of an OpenAI transcription request, checked.
+/// The fields of a transcription or translation request, checked.
 #[derive(Debug, Default)]
-struct TranscriptionForm {
+struct AudioForm {
     file: Vec<u8>,
     model: Option<String>,
     language: Option<String>,
     prompt: Option<String>,
     response_format: Option<&'static str>,
-    temperature: Option<f32>,
+    temperature: Option<f64>,
+    /// `timestamp_granularities[]=segment`.
+    segments: bool,
+    /// `timestamp_granularities[]=word`.
+    words: bool,
+    /// `include[]=logprobs`.
+    logprobs: bool,
+}
+
+/// Which of the two audio routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Task {
+    Transcribe,
+    /// Into English, whatever the spoken language.
+    Translate,
 }
 
 pub fn transcriptions(engine: &Engine, rq: &mut Incoming) -> Result<Reply, ApiError> {
+    audio(engine, rq, Task::Transcribe)
+}
+
+pub fn translations(engine: &Engine, rq: &mut Incoming) -> Result<Reply, ApiError> {
+    audio(engine, rq, Task::Translate)
+}
+
+fn audio(engine: &Engine, rq: &mut Incoming, task: Task) -> Result<Reply, ApiError> {
     let deadline = Instant::now() + engine.settings.server.request_timeout();
     let boundary = rq
         .header("Content-Type")
@@ -60,56 +78,93 @@ pub fn transcriptions(engine: &Engine, rq: &mut Incoming) -> Result<Reply, ApiEr
             }
         })
     })?;
-    let form = TranscriptionForm::from_parts(parts)?;
-    let requested_model = form.model.as_deref().filter(|m| *m != OPENAI_MODEL);
-    let model = engine.resolve_model(requested_model)?;
+    let form = AudioForm::from_parts(parts)?;
     let format = form.response_format.unwrap_or("json");
+    form.check_format(format)?;
+    let detail = Granularity::of(&form);
+    // OpenAI's translations take no language: the audio's is detected.
+    let language = match task {
+        Task::Transcribe => form.language.as_deref(),
+        Task::Translate => None,
+    };
     let job = Job {
-        model,
+        model: engine.resolve_model(form.model.as_deref())?,
         input: Input::File(form.file),
-        response_format: format,
-        language: form.language,
-        prompt: form.prompt,
-        temperature: form.temperature,
+        options: Options::checked(
+            language,
+            form.prompt,
+            form.temperature,
+            task == Task::Translate,
+        )?,
         deadline,
     };
-    let outcome = engine.transcribe(job, |answer| shape_reply(format, answer.body))?;
-    Ok(outcome.shaped)
+    let transcript = engine.transcribe(job)?.result;
+    Ok(shape(&transcript, format, &detail))
 }
 
-/// The worker's answer in the requested format.
-fn shape_reply(format: &str, body: Vec<u8>) -> Result<Reply, ApiError> {
+/// What `verbose_json` and `json` carry beyond the text.
+struct Granularity {
+    segments: bool,
+    words: bool,
+    logprobs: bool,
+}
+
+impl Granularity {
+    /// OpenAI's defaults: `verbose_json` has segments unless only words were asked for.
+    fn of(form: &AudioForm) -> Granularity {
+        Granularity {
+            segments: form.segments || !form.words,
+            words: form.words,
+            logprobs: form.logprobs,
+        }
+    }
+}
+
+/// The transcript in the requested format, with that format's content type.
+fn shape(t: &Transcript, format: &str, detail: &Granularity) -> Reply {
     let content_type = FORMATS
         .iter()
         .find(|(f, _)| *f == format)
         .map_or("application/json", |(_, t)| t);
-    if content_type != "application/json" {
-        return Ok(Reply::text(content_type, body));
+    match format {
+        "verbose_json" => Reply::ok(&t.to_openai_verbose(detail.segments, detail.words)),
+        "text" => Reply::text(content_type, t.to_text().into_bytes()),
+        "srt" => Reply::text(content_type, t.to_srt().into_bytes()),
+        "vtt" => Reply::text(content_type, t.to_vtt().into_bytes()),
+        _ if detail.logprobs => Reply::ok(&json!({ "text": t.text, "logprobs": t.logprobs() })),
+        _ => Reply::ok(&json!({ "text": t.text })),
     }
-    let mut value: Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::WorkerError(format!(
-            "the worker answered {format} that is not JSON: {e}"
-        ))
-    })?;
-    if let Some(text) = value.get("text").and_then(Value::as_str) {
-        value["text"] = Value::String(clean_text(text));
-    }
-    Ok(Reply::ok(&value))
 }
 
-impl TranscriptionForm {
+impl AudioForm {
     /// Checks every field OpenAI defines; unknown fields are ignored, as OpenAI does.
-    fn from_parts(parts: Vec<Part>) -> Result<TranscriptionForm, ApiError> {
-        let mut form = TranscriptionForm::default();
+    fn from_parts(parts: Vec<Part>) -> Result<AudioForm, ApiError> {
+        let mut form = AudioForm::default();
         for part in parts {
             match part.name.as_str() {
                 "file" => form.file = part.data,
                 "model" => form.model = Some(text(&part, "model")?),
-                "language" => form.language = Some(language(&part)?),
+                "language" => form.language = Some(text(&part, "language")?),
                 "prompt" => form.prompt = Some(text(&part, "prompt")?),
                 "response_format" => form.response_format = Some(response_format(&part)?),
-                "temperature" => form.temperature = Some(temperature(&part)?),
-                "timestamp_granularities[]" | "timestamp_granularities" => granularity(&part)?,
+                "temperature" => form.temperature = Some(number(&part, "temperature")?),
+                "timestamp_granularities[]" | "timestamp_granularities" => {
+                    match text(&part, "timestamp_granularities[]")?.as_str() {
+                        "segment" => form.segments = true,
+                        "word" => form.words = true,
+                        other => {
+                            return Err(invalid(
+                                "timestamp_granularities[]",
+                                other,
+                                "`word` or `segment`",
+                            ))
+                        }
+                    }
+                }
+                "include[]" | "include" => match text(&part, "include[]")?.as_str() {
+                    "logprobs" => form.logprobs = true,
+                    other => return Err(invalid("include[]", other, "`logprobs`")),
+                },
                 _ => {}
             }
         }
@@ -121,6 +176,31 @@ impl TranscriptionForm {
         }
         Ok(form)
     }
+
+    /// Granularities come with `verbose_json` only, log-probabilities with `json` only, as in
+    /// OpenAI's API; asking otherwise is a mistake worth a 400 rather than silence.
+    fn check_format(&self, format: &str) -> Result<(), ApiError> {
+        if (self.segments || self.words) && format != "verbose_json" {
+            return Err(ApiError::InvalidField {
+                field: "timestamp_granularities[]",
+                why: "needs response_format verbose_json".into(),
+            });
+        }
+        if self.logprobs && format != "json" {
+            return Err(ApiError::InvalidField {
+                field: "include[]",
+                why: "logprobs needs response_format json".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn invalid(field: &'static str, value: &str, expected: &str) -> ApiError {
+    ApiError::InvalidField {
+        field,
+        why: format!("`{value:.20}` is not {expected}"),
+    }
 }
 
 fn text(part: &Part, field: &'static str) -> Result<String, ApiError> {
@@ -130,19 +210,14 @@ fn text(part: &Part, field: &'static str) -> Result<String, ApiError> {
     })
 }
 
-/// An ISO 639-1 style code (`en`, `de`, `yue`) or `auto`: short and alphabetic, so nothing
-/// odd reaches the worker's command parser.
-fn language(part: &Part) -> Result<String, ApiError> {
-    let value = text(part, "language")?;
-    let valid = (2..=8).contains(&value.len()) && value.chars().all(|c| c.is_ascii_alphabetic());
-    if valid {
-        Ok(value.to_ascii_lowercase())
-    } else {
-        Err(ApiError::InvalidField {
-            field: "language",
-            why: format!("`{value:.20}` is not a language code such as `en`"),
-        })
-    }
+fn number(part: &Part, field: &'static str) -> Result<f64, ApiError> {
+    let value = text(part, field)?;
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite())
+        .ok_or_else(|| invalid(field, &value, "a number"))
 }
 
 fn response_format(part: &Part) -> Result<&'static str, ApiError> {
@@ -151,44 +226,37 @@ fn response_format(part: &Part) -> Result<&'static str, ApiError> {
         .iter()
         .map(|(f, _)| *f)
         .find(|f| *f == value)
-        .ok_or_else(|| ApiError::InvalidField {
-            field: "response_format",
-            why: format!("`{value:.20}` is not one of json, text, srt, vtt, verbose_json"),
+        .ok_or_else(|| {
+            invalid(
+                "response_format",
+                &value,
+                "one of json, text, srt, vtt, verbose_json",
+            )
         })
 }
 
-fn temperature(part: &Part) -> Result<f32, ApiError> {
-    let value = text(part, "temperature")?;
-    match value.trim().parse::<f32>() {
-        Ok(t) if (0.0..=1.0).contains(&t) => Ok(t),
-        _ => Err(ApiError::InvalidField {
-            field: "temperature",
-            why: format!("`{value:.20}` is not a number from 0 to 1"),
-        }),
-    }
-}
-
-/// whisper-server always returns segments with word timings in `verbose_json`, so both
-/// granularities are served; anything else is refused.
-fn granularity(part: &Part) -> Result<(), ApiError> {
-    let value = text(part, "timestamp_granularities[]")?;
-    match value.as_str() {
-        "word" | "segment" => Ok(()),
-        _ => Err(ApiError::InvalidField {
-            field: "timestamp_granularities[]",
-            why: format!("`{value:.20}` is not `word` or `segment`"),
-        }),
-    }
-}
-
-/// `GET /v1/models`: the served model, and `whisper-1`, which means the same.
+/// `GET /v1/models`: every configured model and every alias, each as a model.
 pub fn models(engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
-    let created = engine.boot_id;
-    let model = |id: &str| json!({ "id": id, "object": "model", "created": created, "owned_by": "inference-server-manager" });
-    Ok(Reply::ok(&json!({
-        "object": "list",
-        "data": [model(OPENAI_MODEL), model(&engine.pool.config.model)],
-    })))
+    let data: Vec<Value> = engine
+        .pool
+        .config
+        .models
+        .iter()
+        .flat_map(|(id, spec)| std::iter::once(id).chain(&spec.aliases))
+        .map(|name| model_object(engine, name))
+        .collect();
+    Ok(Reply::ok(&json!({ "object": "list", "data": data })))
+}
+
+/// `GET /v1/models/{id}`: one model or alias, or OpenAI's 404.
+pub fn model(engine: &Engine, rq: &mut Incoming) -> Result<Reply, ApiError> {
+    let name = rq.param(0);
+    engine.pool.known_model(name)?;
+    Ok(Reply::ok(&model_object(engine, name)))
+}
+
+fn model_object(engine: &Engine, name: &str) -> Value {
+    json!({ "id": name, "object": "model", "created": engine.boot_id, "owned_by": "inference-server-manager" })
 }
 
 #[cfg(test)]
@@ -205,25 +273,27 @@ mod tests {
 
     #[test]
     fn a_full_form_is_read() {
-        let form = TranscriptionForm::from_parts(vec![
-            part("response_format", "srt"),
+        let form = AudioForm::from_parts(vec![
+            part("response_format", "verbose_json"),
             part("file", "RIFF"),
             part("model", "whisper-1"),
-            part("language", "EN"),
+            part("language", "en"),
             part("temperature", "0.2"),
             part("timestamp_granularities[]", "word"),
+            part("timestamp_granularities[]", "segment"),
             part("user", "ignored"),
         ])
         .unwrap();
         assert_eq!(form.file, b"RIFF");
-        assert_eq!(form.language.as_deref(), Some("en"));
-        assert_eq!(form.response_format, Some("srt"));
+        assert_eq!(form.response_format, Some("verbose_json"));
         assert_eq!(form.temperature, Some(0.2));
+        assert!(form.words && form.segments && !form.logprobs);
+        assert!(form.check_format("verbose_json").is_ok());
     }
 
     #[test]
     fn bad_fields_are_named() {
-        let field_of = |parts: Vec<Part>| match TranscriptionForm::from_parts(parts) {
+        let field_of = |parts: Vec<Part>| match AudioForm::from_parts(parts) {
             Err(ApiError::InvalidField { field, .. }) => field,
             other => panic!("{other:?}"),
         };
@@ -237,28 +307,59 @@ mod tests {
             "temperature"
         );
         assert_eq!(
-            field_of(vec![part("file", "x"), part("temperature", "1.5")]),
-            "temperature"
-        );
-        assert_eq!(
-            field_of(vec![part("file", "x"), part("language", "-m /etc/passwd")]),
-            "language"
-        );
-        assert_eq!(
             field_of(vec![
                 part("file", "x"),
                 part("timestamp_granularities[]", "char")
             ]),
             "timestamp_granularities[]"
         );
+        assert_eq!(
+            field_of(vec![part("file", "x"), part("include[]", "everything")]),
+            "include[]"
+        );
     }
 
     #[test]
-    fn json_text_is_cleaned_and_other_formats_pass_through() {
-        let reply = shape_reply("json", br#"{"text":" a\n b\n"}"#.to_vec()).unwrap();
-        assert_eq!(reply.body, br#"{"text":"a b"}"#);
-        let srt = shape_reply("srt", b"1\n00:00:00,000 --> 00:00:01,000\nhi\n".to_vec()).unwrap();
+    fn details_come_with_their_format_only() {
+        let words = AudioForm {
+            words: true,
+            ..AudioForm::default()
+        };
+        assert!(words.check_format("json").is_err());
+        let logprobs = AudioForm {
+            logprobs: true,
+            ..AudioForm::default()
+        };
+        assert!(logprobs.check_format("verbose_json").is_err());
+        assert!(logprobs.check_format("json").is_ok());
+    }
+
+    #[test]
+    fn every_format_is_derived_from_the_transcript() {
+        let t = Transcript::from_verbose_json(&crate::engine::transcript::tests::jfk(), None, None);
+        let plain = Granularity {
+            segments: true,
+            words: false,
+            logprobs: false,
+        };
+        let json = shape(&t, "json", &plain);
+        assert_eq!(
+            json.body,
+            br#"{"text":"And so my fellow Americans ask not."}"#
+        );
+        let srt = shape(&t, "srt", &plain);
         assert_eq!(srt.content_type, "application/x-subrip; charset=utf-8");
-        assert!(shape_reply("json", b"not json".to_vec()).is_err());
+        assert!(String::from_utf8(srt.body)
+            .unwrap()
+            .starts_with("1\n00:00:00,000 --> "));
+        let verbose: Value =
+            serde_json::from_slice(&shape(&t, "verbose_json", &plain).body).unwrap();
+        assert!(verbose["segments"].is_array() && verbose.get("words").is_none());
+        let with_logprobs = Granularity {
+            logprobs: true,
+            ..plain
+        };
+        let json: Value = serde_json::from_slice(&shape(&t, "json", &with_logprobs).body).unwrap();
+        assert_eq!(json["logprobs"].as_array().unwrap().len(), 8);
     }
 }

@@ -3,22 +3,12 @@
 
 use serde_json::json;
 
+use crate::audio::Container;
+use crate::engine::languages;
 use crate::engine::operations::SERVICE_NAME;
 use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::http::{Incoming, Reply};
-
-/// Languages whisper's multilingual models know (ISO 639-1 codes); an English-only model
-/// (`*.en`) answers in English whatever is asked.
-const WHISPER_LANGUAGES: &[&str] = &[
-    "en", "zh", "de", "es", "ru", "ko", "fr", "ja", "pt", "tr", "pl", "ca", "nl", "ar", "sv", "it",
-    "id", "hi", "fi", "vi", "he", "uk", "el", "ms", "cs", "ro", "da", "hu", "ta", "no", "th", "ur",
-    "hr", "bg", "lt", "la", "mi", "ml", "cy", "sk", "te", "fa", "lv", "bn", "sr", "az", "sl", "kn",
-    "et", "mk", "br", "eu", "is", "hy", "ne", "mn", "bs", "kk", "sq", "sw", "gl", "mr", "pa", "si",
-    "km", "sn", "yo", "so", "af", "oc", "ka", "be", "tg", "sd", "gu", "am", "yi", "lo", "uz", "fo",
-    "ht", "ps", "tk", "nn", "mt", "sa", "lb", "my", "bo", "tl", "mg", "as", "tt", "haw", "ln",
-    "ha", "ba", "jw", "su", "yue",
-];
 
 pub fn index(_engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
     Ok(Reply::ok(&json!({
@@ -57,8 +47,8 @@ pub fn providers(engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError>
                 "diarization": false,
                 "streaming": false,
                 "wordTimestamps": true,
-                "languages": WHISPER_LANGUAGES,
-                "supportedFormats": ["wav", "mp3", "flac", "ogg"],
+                "languages": languages::codes(),
+                "supportedFormats": Container::ALL.map(Container::name),
                 "maxDuration": null,
                 "maxFileSize": engine.settings.server.max_body_bytes,
             },

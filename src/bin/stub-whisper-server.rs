@@ -8,6 +8,14 @@
 //! `[<model file>] ` when started with `-m`), so a test can tell that each answer belongs to
 //! its request and which model served it.
 //!
+//! `verbose_json` is shaped as whisper-server v1.8.5 shapes it: segments of three words, each
+//! with its tokens (`words`: `" word"` with times and a probability), `language` by name.
+//! `translate=true` answers `task: translate` and prefixes the text with `english:`;
+//! `detect_language=true` answers no segments and the `--detect` language (default `english`)
+//! with its probability. A model whose file name has `.en` ignores both, as whisper-server
+//! does. Every inference logs its fields (`inference 3: 1234 bytes, fields a=b c=d`), so a
+//! test can check what the manager asked for.
+//!
 //! Knobs for failure tests:
 //!   --load-ms N          `/health` answers 503 for N ms after start (a model still loading)
 //!   --delay-ms N         each inference takes N ms
@@ -16,6 +24,7 @@
 //!   --unhealthy-after-ms N  `/health` answers 500 from N ms after start on
 //!   --exit-immediately   exit with code 1 at start (a crash loop)
 //!   --fail-if-exists P   exit with code 1 at start while file P exists
+//!   --detect NAME        the language `detect_language` finds (whisper's name, e.g. `german`)
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,6 +48,7 @@ struct Options {
     crash_after: Option<u64>,
     hang: bool,
     unhealthy_after: Option<Duration>,
+    detect: Option<String>,
 }
 
 fn main() {
@@ -107,6 +117,7 @@ fn parse_args(args: Vec<String>) -> Result<Options, String> {
             "--delay-ms" => options.delay = Duration::from_millis(number(value()?)?),
             "--crash-after" => options.crash_after = Some(number(value()?)?),
             "--hang" => options.hang = true,
+            "--detect" => options.detect = Some(value()?),
             "--unhealthy-after-ms" => {
                 options.unhealthy_after = Some(Duration::from_millis(number(value()?)?))
             }
@@ -200,18 +211,45 @@ impl Stub {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.as_str())
         };
-        let language = field("language").filter(|l| *l != "auto").unwrap_or("en");
+        let flag = |name: &str| field(name) == Some("true");
+        let listed: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
-            "inference {n}: {} bytes, format {}",
+            "inference {n}: {} bytes, fields {}",
             audio.len(),
-            field("response_format").unwrap_or("json")
+            listed.join(" ")
         );
-        format_reply(
-            field("response_format").unwrap_or("json"),
-            &text,
-            language,
-            duration,
-        )
+        // whisper-server: an English-only model ignores the language and translation.
+        let english_only = self.options.model.contains(".en");
+        let language = match field("language") {
+            Some(code) if !english_only && code != "auto" => language_name(code),
+            _ => "english",
+        };
+        let format = field("response_format").unwrap_or("json");
+        if flag("detect_language") && format == "verbose_json" {
+            let detected = self.options.detect.as_deref().unwrap_or("english");
+            return json_reply(serde_json::json!({
+                "task": "transcribe", "language": detected, "duration": duration, "text": "",
+                "segments": [], "detected_language": detected,
+                "detected_language_probability": 0.875,
+            }));
+        }
+        let translate = flag("translate") && !english_only;
+        let text = if translate {
+            format!("english: {text}")
+        } else {
+            text
+        };
+        format_reply(format, &text, language, duration, translate)
+    }
+}
+
+/// whisper's name for the few codes the tests use; whisper-server reports names, not codes.
+fn language_name(code: &str) -> &'static str {
+    match code {
+        "de" => "german",
+        "fr" => "french",
+        "es" => "spanish",
+        _ => "english",
     }
 }
 
@@ -262,21 +300,54 @@ fn fingerprint(audio: &[u8], model: &str) -> String {
     }
 }
 
-fn format_reply(format: &str, text: &str, language: &str, duration: f64) -> Reply {
-    let json = |value: serde_json::Value| (200, "application/json", value.to_string().into_bytes());
+fn json_reply(value: serde_json::Value) -> Reply {
+    (200, "application/json", value.to_string().into_bytes())
+}
+
+/// The text in segments of three words, spread evenly over the audio, as whisper-server's
+/// `verbose_json` gives them: each segment's text starts with a space, its tokens carry times.
+fn verbose_json(text: &str, language: &str, duration: f64, translate: bool) -> serde_json::Value {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let per_word = duration / words.len().max(1) as f64;
+    let segments: Vec<serde_json::Value> = words
+        .chunks(3)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let first = i * 3;
+            let tokens: Vec<serde_json::Value> = chunk
+                .iter()
+                .enumerate()
+                .map(|(j, word)| {
+                    let start = (first + j) as f64 * per_word;
+                    serde_json::json!({ "word": format!(" {word}"), "start": start,
+                                        "end": start + per_word, "t_dtw": -1, "probability": 0.9 })
+                })
+                .collect();
+            serde_json::json!({
+                "id": i, "text": format!(" {}", chunk.join(" ")),
+                "start": first as f64 * per_word, "end": (first + chunk.len()) as f64 * per_word,
+                "tokens": (0..chunk.len()).map(|j| 1000 + first + j).collect::<Vec<_>>(),
+                "words": tokens, "temperature": 0.0, "avg_logprob": -0.2, "no_speech_prob": 0.01,
+            })
+        })
+        .collect();
+    let joined: String = segments
+        .iter()
+        .map(|s| format!("{}\n", s["text"].as_str().unwrap_or("")))
+        .collect();
+    serde_json::json!({
+        "task": if translate { "translate" } else { "transcribe" },
+        "language": language,
+        "duration": duration,
+        "text": joined,
+        "segments": segments,
+    })
+}
+
+fn format_reply(format: &str, text: &str, language: &str, duration: f64, translate: bool) -> Reply {
     match format {
-        "json" => json(serde_json::json!({ "text": format!(" {text}") })),
-        "verbose_json" => json(serde_json::json!({
-            "task": "transcribe",
-            "language": language,
-            "duration": duration,
-            "text": format!(" {text}"),
-            "segments": [{
-                "id": 0, "text": format!(" {text}"), "start": 0.0, "end": duration,
-                "tokens": [50364, 50414], "words": [], "temperature": 0.0,
-                "avg_logprob": -0.2, "no_speech_prob": 0.01,
-            }],
-        })),
+        "json" => json_reply(serde_json::json!({ "text": format!(" {text}") })),
+        "verbose_json" => json_reply(verbose_json(text, language, duration, translate)),
         "text" => (
             200,
             "text/plain; charset=utf-8",

@@ -7,11 +7,14 @@
 //!   health, available models: the bodies `/api/...` routes and JSON-RPC methods share.
 //! - `inference`: one transcription in stages: validate, preprocess, execute, postprocess,
 //!   record. Every route that transcribes runs through it.
-//! - `transcript`: what a worker's `json` / `verbose_json` answer means.
+//! - `transcript`: what a worker's `verbose_json` answer means, and every format derived from
+//!   it (text, SRT, VTT, OpenAI's shapes).
+//! - `languages`: whisper's language codes and names.
 //! - `history`: the bounded ring of past runs and their statistics.
 
 pub mod history;
 pub mod inference;
+pub mod languages;
 pub mod operations;
 pub mod transcript;
 

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::inference::{Input, Job};
+use super::inference::{Input, Job, Options};
+use super::transcript::Transcript;
 use super::Engine;
 use crate::error::ApiError;
 use crate::pool::models::{Loaded, Unloaded};
@@ -42,6 +43,14 @@ struct InferenceOptions {
 pub struct Health {
     pub serving: bool,
     pub body: Value,
+}
+
+/// Segments as the seed APIs show them: times in seconds, the text, its confidence.
+pub fn seed_segments(t: &Transcript) -> Vec<Value> {
+    t.segments
+        .iter()
+        .map(|s| json!({ "start": s.start, "end": s.end, "text": s.text(), "confidence": s.confidence() }))
+        .collect()
 }
 
 impl InferenceRequest {
@@ -84,14 +93,11 @@ impl Engine {
         let job = Job {
             model,
             input: Input::Base64(&request.input_data),
-            response_format: Job::transcript_format(timestamps),
-            language: options.language,
-            prompt: None,
-            temperature: None,
+            options: Options::checked(options.language.as_deref(), None, None, false)?,
             deadline: Instant::now() + timeout,
         };
-        let outcome = self.transcribe(job, |answer| answer.transcript())?;
-        let t = &outcome.shaped;
+        let outcome = self.transcribe(job)?;
+        let t = &outcome.result;
         Ok(json!({
             "success": true,
             "modelId": model,
@@ -101,7 +107,12 @@ impl Engine {
                 "modelId": model,
                 "processingTime": outcome.processing_time,
                 "timestamp": outcome.timestamp,
-                "result": { "text": t.text, "segments": t.segments, "language": t.language, "duration": t.duration },
+                "result": {
+                    "text": t.text,
+                    "segments": if timestamps { seed_segments(t) } else { Vec::new() },
+                    "language": t.language,
+                    "duration": t.duration,
+                },
             },
         }))
     }

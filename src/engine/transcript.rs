@@ -1,34 +1,81 @@
-//! What a worker's `json` or `verbose_json` answer means: one clean text, its language and
-//! duration, and segments with a confidence derived from whisper's log-probabilities.
+//! What a worker's `verbose_json` answer means, and every format derived from it.
+//!
+//! Every route asks the worker for the same thing (`verbose_json`, no language probabilities,
+//! segments split on words: see `engine::inference`), so one parse serves the seed API with or
+//! without timestamps, `json`, `text`, `srt`, `vtt` and OpenAI's `verbose_json`.
+//!
+//! whisper-server's segments start with a space where a word starts, and its top-level `text`
+//! joins them with line breaks; segments end on word boundaries (`split_on_word`). So the text
+//! is the segments' texts concatenated: the worker's text with its line breaks removed, never
+//! a space inserted inside a word. Its `words` are really tokens (`" And"`, `" fellow"`, `"."`),
+//! with times and probabilities; `Transcript::words` joins them into words.
 
-use serde::Serialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Segment {
+use super::languages;
+
+/// One token as whisper-server reports it (under `words`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Token {
+    /// The token's text, with the leading space that starts a word.
+    pub text: String,
     /// Seconds.
     pub start: f64,
     pub end: f64,
-    pub text: String,
-    pub confidence: Option<f64>,
+    pub probability: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    pub id: u64,
+    /// Seconds.
+    pub start: f64,
+    pub end: f64,
+    /// As the worker wrote it: a leading space where a word starts.
+    pub raw_text: String,
+    pub token_ids: Vec<i64>,
+    pub tokens: Vec<Token>,
+    pub temperature: f64,
+    /// Mean log-probability of the segment's tokens; `None` when the worker gave none.
+    pub avg_logprob: Option<f64>,
+    pub no_speech_prob: f64,
+}
+
+impl Segment {
+    pub fn text(&self) -> &str {
+        self.raw_text.trim()
+    }
+
+    /// `exp(avg_logprob)`, the geometric-mean token probability: a 0..1 figure clients can show.
+    pub fn confidence(&self) -> f64 {
+        self.avg_logprob.map_or(0.0, logprob_to_confidence)
+    }
+}
+
+/// A word with its times, as OpenAI's `timestamp_granularities[]=word` gives them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Word {
+    pub word: String,
+    pub start: f64,
+    pub end: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transcript {
+    /// `true` when the worker translated into English.
+    pub translated: bool,
     pub text: String,
-    pub language: Option<String>,
+    /// An ISO 639-1 code: the one asked for, or the one the worker detected.
+    pub language: String,
     /// Seconds of audio.
-    pub duration: Option<f64>,
+    pub duration: f64,
     pub segments: Vec<Segment>,
-    /// Length-weighted mean of the segment confidences; `None` without segments.
-    pub confidence: Option<f64>,
 }
 
 impl Transcript {
-    /// Reads the worker's answer. The caller's language code ("en") wins over the worker's
-    /// name for it ("english"); the worker's is used when the language was detected. The
-    /// duration comes from the worker or, failing that, from the WAV header.
-    pub fn from_worker(
+    /// Reads a `verbose_json` answer. `requested_language` (a code, or `auto`) wins over the
+    /// worker's name for it; `wav_duration` stands in when the worker gives no duration.
+    pub fn from_verbose_json(
         reply: &Value,
         requested_language: Option<&str>,
         wav_duration: Option<f64>,
@@ -38,107 +85,347 @@ impl Transcript {
             .and_then(Value::as_array)
             .map(|s| s.iter().map(segment).collect())
             .unwrap_or_default();
+        let text = segments
+            .iter()
+            .map(|s| s.raw_text.as_str())
+            .collect::<String>()
+            .trim()
+            .to_string();
+        let detected = reply.get("language").and_then(Value::as_str).unwrap_or("");
         let language = requested_language
             .filter(|l| !l.eq_ignore_ascii_case("auto"))
-            .or_else(|| reply.get("language").and_then(Value::as_str))
-            .map(String::from);
+            .and_then(languages::code_of)
+            .or_else(|| languages::code_of(detected))
+            .map_or_else(|| detected.to_string(), String::from);
+        let duration = reply
+            .get("duration")
+            .and_then(Value::as_f64)
+            .or(wav_duration)
+            .unwrap_or_else(|| segments.last().map_or(0.0, |s| s.end));
         Transcript {
-            text: clean_text(reply.get("text").and_then(Value::as_str).unwrap_or("")),
+            translated: reply.get("task").and_then(Value::as_str) == Some("translate"),
+            text,
             language,
-            duration: reply
-                .get("duration")
-                .and_then(Value::as_f64)
-                .or(wav_duration),
-            confidence: confidence(&segments),
+            duration,
             segments,
         }
     }
+
+    /// Segment confidences weighted by segment length, so a long clear passage is not outvoted
+    /// by a short mumble; 0 when nothing was recognised. Rounded to 3 places.
+    pub fn confidence(&self) -> f64 {
+        let (weighted, total) = self
+            .segments
+            .iter()
+            .filter(|s| s.avg_logprob.is_some())
+            .fold((0.0, 0.0), |(weighted, total), s| {
+                let length = (s.end - s.start).max(0.01);
+                (weighted + s.confidence() * length, total + length)
+            });
+        if total > 0.0 {
+            (weighted / total * 1000.0).round() / 1000.0
+        } else {
+            0.0
+        }
+    }
+
+    /// The tokens joined into words: a token starting with a space starts a word, and
+    /// punctuation joins the word before it, as openai-whisper does.
+    pub fn words(&self) -> Vec<Word> {
+        let mut words: Vec<Word> = Vec::new();
+        for token in self.segments.iter().flat_map(|s| &s.tokens) {
+            let piece = token.text.trim();
+            if piece.is_empty() {
+                continue;
+            }
+            let starts_word =
+                token.text.starts_with(' ') && piece.chars().any(char::is_alphanumeric);
+            match words.last_mut() {
+                Some(word) if !starts_word => {
+                    word.word.push_str(piece);
+                    word.end = token.end;
+                }
+                _ => words.push(Word {
+                    word: piece.to_string(),
+                    start: token.start,
+                    end: token.end,
+                }),
+            }
+        }
+        words
+    }
+
+    /// `response_format=text`: the text and a line break.
+    pub fn to_text(&self) -> String {
+        format!("{}\n", self.text)
+    }
+
+    /// `response_format=srt`.
+    pub fn to_srt(&self) -> String {
+        self.segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                format!(
+                    "{}\n{} --> {}\n{}\n\n",
+                    i + 1,
+                    timestamp(s.start, ','),
+                    timestamp(s.end, ','),
+                    s.text()
+                )
+            })
+            .collect()
+    }
+
+    /// `response_format=vtt`.
+    pub fn to_vtt(&self) -> String {
+        let cues: String = self
+            .segments
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} --> {}\n{}\n\n",
+                    timestamp(s.start, '.'),
+                    timestamp(s.end, '.'),
+                    s.text()
+                )
+            })
+            .collect();
+        format!("WEBVTT\n\n{cues}")
+    }
+
+    /// OpenAI's `verbose_json`: `task`, `language` (a name, as OpenAI gives it), `duration`,
+    /// `text`, and `segments` and/or `words` as the granularities ask.
+    pub fn to_openai_verbose(&self, segments: bool, words: bool) -> Value {
+        let language = if self.translated {
+            "english"
+        } else {
+            languages::name_of(&self.language).unwrap_or(&self.language)
+        };
+        let mut value = json!({
+            "task": if self.translated { "translate" } else { "transcribe" },
+            "language": language,
+            "duration": self.duration,
+            "text": self.text,
+        });
+        if segments {
+            value["segments"] = self.segments.iter().map(openai_segment).collect();
+        }
+        if words {
+            value["words"] = self
+                .words()
+                .iter()
+                .map(|w| json!({ "word": w.word, "start": w.start, "end": w.end }))
+                .collect();
+        }
+        value
+    }
+
+    /// OpenAI's `include[]=logprobs`: each token with its log-probability and UTF-8 bytes.
+    pub fn logprobs(&self) -> Value {
+        self.segments
+            .iter()
+            .flat_map(|s| &s.tokens)
+            .map(|t| {
+                json!({
+                    "token": t.text,
+                    "logprob": t.probability.max(f64::MIN_POSITIVE).ln(),
+                    "bytes": t.text.as_bytes(),
+                })
+            })
+            .collect()
+    }
 }
 
-/// whisper-server joins segments with newlines and starts them with a space; clients want
-/// one line of text.
-pub fn clean_text(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+/// A segment in OpenAI's shape. `seek` is the segment's start in 10 ms frames (whisper.cpp
+/// does not report the decoding window); `compression_ratio` is computed as openai-whisper
+/// does: the text's length over its zlib-compressed length.
+fn openai_segment(s: &Segment) -> Value {
+    json!({
+        "id": s.id,
+        "seek": (s.start * 100.0).round() as u64,
+        "start": s.start,
+        "end": s.end,
+        "text": s.raw_text,
+        "tokens": s.token_ids,
+        "temperature": s.temperature,
+        "avg_logprob": s.avg_logprob.unwrap_or(0.0),
+        "compression_ratio": compression_ratio(&s.raw_text),
+        "no_speech_prob": s.no_speech_prob,
+    })
+}
+
+fn compression_ratio(text: &str) -> f64 {
+    if text.is_empty() {
+        return 0.0;
+    }
+    let compressed = miniz_oxide::deflate::compress_to_vec_zlib(text.as_bytes(), 6);
+    text.len() as f64 / compressed.len() as f64
 }
 
 fn segment(raw: &Value) -> Segment {
     let number = |key: &str| raw.get(key).and_then(Value::as_f64);
+    let tokens = raw
+        .get("words")
+        .and_then(Value::as_array)
+        .map(|words| {
+            words
+                .iter()
+                .map(|w| Token {
+                    text: w
+                        .get("word")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                    start: w.get("start").and_then(Value::as_f64).unwrap_or(0.0),
+                    end: w.get("end").and_then(Value::as_f64).unwrap_or(0.0),
+                    probability: w.get("probability").and_then(Value::as_f64).unwrap_or(0.0),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     Segment {
+        id: raw.get("id").and_then(Value::as_u64).unwrap_or(0),
         start: number("start").unwrap_or(0.0),
         end: number("end").unwrap_or(0.0),
-        text: clean_text(raw.get("text").and_then(Value::as_str).unwrap_or("")),
-        confidence: number("avg_logprob").map(logprob_to_confidence),
+        raw_text: raw
+            .get("text")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        token_ids: raw
+            .get("tokens")
+            .and_then(Value::as_array)
+            .map(|ids| ids.iter().filter_map(Value::as_i64).collect())
+            .unwrap_or_default(),
+        tokens,
+        temperature: number("temperature").unwrap_or(0.0),
+        avg_logprob: number("avg_logprob").filter(|l| l.is_finite()),
+        no_speech_prob: number("no_speech_prob").unwrap_or(0.0),
     }
 }
 
 /// whisper's `avg_logprob` is the mean log-probability of a segment's tokens; its exponential
-/// is the geometric-mean token probability, a 0..1 figure clients can show.
+/// is the geometric-mean token probability.
 fn logprob_to_confidence(avg_logprob: f64) -> f64 {
     avg_logprob.exp().clamp(0.0, 1.0)
 }
 
-/// Segment confidences weighted by segment length, so a long clear passage is not outvoted
-/// by a short mumble. `None` without segments (`json` carries no probabilities).
-fn confidence(segments: &[Segment]) -> Option<f64> {
-    let (weighted, total) = segments.iter().fold((0.0, 0.0), |(weighted, total), s| {
-        let Some(c) = s.confidence else {
-            return (weighted, total);
-        };
-        let length = (s.end - s.start).max(0.01);
-        (weighted + c * length, total + length)
-    });
-    (total > 0.0).then(|| (weighted / total * 1000.0).round() / 1000.0)
+/// `HH:MM:SS,mmm` (SRT) or `HH:MM:SS.mmm` (VTT).
+fn timestamp(seconds: f64, separator: char) -> String {
+    let ms = (seconds.max(0.0) * 1000.0).round() as u64;
+    format!(
+        "{:02}:{:02}:{:02}{separator}{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use serde_json::json;
 
-    #[test]
-    fn verbose_json_fills_segments_duration_and_confidence() {
-        let reply = json!({
-            "task": "transcribe", "language": "english", "duration": 11.0, "text": " And so my fellow Americans",
+    /// jfk.wav as whisper-server v1.8.5 answers it (tiny.en, `split_on_word`), shortened.
+    pub fn jfk() -> Value {
+        let token = |text: &str, start: f64, end: f64| json!({"word": text, "start": start, "end": end, "t_dtw": -1, "probability": 0.9});
+        json!({
+            "task": "transcribe", "language": "english", "duration": 11.0,
+            "text": " And so my fellow Americans\n ask not.\n",
             "segments": [
-                {"id": 0, "text": " And so", "start": 0.0, "end": 1.0, "avg_logprob": -0.1, "no_speech_prob": 0.0},
-                {"id": 1, "text": " my fellow\n Americans", "start": 1.0, "end": 4.0, "avg_logprob": -0.3}
+                {"id": 0, "text": " And so my fellow Americans", "start": 0.0, "end": 3.0,
+                 "tokens": [843, 523, 616, 5891, 3399],
+                 "words": [token(" And", 0.32, 0.4), token(" so", 0.4, 0.52), token(" my", 0.69, 0.94),
+                           token(" fellow", 0.94, 1.75), token(" Americans", 1.75, 2.11)],
+                 "temperature": 0.0, "avg_logprob": -0.1, "no_speech_prob": 0.03},
+                {"id": 1, "text": " ask not.", "start": 3.0, "end": 4.5,
+                 "tokens": [1265, 407, 13],
+                 "words": [token(" ask", 3.29, 3.65), token(" not", 4.0, 4.3), token(".", 4.3, 4.4)],
+                 "temperature": 0.0, "avg_logprob": -0.3, "no_speech_prob": 0.03}
             ]
-        });
-        let t = Transcript::from_worker(&reply, None, None);
-        assert_eq!(t.text, "And so my fellow Americans");
-        assert_eq!(
-            t.language.as_deref(),
-            Some("english"),
-            "the worker's, when none was asked for"
-        );
-        assert_eq!(
-            Transcript::from_worker(&reply, Some("en"), None)
-                .language
-                .as_deref(),
-            Some("en")
-        );
-        assert_eq!(t.duration, Some(11.0));
-        assert_eq!(t.segments[1].text, "my fellow Americans");
-        let expected = ((-0.1f64).exp() * 1.0 + (-0.3f64).exp() * 3.0) / 4.0;
-        assert!((t.confidence.unwrap() - expected).abs() < 0.001);
+        })
     }
 
     #[test]
-    fn plain_json_has_no_segments_and_uses_the_request_language_and_wav_length() {
-        let t = Transcript::from_worker(&json!({"text": " hi\n there \n"}), Some("de"), Some(2.5));
-        assert_eq!(t.text, "hi there");
-        assert!(t.segments.is_empty());
-        assert_eq!(t.confidence, None);
-        assert_eq!((t.language.as_deref(), t.duration), (Some("de"), Some(2.5)));
+    fn the_text_is_the_segments_joined_without_line_breaks() {
+        let t = Transcript::from_verbose_json(&jfk(), None, None);
+        assert_eq!(t.text, "And so my fellow Americans ask not.");
+        assert_eq!(t.segments[1].text(), "ask not.");
+        let mid_word = json!({"segments": [{"text": " Amer"}, {"text": "icans"}]});
         assert_eq!(
-            Transcript::from_worker(&json!({"text": ""}), Some("auto"), None).language,
-            None
+            Transcript::from_verbose_json(&mid_word, None, None).text,
+            "Americans",
+            "a cut inside a word gets no space"
         );
     }
 
     #[test]
-    fn confidence_is_clamped() {
+    fn the_language_is_always_a_code() {
+        let detected = Transcript::from_verbose_json(&jfk(), None, None);
+        assert_eq!(detected.language, "en", "whisper's name, mapped");
+        assert_eq!(
+            Transcript::from_verbose_json(&jfk(), Some("auto"), None).language,
+            "en"
+        );
+        assert_eq!(
+            Transcript::from_verbose_json(&jfk(), Some("de"), None).language,
+            "de",
+            "the one asked for"
+        );
+    }
+
+    #[test]
+    fn confidence_is_a_length_weighted_number_even_without_segments() {
+        let t = Transcript::from_verbose_json(&jfk(), None, None);
+        let expected = ((-0.1f64).exp() * 3.0 + (-0.3f64).exp() * 1.5) / 4.5;
+        assert!((t.confidence() - expected).abs() < 0.001);
+        let silence = Transcript::from_verbose_json(&json!({"segments": []}), None, Some(2.0));
+        assert_eq!((silence.confidence(), silence.duration), (0.0, 2.0));
         assert_eq!(logprob_to_confidence(0.5), 1.0);
-        assert!(logprob_to_confidence(-50.0) >= 0.0);
+    }
+
+    #[test]
+    fn tokens_join_into_words_with_their_punctuation() {
+        let words = Transcript::from_verbose_json(&jfk(), None, None).words();
+        let texts: Vec<&str> = words.iter().map(|w| w.word.as_str()).collect();
+        assert_eq!(
+            texts,
+            ["And", "so", "my", "fellow", "Americans", "ask", "not."]
+        );
+        assert_eq!((words[6].start, words[6].end), (4.0, 4.4));
+    }
+
+    #[test]
+    fn subtitles_come_from_the_segments() {
+        let t = Transcript::from_verbose_json(&jfk(), None, None);
+        assert_eq!(
+            t.to_srt(),
+            "1\n00:00:00,000 --> 00:00:03,000\nAnd so my fellow Americans\n\n\
+             2\n00:00:03,000 --> 00:00:04,500\nask not.\n\n"
+        );
+        assert!(t
+            .to_vtt()
+            .starts_with("WEBVTT\n\n00:00:00.000 --> 00:00:03.000\nAnd so"));
+        assert_eq!(t.to_text(), "And so my fellow Americans ask not.\n");
+        assert_eq!(timestamp(3723.4567, ','), "01:02:03,457");
+    }
+
+    #[test]
+    fn openai_verbose_json_has_the_asked_granularities() {
+        let t = Transcript::from_verbose_json(&jfk(), None, None);
+        let both = t.to_openai_verbose(true, true);
+        assert_eq!(both["language"], "english");
+        assert_eq!(both["words"][4]["word"], "Americans");
+        let segment = &both["segments"][1];
+        assert_eq!(segment["seek"], 300);
+        assert_eq!(segment["tokens"], json!([1265, 407, 13]));
+        assert!(segment["compression_ratio"].as_f64().unwrap() > 0.0);
+        let only_segments = t.to_openai_verbose(true, false);
+        assert!(only_segments.get("words").is_none());
+        assert!(t.to_openai_verbose(false, true).get("segments").is_none());
+        let logprobs = t.logprobs();
+        assert_eq!(logprobs[0]["token"], " And");
+        assert!((logprobs[0]["logprob"].as_f64().unwrap() - 0.9f64.ln()).abs() < 1e-9);
     }
 }

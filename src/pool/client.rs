@@ -28,11 +28,10 @@ const MAX_REPLY_BYTES: u64 = 64 * 1024 * 1024;
 pub struct InferenceForm {
     pub audio: Vec<u8>,
     pub file_name: String,
-    /// `json`, `text`, `srt`, `vtt` or `verbose_json`.
-    pub response_format: String,
-    pub language: Option<String>,
-    pub prompt: Option<String>,
-    pub temperature: Option<f32>,
+    /// The other fields, in order, as whisper-server names them (`response_format`,
+    /// `language`, ...). Values are checked before they get here: whisper-server answers a
+    /// malformed number with a 500.
+    pub fields: Vec<(&'static str, String)>,
 }
 
 /// What the worker answered, whatever the status.
@@ -178,20 +177,10 @@ pub fn multipart_body(form: &InferenceForm, boundary: &str) -> Vec<u8> {
     );
     body.extend_from_slice(&form.audio);
     body.extend_from_slice(b"\r\n");
-    let mut field = |name: &str, value: &str| {
+    for (name, value) in &form.fields {
         body.extend_from_slice(
             format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes(),
         );
-    };
-    field("response_format", &form.response_format);
-    if let Some(language) = &form.language {
-        field("language", language);
-    }
-    if let Some(prompt) = &form.prompt {
-        field("prompt", prompt);
-    }
-    if let Some(temperature) = form.temperature {
-        field("temperature", &temperature.to_string());
     }
     body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     body
@@ -206,10 +195,11 @@ mod tests {
         let form = InferenceForm {
             audio: b"RIFF\x00\x01binary\r\n--not-a-boundary".to_vec(),
             file_name: "a\"b.wav".into(),
-            response_format: "verbose_json".into(),
-            language: Some("en".into()),
-            prompt: None,
-            temperature: Some(0.2),
+            fields: vec![
+                ("response_format", "verbose_json".into()),
+                ("language", "en".into()),
+                ("temperature", "0.2".into()),
+            ],
         };
         let boundary = boundary_for(&form.audio);
         let body = multipart_body(&form, &boundary);

@@ -54,6 +54,23 @@ pub struct ModelSpec {
     /// `-m` path, when the manager adds one (not when `whisperServer.args` choose the model).
     pub path: Option<String>,
     pub pool_size: usize,
+    /// Other names requests may use for it.
+    pub aliases: Vec<String>,
+    /// Its file is an English-only model (`ggml-base.en.bin`): it cannot translate or detect
+    /// a language, and whisper-server silently ignores both.
+    pub english_only: bool,
+}
+
+impl ModelSpec {
+    /// Whether a model file is English-only, from whisper's naming: `.en` ends the model's
+    /// name, before the extension or a quantisation suffix (`ggml-tiny.en.bin`,
+    /// `ggml-base.en-q5_1.bin`).
+    pub fn is_english_only_file(path: &str) -> bool {
+        let name = std::path::Path::new(path)
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().to_ascii_lowercase());
+        name.ends_with(".en") || name.contains(".en.") || name.contains(".en-")
+    }
 }
 
 /// Messages that wake the monitor before its next tick.

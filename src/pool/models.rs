@@ -38,14 +38,15 @@ pub struct ModelView {
 }
 
 impl Pool {
-    /// The configured id equal to `id` (so callers hold the settings' string, not the
-    /// client's), or 404.
-    pub fn known_model(&self, id: &str) -> Result<&str, ApiError> {
+    /// The configured id that `name` is or is an alias of (so callers hold the settings'
+    /// string, not the client's), or 404.
+    pub fn known_model(&self, name: &str) -> Result<&str, ApiError> {
         self.config
             .models
-            .get_key_value(id)
-            .map(|(known, _)| known.as_str())
-            .ok_or_else(|| ApiError::ModelNotFound(id.chars().take(100).collect()))
+            .iter()
+            .find(|(id, spec)| *id == name || spec.aliases.iter().any(|a| a == name))
+            .map(|(id, _)| id.as_str())
+            .ok_or_else(|| ApiError::ModelNotFound(name.chars().take(100).collect()))
     }
 
     /// Every model the pool may run.

@@ -131,7 +131,7 @@ fn check_models(models: &Value, path: &str, problems: &mut Vec<Problem>) {
     let Value::Object(models) = models else {
         problems.push(Problem {
             path: path.into(),
-            kind: ProblemKind::WrongType("an object of id -> { path, poolSize? }"),
+            kind: ProblemKind::WrongType("an object of id -> { path, poolSize?, aliases? }"),
         });
         return;
     };
@@ -140,7 +140,7 @@ fn check_models(models: &Value, path: &str, problems: &mut Vec<Problem>) {
         let Value::Object(fields) = model else {
             problems.push(Problem {
                 path: model_path,
-                kind: ProblemKind::WrongType("an object { path, poolSize? }"),
+                kind: ProblemKind::WrongType("an object { path, poolSize?, aliases? }"),
             });
             continue;
         };
@@ -158,6 +158,11 @@ fn check_models(models: &Value, path: &str, problems: &mut Vec<Problem>) {
                     path: join_path(&model_path, key),
                     kind: ProblemKind::WrongType("a whole number of at least 1"),
                 }),
+                "aliases" if is_list_of_strings(value) => {}
+                "aliases" => problems.push(Problem {
+                    path: join_path(&model_path, key),
+                    kind: ProblemKind::WrongType("a list of strings"),
+                }),
                 _ => problems.push(Problem {
                     path: join_path(&model_path, key),
                     kind: ProblemKind::Unknown,
@@ -172,17 +177,20 @@ fn kind_mismatch(value: &Value, default: &Value) -> Option<&'static str> {
     match default {
         Value::Bool(_) if !value.is_boolean() => Some("true or false"),
         Value::String(_) if !value.is_string() => Some("a string"),
-        Value::Number(_) if value.as_u64().is_none() => Some("a whole number of 0 or more"),
-        Value::Array(_)
-            if !value
-                .as_array()
-                .is_some_and(|a| a.iter().all(Value::is_string)) =>
-        {
-            Some("a list of strings")
+        Value::Number(n) if n.is_f64() && !value.is_number() => Some("a number"),
+        Value::Number(n) if !n.is_f64() && value.as_u64().is_none() => {
+            Some("a whole number of 0 or more")
         }
+        Value::Array(_) if !is_list_of_strings(value) => Some("a list of strings"),
         Value::Object(_) if !value.is_object() => Some("an object"),
         _ => None,
     }
+}
+
+fn is_list_of_strings(value: &Value) -> bool {
+    value
+        .as_array()
+        .is_some_and(|a| a.iter().all(Value::is_string))
 }
 
 /// Drops the keys that `check_shape` warned about, so deserialization sees only known ones.
@@ -219,7 +227,7 @@ fn strip_unknown_models(models: Value) -> Value {
                 Value::Object(fields) => Value::Object(
                     fields
                         .into_iter()
-                        .filter(|(k, _)| k == "path" || k == "poolSize")
+                        .filter(|(k, _)| matches!(k.as_str(), "path" | "poolSize" | "aliases"))
                         .collect(),
                 ),
                 other => other,

@@ -28,6 +28,10 @@ pub use paths::{Paths, DEFAULT_DIR_NAME};
 /// body reading (see `http::body_reader_cap`), and that quarter must be at least one thread.
 pub const MIN_SERVER_THREADS: usize = 4;
 
+/// Largest `beamSize` and `bestOf`: whisper.cpp runs at most 8 decoders
+/// (`WHISPER_MAX_DECODERS`) and fails every inference that asks for more.
+pub const MAX_SEARCH_WIDTH: u32 = 8;
+
 fn ms(millis: u64) -> Duration {
     Duration::from_millis(millis)
 }
@@ -121,7 +125,7 @@ impl WorkerSettings {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct WhisperServerSettings {
     /// The worker program; empty means the build of `scripts/setup-whisper.sh`.
@@ -130,6 +134,39 @@ pub struct WhisperServerSettings {
     pub cwd: String,
     /// Extra arguments after the ones the manager adds (`--host`, `--port`, `-m`, `--threads`).
     pub args: Vec<String>,
+    /// Sent with every request (`entropy_thold`): a decode whose token entropy passes this is
+    /// retried at a higher temperature, which stops repetition loops. 2.4, whisper's default.
+    pub entropy_threshold: f64,
+    /// `logprob_thold`: a decode whose mean log-probability is below this is retried.
+    /// -1.0, whisper's default.
+    pub logprob_threshold: f64,
+    /// `no_speech_thold`: a window this likely to be silence, and badly decoded, is skipped
+    /// instead of hallucinated into text. 0.6, whisper's default.
+    pub no_speech_threshold: f64,
+    /// `beam_size`: 0 or 1 decodes greedily (fastest); 2 or more searches that many beams.
+    pub beam_size: u32,
+    /// `best_of`: candidates sampled when a decode falls back to a higher temperature. 2,
+    /// whisper-server's default.
+    pub best_of: u32,
+    /// `suppress_nst`: suppress non-speech tokens (music notes, `[BLANK_AUDIO]`, ...).
+    /// Off, whisper's default.
+    pub suppress_non_speech: bool,
+}
+
+impl Default for WhisperServerSettings {
+    fn default() -> Self {
+        WhisperServerSettings {
+            cmd: String::new(),
+            cwd: String::new(),
+            args: Vec::new(),
+            entropy_threshold: 2.4,
+            logprob_threshold: -1.0,
+            no_speech_threshold: 0.6,
+            beam_size: 0,
+            best_of: 2,
+            suppress_non_speech: false,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -139,6 +176,9 @@ pub struct ModelSettings {
     /// Workers of this model; `workers.poolSize` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_size: Option<usize>,
+    /// Other names clients may use for it (OpenAI's `model`, say); none by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -403,11 +443,46 @@ fn validate(s: &Settings) -> Result<(), SettingsError> {
             format!("`{}` is not an IP address", s.server.host),
         ));
     }
+    let ws = &s.whisper_server;
+    if !(0.0..=1.0).contains(&ws.no_speech_threshold) {
+        return Err(SettingsError::plain(
+            "whisperServer.noSpeechThreshold",
+            "must be from 0 to 1",
+        ));
+    }
+    if ws.beam_size > MAX_SEARCH_WIDTH || !(1..=MAX_SEARCH_WIDTH).contains(&ws.best_of) {
+        let key = if ws.beam_size > MAX_SEARCH_WIDTH {
+            "whisperServer.beamSize"
+        } else {
+            "whisperServer.bestOf"
+        };
+        return Err(SettingsError::plain(
+            key,
+            format!("must be at most {MAX_SEARCH_WIDTH} (and bestOf at least 1)"),
+        ));
+    }
+    validate_aliases(s)?;
     if !s.default_model.is_empty() && !s.models.contains_key(&s.default_model) {
         return Err(SettingsError::plain(
             "defaultModel",
             format!("`{}` is not a key of `models`", s.default_model),
         ));
+    }
+    Ok(())
+}
+
+/// Every alias names one model and is not itself a model id.
+fn validate_aliases(s: &Settings) -> Result<(), SettingsError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (id, model) in &s.models {
+        for alias in &model.aliases {
+            if s.models.contains_key(alias) || !seen.insert(alias.as_str()) {
+                return Err(SettingsError::plain(
+                    &format!("models.{id}.aliases"),
+                    format!("`{alias}` already names another model"),
+                ));
+            }
+        }
     }
     Ok(())
 }

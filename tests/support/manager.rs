@@ -200,6 +200,15 @@ impl Manager {
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
+    /// What every worker wrote, from their log files, one after another.
+    pub fn worker_logs(&self) -> String {
+        let dir = self.data_dir().join("logs/workers");
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        entries
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+            .collect()
+    }
+
     pub fn get(&self, path: &str) -> Reply {
         request("GET", &self.url(path), &[], None)
     }

@@ -126,6 +126,107 @@ fn transcription_without_timestamps_makes_the_same_worker_call() {
 }
 
 #[test]
+fn prompt_temperature_and_translate_are_checked_then_sent() {
+    let manager = Setup::new().start();
+    manager.wait_healthy(2);
+    let audio = b64(&wav(4_000, 9));
+    let reply = manager.post_json(
+        "/api/v1/transcriptions",
+        &json!({ "content": audio, "language": "de", "prompt": "Grüße, Stella", "temperature": 0.2, "translate": true }),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let result = &reply.json()["result"];
+    assert!(
+        result["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("english: stub"),
+        "{result}"
+    );
+    assert_eq!(result["language"], "de", "the language of the audio");
+    let log = manager.worker_logs();
+    assert!(
+        log.contains("language=de prompt=Grüße, Stella temperature=0.2 translate=true"),
+        "{log}"
+    );
+    for (body, field) in [
+        (
+            json!({ "content": audio, "temperature": 1.5 }),
+            "temperature",
+        ),
+        (
+            json!({ "content": audio, "language": "klingon" }),
+            "language",
+        ),
+        (
+            json!({ "content": audio, "language": "en; rm -rf /" }),
+            "language",
+        ),
+        (
+            json!({ "content": audio, "prompt": "p".repeat(5000) }),
+            "prompt",
+        ),
+    ] {
+        let reply = manager.post_json("/api/v1/transcriptions", &body);
+        assert_eq!(reply.status, 400, "{}", reply.text());
+        assert!(
+            reply.json()["error"].as_str().unwrap().contains(field),
+            "{}",
+            reply.text()
+        );
+    }
+}
+
+#[test]
+fn the_decoder_settings_go_with_every_request() {
+    let manager = Setup::new()
+        .set("whisperServer", "beamSize", json!(4))
+        .set("whisperServer", "bestOf", json!(3))
+        .set("whisperServer", "noSpeechThreshold", json!(0.45))
+        .set("whisperServer", "logprobThreshold", json!(-0.8))
+        .set("whisperServer", "suppressNonSpeech", json!(true))
+        .start();
+    manager.wait_healthy(2);
+    assert_eq!(manager.transcribe(&wav(2_000, 1)).status, 200);
+    let log = manager.worker_logs();
+    assert!(
+        log.contains("entropy_thold=2.4 logprob_thold=-0.8 no_speech_thold=0.45 best_of=3 beam_size=4 suppress_nst=true"),
+        "{log}"
+    );
+}
+
+#[test]
+fn language_detection_names_the_code_and_its_probability() {
+    let manager = Setup::new()
+        .stub(&["--detect", "german"])
+        .set(
+            "models",
+            "tiny",
+            json!({ "path": "models/ggml-tiny.en.bin" }),
+        )
+        .set("inference", "autoLoad", json!(true))
+        .start();
+    manager.wait_healthy(2);
+    let audio = b64(&wav(8_000, 2));
+    let reply = manager.post_json("/api/v1/languages/detect", &json!({ "content": audio }));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.json(),
+        json!({ "success": true, "language": "de", "probability": 0.875 })
+    );
+    assert!(manager.worker_logs().contains("detect_language=true"));
+    let english_only = manager.post_json(
+        "/api/v1/languages/detect",
+        &json!({ "content": audio, "model": "tiny" }),
+    );
+    assert_eq!(english_only.status, 400);
+    assert!(english_only.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("English-only"));
+}
+
+#[test]
 fn providers_and_status_have_the_seed_shapes() {
     let manager = Setup::new()
         .set("server", "maxBodyBytes", json!(5_000_000))

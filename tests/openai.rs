@@ -13,15 +13,14 @@ fn form(audio: &[u8], fields: &[(&str, &str)]) -> Vec<u8> {
 }
 
 fn upload(manager: &Manager, body: Vec<u8>, extra: &[(&str, &str)]) -> Reply {
+    upload_to(manager, "/v1/audio/transcriptions", body, extra)
+}
+
+fn upload_to(manager: &Manager, path: &str, body: Vec<u8>, extra: &[(&str, &str)]) -> Reply {
     let content_type = form_content_type();
     let mut headers = vec![("Content-Type", content_type.as_str())];
     headers.extend_from_slice(extra);
-    request(
-        "POST",
-        &manager.url("/v1/audio/transcriptions"),
-        &headers,
-        Some(body),
-    )
+    request("POST", &manager.url(path), &headers, Some(body))
 }
 
 /// Asserts OpenAI's error shape and returns (code, param).
@@ -258,6 +257,174 @@ fn oversized_uploads_and_bad_keys_get_openai_errors_too() {
         manager.get("/metrics").status,
         401,
         "metrics need the key like the rest"
+    );
+}
+
+#[test]
+fn words_segments_and_logprobs_come_in_openai_shapes() {
+    let manager = Setup::new().start();
+    manager.wait_healthy(2);
+    let audio = wav(16_000, 5);
+    let both = upload(
+        &manager,
+        form(
+            &audio,
+            &[
+                ("response_format", "verbose_json"),
+                ("timestamp_granularities[]", "word"),
+                ("timestamp_granularities[]", "segment"),
+            ],
+        ),
+        &[],
+    )
+    .json();
+    assert_eq!(
+        (both["task"].as_str(), both["language"].as_str()),
+        (Some("transcribe"), Some("english"))
+    );
+    let words: Vec<&str> = both["words"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["word"].as_str().unwrap())
+        .collect();
+    assert_eq!(words.join(" "), stub_text(&audio), "every word, in order");
+    assert_eq!(both["words"][3]["end"], 1.0);
+    for segment in both["segments"].as_array().unwrap() {
+        for key in [
+            "id",
+            "seek",
+            "start",
+            "end",
+            "text",
+            "tokens",
+            "temperature",
+            "avg_logprob",
+            "compression_ratio",
+            "no_speech_prob",
+        ] {
+            assert!(segment.get(key).is_some(), "{key} in {segment}");
+        }
+    }
+    let words_only = upload(
+        &manager,
+        form(
+            &audio,
+            &[
+                ("response_format", "verbose_json"),
+                ("timestamp_granularities[]", "word"),
+            ],
+        ),
+        &[],
+    )
+    .json();
+    assert!(words_only.get("segments").is_none() && words_only["words"].is_array());
+    let logprobs = upload(&manager, form(&audio, &[("include[]", "logprobs")]), &[]).json();
+    let tokens = logprobs["logprobs"].as_array().unwrap();
+    assert_eq!(tokens.len(), 4);
+    assert!((tokens[0]["logprob"].as_f64().unwrap() - 0.9f64.ln()).abs() < 1e-6);
+    assert_eq!(tokens[0]["bytes"], json!(b" stub"));
+}
+
+#[test]
+fn translations_need_a_multilingual_model() {
+    let manager = Setup::new()
+        .set("models", "base", json!({ "path": "models/ggml-base.bin" }))
+        .set(
+            "models",
+            "tiny",
+            json!({ "path": "models/ggml-tiny.en.bin" }),
+        )
+        .set_top("defaultModel", json!("base"))
+        .set("inference", "autoLoad", json!(true))
+        .start();
+    manager.wait_healthy(2);
+    let audio = wav(8_000, 6);
+    let translated = upload_to(
+        &manager,
+        "/v1/audio/translations",
+        form(&audio, &[("response_format", "verbose_json")]),
+        &[],
+    );
+    assert_eq!(translated.status, 200, "{}", translated.text());
+    let body = translated.json();
+    assert_eq!(body["task"], "translate");
+    assert_eq!(
+        body["text"],
+        format!("english: [ggml-base.bin] {}", stub_text(&audio))
+    );
+    assert!(manager.worker_logs().contains("translate=true"));
+    let refused = upload_to(
+        &manager,
+        "/v1/audio/translations",
+        form(&audio, &[("model", "tiny")]),
+        &[],
+    );
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("English-only"));
+}
+
+#[test]
+fn aliases_name_models_and_are_listed() {
+    let manager = Setup::new()
+        .set(
+            "models",
+            "base",
+            json!({ "path": "models/base.bin", "aliases": ["whisper-1", "house-model"] }),
+        )
+        .set("inference", "autoLoad", json!(true))
+        .start();
+    manager.wait_healthy(2);
+    let audio = wav(4_000, 7);
+    for alias in ["whisper-1", "house-model"] {
+        let reply = upload(&manager, form(&audio, &[("model", alias)]), &[]);
+        assert_eq!(
+            reply.json()["text"],
+            model_text("base", &audio),
+            "{alias} is base"
+        );
+    }
+    let reply = upload(
+        &manager,
+        form(&audio, &[("model", "gpt-4o-transcribe")]),
+        &[],
+    );
+    assert_eq!(
+        reply.json()["text"],
+        stub_text(&audio),
+        "the built-in aliases still mean the default model"
+    );
+    let retrieved = manager.get("/v1/models/house-model").json();
+    assert_eq!(
+        (retrieved["id"].as_str(), retrieved["object"].as_str()),
+        (Some("house-model"), Some("model"))
+    );
+    let listed = manager.get("/v1/models").json();
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "base",
+            "whisper-1",
+            "house-model",
+            "default",
+            "gpt-4o-transcribe",
+            "gpt-4o-mini-transcribe",
+            "gpt-transcribe"
+        ]
+    );
+    let missing = manager.get("/v1/models/nope");
+    assert_eq!(
+        (missing.status, openai_error(&missing).0),
+        (404, "model_not_found".to_string())
     );
 }
 

@@ -54,6 +54,12 @@ impl Setup {
         self
     }
 
+    /// Sets a top-level key (`defaultModel`, `editor`) in the settings file.
+    pub fn set_top(mut self, key: &str, value: Value) -> Setup {
+        self.settings[key] = value;
+        self
+    }
+
     /// The pool size of the default model.
     pub fn pool(self, size: u64) -> Setup {
         self.set("workers", "poolSize", json!(size))

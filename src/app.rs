@@ -476,6 +476,51 @@ mod tests {
     }
 
     #[test]
+    fn openai_names_alias_the_default_model_unless_claimed() {
+        let mut s = Settings::default();
+        s.whisper_server.cmd = "sh".into();
+        s.whisper_server.args = vec!["-m".into(), "/m/ggml-base.en-q5_1.bin".into()];
+        let plan = plan_workers(&s, &paths(), 2).unwrap();
+        let default = &plan.models[ARGS_MODEL_ID];
+        assert!(
+            default.english_only,
+            "the -m in the arguments names an .en model"
+        );
+        assert_eq!(default.aliases, OPENAI_ALIASES);
+        s.models.insert(
+            "large".into(),
+            ModelSettings {
+                path: "/m/ggml-large-v3.bin".into(),
+                pool_size: None,
+                aliases: vec!["whisper-1".into()],
+            },
+        );
+        let plan = plan_workers(&s, &paths(), 2).unwrap();
+        assert!(!plan.models["large"].english_only);
+        assert!(!plan.models[ARGS_MODEL_ID]
+            .aliases
+            .contains(&"whisper-1".to_string()));
+    }
+
+    #[test]
+    fn english_only_files_are_told_by_their_names() {
+        for (name, english_only) in [
+            ("ggml-tiny.en.bin", true),
+            ("/x/ggml-base.en-q5_1.bin", true),
+            ("model.EN", true),
+            ("ggml-large-v3.bin", false),
+            ("/en/ggml-small.bin", false),
+            ("ggml-medium.bin.en-backup/x.bin", false),
+        ] {
+            assert_eq!(
+                ModelSpec::is_english_only_file(name),
+                english_only,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
     fn default_model_adds_its_path() {
         let mut s = Settings::default();
         s.whisper_server.cmd = "sh".into();

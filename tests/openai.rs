@@ -515,6 +515,7 @@ fn the_openai_python_sdk_works_unchanged() {
     );
     let manager = Setup::new()
         .env("INFERENCE_SERVER_API_KEYS", "sk-sdk")
+        .set("server", "maxBodyBytes", json!(200_000))
         .start();
     manager.wait_healthy_with_key(2, "sk-sdk");
     let scratch = TempDir::new("sdk");
@@ -529,6 +530,9 @@ fn the_openai_python_sdk_works_unchanged() {
             "sk-sdk",
             audio_path.to_str().unwrap(),
             &stub_text(&audio),
+            // The stub marks what it was asked to translate.
+            &format!("english: {}", stub_text(&audio)),
+            "200000",
         ])
         .output()
         .expect("python3 runs");

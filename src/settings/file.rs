@@ -334,6 +334,33 @@ mod tests {
     }
 
     #[test]
+    fn decoder_numbers_may_be_fractions_or_negative() {
+        let (settings, _) = parse(
+            "{ whisperServer: { logprobThreshold: -0.5, noSpeechThreshold: 0.3, beamSize: 5 } }",
+        )
+        .unwrap();
+        let ws = settings.whisper_server;
+        assert_eq!(
+            (ws.logprob_threshold, ws.no_speech_threshold, ws.beam_size),
+            (-0.5, 0.3, 5)
+        );
+        let err = parse("{ whisperServer: { beamSize: 2.5 } }").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("whisperServer.beamSize"));
+        let err = parse("{ whisperServer: { entropyThreshold: 'high' } }").unwrap_err();
+        assert_eq!(err.message, "expected a number");
+    }
+
+    #[test]
+    fn model_aliases_are_a_list_of_strings() {
+        let (settings, _) =
+            parse("{ models: { base: { path: 'b.bin', aliases: ['whisper-1'] } } }").unwrap();
+        assert_eq!(settings.models["base"].aliases, ["whisper-1"]);
+        let err =
+            parse("{ models: { base: { path: 'b.bin', aliases: 'whisper-1' } } }").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("models.base.aliases"));
+    }
+
+    #[test]
     fn port_out_of_range_is_a_settings_error() {
         assert!(parse("{ server: { port: 70000 } }").is_err());
     }

@@ -523,6 +523,45 @@ mod tests {
     }
 
     #[test]
+    fn decoder_limits_and_aliases_are_checked() {
+        let mut s = Settings::default();
+        s.whisper_server.beam_size = MAX_SEARCH_WIDTH + 1;
+        assert_eq!(
+            validate(&s).unwrap_err().key.as_deref(),
+            Some("whisperServer.beamSize")
+        );
+        let mut s = Settings::default();
+        s.whisper_server.best_of = 0;
+        assert_eq!(
+            validate(&s).unwrap_err().key.as_deref(),
+            Some("whisperServer.bestOf")
+        );
+        let mut s = Settings::default();
+        s.whisper_server.no_speech_threshold = 1.5;
+        assert!(validate(&s).is_err());
+        let mut s = Settings::default();
+        for (id, alias) in [("a", "shared"), ("b", "shared")] {
+            s.models.insert(
+                id.into(),
+                ModelSettings {
+                    path: format!("{id}.bin"),
+                    pool_size: None,
+                    aliases: vec![alias.into()],
+                },
+            );
+        }
+        assert!(validate(&s)
+            .unwrap_err()
+            .message
+            .contains("`shared` already names another model"));
+        s.models.get_mut("b").unwrap().aliases = vec!["a".into()];
+        assert!(
+            validate(&s).is_err(),
+            "an alias may not be another model's id"
+        );
+    }
+
+    #[test]
     fn redaction_masks_keys() {
         let mut s = Settings::default();
         s.server.api_keys = vec!["secret".into()];

@@ -1,21 +1,42 @@
 """Drives the service with the official OpenAI Python SDK and checks /metrics with
-prometheus_client's parser. Run by an ignored test in tests/openai.rs (`cargo test --
---include-ignored`) against a manager with stub workers: argv = base URL, API key, audio
-file, expected transcript."""
+prometheus_client's parser. Run by ignored tests (`cargo test -- --include-ignored`): against
+stub workers (tests/openai.rs) and against the real whisper-server (tests/real_whisper.rs).
 
+argv: base URL, API key, audio file, expected transcript, a phrase the translation of the same
+audio must contain, the service's maxBodyBytes."""
+
+import re
 import sys
 import urllib.request
 
 import openai
 from prometheus_client.parser import text_string_to_metric_families
 
-base, key, audio_path, expected = sys.argv[1:5]
+base, key, audio_path, expected, translated, max_body = sys.argv[1:7]
 client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+
+
+def words(text):
+    return re.findall(r"[a-z0-9']+", text.lower())
 
 
 def transcribe(response_format, **extra):
     with open(audio_path, "rb") as audio:
         return client.audio.transcriptions.create(model="whisper-1", file=audio, response_format=response_format, **extra)
+
+
+def cue_text(subtitles):
+    """The cues' text lines of an SRT or VTT file, joined."""
+    lines = [l for l in subtitles.splitlines() if l and "-->" not in l and not l.isdigit() and l != "WEBVTT"]
+    return " ".join(lines)
+
+
+def fails(error, call):
+    try:
+        call()
+    except error as e:
+        return e
+    raise AssertionError(f"expected {error.__name__}")
 
 
 def metrics():
@@ -33,48 +54,68 @@ def sample(families, family, name, **labels):
 
 before = metrics()
 
-# Every response format, as the SDK returns it.
+# Every response format, as the SDK returns it, carries the same words.
 assert transcribe("json").text == expected
 assert transcribe("text").strip() == expected
 srt = transcribe("srt")
-assert srt.startswith("1\n00:00:00,000 --> ") and expected in srt, srt
+assert srt.startswith("1\n00:00:00,000 --> ") and words(cue_text(srt)) == words(expected), srt
 vtt = transcribe("vtt")
-assert vtt.startswith("WEBVTT") and expected in vtt, vtt
-verbose = transcribe("verbose_json", timestamp_granularities=["segment"])
-assert verbose.text == expected and verbose.segments, verbose
+assert vtt.startswith("WEBVTT") and words(cue_text(vtt)) == words(expected), vtt
+verbose = transcribe("verbose_json", timestamp_granularities=["word", "segment"])
+assert verbose.text == expected and verbose.language == "english", verbose
+assert words(" ".join(w.word for w in verbose.words)) == words(expected), verbose.words
+assert all(w.start <= w.end for w in verbose.words), verbose.words
+for segment in verbose.segments:
+    for field in ["id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob", "compression_ratio", "no_speech_prob"]:
+        assert getattr(segment, field, None) is not None, (field, segment)
 assert transcribe("json", language="en", temperature=0.0, prompt="names: Stella").text == expected
+with_logprobs = transcribe("json", include=["logprobs"])
+assert with_logprobs.logprobs and all(p.logprob <= 0 for p in with_logprobs.logprobs), with_logprobs
 
-# Errors arrive as the SDK's own exceptions.
-try:
-    with open(audio_path, "rb") as audio:
-        client.audio.transcriptions.create(model="no-such-model", file=audio)
-    raise AssertionError("an unknown model was accepted")
-except openai.NotFoundError as e:
-    assert e.code == "model_not_found", e.body
-try:
-    with open(audio_path, "rb") as audio:
-        openai.OpenAI(base_url=f"{base}/v1", api_key="wrong", max_retries=0).audio.transcriptions.create(model="whisper-1", file=audio)
-    raise AssertionError("a wrong key was accepted")
-except openai.AuthenticationError as e:
-    assert e.code == "invalid_api_key", e.body
-try:
-    client.audio.transcriptions.create(model="whisper-1", file=("notes.txt", b"plain text, not audio"))
-    raise AssertionError("text was accepted as audio")
-except openai.BadRequestError as e:
-    assert e.body["param"] == "file", e.body
+# Translation into English, in two formats.
+with open(audio_path, "rb") as audio:
+    translation = client.audio.translations.create(model="whisper-1", file=audio)
+assert translated.lower() in translation.text.lower(), translation.text
+with open(audio_path, "rb") as audio:
+    translation = client.audio.translations.create(model="whisper-1", file=audio, response_format="verbose_json")
+assert translation.task == "translate", translation
 
+# Models, listed and retrieved.
 assert "whisper-1" in [m.id for m in client.models.list()]
+assert client.models.retrieve("gpt-4o-transcribe").id == "gpt-4o-transcribe"
+
+# Every error arrives as the SDK's own exception, with OpenAI's code and param.
+e = fails(openai.NotFoundError, lambda: client.models.retrieve("no-such-model"))
+assert e.code == "model_not_found", e.body
+with open(audio_path, "rb") as audio:
+    e = fails(openai.NotFoundError, lambda: client.audio.transcriptions.create(model="no-such-model", file=audio))
+assert e.code == "model_not_found", e.body
+wrong_key = openai.OpenAI(base_url=f"{base}/v1", api_key="wrong", max_retries=0)
+with open(audio_path, "rb") as audio:
+    e = fails(openai.AuthenticationError, lambda: wrong_key.audio.transcriptions.create(model="whisper-1", file=audio))
+assert e.code == "invalid_api_key", e.body
+e = fails(openai.BadRequestError, lambda: client.audio.transcriptions.create(model="whisper-1", file=("notes.txt", b"plain text, not audio")))
+assert e.body["param"] == "file", e.body
+e = fails(openai.BadRequestError, lambda: transcribe("text", timestamp_granularities=["word"]))
+assert e.body["param"] == "timestamp_granularities[]", e.body
+e = fails(openai.BadRequestError, lambda: transcribe("json", temperature=3))
+assert e.body["param"] == "temperature", e.body
+e = fails(openai.BadRequestError, lambda: transcribe("json", language="xx"))
+assert e.body["param"] == "language", e.body
+too_big = b"RIFF" + bytes(int(max_body) + 1)
+e = fails(openai.APIStatusError, lambda: client.audio.transcriptions.create(model="whisper-1", file=("big.wav", too_big)))
+assert e.status_code == 413 and "Maximum content size limit (" in e.message, (e.status_code, e.message)
 
 # The metrics page parses, and its counters moved.
 after = metrics()
 route = "/v1/audio/transcriptions"
 served = sample(after, "ism_http_requests", "ism_http_requests_total", route=route, status="200") - sample(
     before, "ism_http_requests", "ism_http_requests_total", route=route, status="200")
-assert served == 6, served
+assert served == 7, served
+assert sample(after, "ism_http_requests", "ism_http_requests_total", route="/v1/audio/translations", status="200") >= 2
 assert sample(after, "ism_http_requests", "ism_http_requests_total", route=route, status="404") >= 1
-assert sample(after, "ism_http_request_duration_seconds", "ism_http_request_duration_seconds_count", route=route) >= 9
-assert sample(after, "ism_inference_duration_seconds", "ism_inference_duration_seconds_count", model="default") >= 6
-assert sample(after, "ism_workers", "ism_workers", state="healthy") == 2
+assert sample(after, "ism_inference_duration_seconds", "ism_inference_duration_seconds_count", model="default") >= 9
+assert sample(after, "ism_workers", "ism_workers", state="healthy") >= 1
 for family in ["ism_worker_restarts", "ism_worker_rotations", "ism_inflight_requests", "ism_queue_depth"]:
     assert family in after, sorted(after)
 print("openai sdk and prometheus parser: ok")

@@ -29,20 +29,7 @@ const JFK: &str = "and so my fellow americans ask not what your country can do f
 const MAX_SENTENCE_WER: f64 = 0.25;
 
 fn manager(dir: &Path, pool: u64) -> Manager {
-    let setup = Setup::new()
-        .pool(pool)
-        .set("workers", "startupTimeoutMs", json!(60_000))
-        .set("workers", "healthTimeoutMs", json!(2000))
-        .set("server", "requestTimeoutMs", json!(120_000))
-        .env(
-            "WHISPER_SERVER_CMD",
-            dir.join("whisper-server").to_str().unwrap(),
-        )
-        .env(
-            "WHISPER_SERVER_ARGS",
-            &format!("-m {}", dir.join("ggml-tiny.en.bin").display()),
-        );
-    let manager = setup.start();
+    let manager = Setup::new().pool(pool).real_worker(dir).start();
     manager.wait_healthy(pool);
     manager
 }

@@ -11,6 +11,10 @@
 //!    direct call, and the manager's peak RSS with 8 in flight. Targets: peak RSS at most 3x
 //!    the bytes in flight + 20 MB; idle RSS under 10 MB.
 //! 4. Control plane: `/health` and `/api/v1/status` requests/s with wrk.
+//! 5. Transcript shape, on the real whisper-server (`scripts/setup-whisper.sh`): jfk.wav through
+//!    the manager with and without timestamps against the same worker binary called directly
+//!    for `json` and for plain `verbose_json`. Target: `timestamps: true` within 5% of a direct
+//!    `json` call (the manager asks every request for the same, cheap `verbose_json`).
 //!
 //! nginx (`nginx-light`) and wrk are Debian packages; without them those rows say so.
 
@@ -434,8 +438,91 @@ fn main() {
         "# inference-server-manager benchmark ({} cores)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    proxy_overhead();
-    pool_scaling();
-    large_uploads();
-    control_plane();
+    // `cargo bench --bench overhead -- transcript` runs the sections whose name has a word given.
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let sections: [(&str, fn()); 5] = [
+        ("proxy_overhead", proxy_overhead),
+        ("pool_scaling", pool_scaling),
+        ("large_uploads", large_uploads),
+        ("control_plane", control_plane),
+        ("transcript_shape", transcript_shape),
+    ];
+    for (name, run) in sections {
+        if wanted.is_empty() || wanted.iter().any(|w| name.contains(w.as_str())) {
+            run();
+        }
+    }
+}
+
+/// Sequential requests, interleaved round by round so drift hits every row alike; the
+/// median seconds of each.
+fn transcript_shape() {
+    const ROUNDS: usize = 7;
+    println!("\n## 5. Transcript shape (real whisper-server, tiny.en, 1 worker x 2 threads, jfk.wav, median of {ROUNDS})\n");
+    let dir = match needs::find_real_whisper() {
+        Ok(dir) => dir,
+        Err(why) => return println!("| not measured: {why}; run scripts/setup-whisper.sh |"),
+    };
+    let audio = std::fs::read(dir.join("jfk.wav")).unwrap();
+    let manager = Setup::new().pool(1).real_worker(&dir).start();
+    manager.wait_healthy(1);
+    let worker = worker_ports(&manager)[0];
+    let direct = |fields: &[(&str, &str)]| {
+        let form = fields
+            .iter()
+            .fold(Form::new().file("jfk.wav", &audio), |f, (k, v)| {
+                f.text(k, v)
+            });
+        Target {
+            url: format!("http://127.0.0.1:{worker}/inference"),
+            content_type: form_content_type(),
+            body: form.finish(),
+        }
+    };
+    let through_manager = |timestamps: bool| Target {
+        url: manager.url("/api/v1/transcriptions"),
+        content_type: "application/json".into(),
+        body: json!({ "content": b64(&audio), "timestamps": timestamps })
+            .to_string()
+            .into_bytes(),
+    };
+    let rows = [
+        ("direct json", direct(&[("response_format", "json")])),
+        (
+            "direct verbose_json (what timestamps cost before)",
+            direct(&[("response_format", "verbose_json")]),
+        ),
+        ("manager, timestamps: false", through_manager(false)),
+        ("manager, timestamps: true", through_manager(true)),
+    ];
+    let agent = new_agent();
+    let mut seconds = vec![Vec::new(); rows.len()];
+    for _ in 0..ROUNDS {
+        for (i, (_, target)) in rows.iter().enumerate() {
+            let started = Instant::now();
+            let (status, answer) = post(&agent, &target.url, &target.content_type, &target.body);
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+            seconds[i].push(started.elapsed().as_secs_f64());
+        }
+    }
+    let medians: Vec<f64> = seconds
+        .into_iter()
+        .map(|mut s| {
+            s.sort_by(f64::total_cmp);
+            s[s.len() / 2]
+        })
+        .collect();
+    println!("| request | median s | over direct json |");
+    println!("|---|---|---|");
+    for ((name, _), median) in rows.iter().zip(&medians) {
+        println!("| {name} | {median:.3} | {:.2}x |", median / medians[0]);
+    }
+    let ratio = medians[3] / medians[0];
+    println!(
+        "\ntimestamps: true costs {ratio:.3}x a direct json call (target <= 1.05): {}",
+        verdict(ratio <= 1.05)
+    );
 }

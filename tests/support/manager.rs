@@ -60,6 +60,22 @@ impl Setup {
         self
     }
 
+    /// Real whisper-server workers from the build in `dir` (`needs::real_whisper`) with its
+    /// tiny.en model, and timeouts that fit a real model's load and inference.
+    pub fn real_worker(self, dir: &Path) -> Setup {
+        self.set("workers", "startupTimeoutMs", json!(60_000))
+            .set("workers", "healthTimeoutMs", json!(2000))
+            .set("server", "requestTimeoutMs", json!(120_000))
+            .env(
+                "WHISPER_SERVER_CMD",
+                dir.join("whisper-server").to_str().unwrap(),
+            )
+            .env(
+                "WHISPER_SERVER_ARGS",
+                &format!("-m {}", dir.join("ggml-tiny.en.bin").display()),
+            )
+    }
+
     /// The pool size of the default model.
     pub fn pool(self, size: u64) -> Setup {
         self.set("workers", "poolSize", json!(size))

@@ -46,6 +46,17 @@ pub fn python_modules(modules: &[&str], install: &str) {
 /// puts them, `${XDG_DATA_HOME:-$HOME/.local/share}/${XDG_DIR_NAME:-transcription_manager}/whisper`.
 /// Panics when a file is missing.
 pub fn real_whisper() -> PathBuf {
+    match find_real_whisper() {
+        Ok(dir) => dir,
+        Err(why) => missing(
+            &why,
+            "run scripts/setup-whisper.sh, or set ISM_REAL_WHISPER_DIR to where it installed the build",
+        ),
+    }
+}
+
+/// [`real_whisper`] without the panic: where the build is, or what is missing.
+pub fn find_real_whisper() -> Result<PathBuf, String> {
     let (dir, from) = match non_empty("ISM_REAL_WHISPER_DIR") {
         Some(dir) => (PathBuf::from(dir), "ISM_REAL_WHISPER_DIR"),
         None => {
@@ -60,13 +71,13 @@ pub fn real_whisper() -> PathBuf {
     };
     for file in ["whisper-server", "ggml-tiny.en.bin", "jfk.wav"] {
         if !dir.join(file).is_file() {
-            missing(
-                &format!("{} is missing (the real-whisper build, looked for in {from})", dir.join(file).display()),
-                "run scripts/setup-whisper.sh, or set ISM_REAL_WHISPER_DIR to where it installed the build",
-            );
+            return Err(format!(
+                "{} is missing (the real-whisper build, looked for in {from})",
+                dir.join(file).display()
+            ));
         }
     }
-    dir
+    Ok(dir)
 }
 
 fn non_empty(name: &str) -> Option<String> {

@@ -42,6 +42,9 @@ pub enum Error {
     },
     /// `whisperServer.cmd` names no runnable program (exit 2).
     WorkerCommand(SpawnError),
+    /// `whisperServer.args` choose a model with `-m` while `models` name files: the `-m` in the
+    /// arguments would silently override every model's path (exit 2).
+    ModelInArgs,
     /// The SIGINT/SIGTERM handler could not be installed (exit 1).
     Signals(ctrlc::Error),
     /// The HTTP port could not be opened (exit 1).
@@ -64,7 +67,10 @@ impl Error {
     /// 2 for what the operator must fix in the settings or the command line, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Settings(_) | Error::NoWorker { .. } | Error::WorkerCommand(_) => 2,
+            Error::Settings(_)
+            | Error::NoWorker { .. }
+            | Error::WorkerCommand(_)
+            | Error::ModelInArgs => 2,
             _ => 1,
         }
     }
@@ -85,6 +91,11 @@ impl std::fmt::Display for Error {
                 bundled.display()
             ),
             Error::WorkerCommand(e) => write!(f, "whisperServer.cmd: {e}"),
+            Error::ModelInArgs => f.write_str(
+                "whisperServer.args (or WHISPER_SERVER_ARGS) choose a model with -m, which would override \
+                 the path of every entry of `models`: remove -m from the arguments and name the file in \
+                 `models` (with `defaultModel`) instead",
+            ),
             Error::Signals(e) => write!(f, "cannot install the signal handler: {e}"),
             Error::Http(e) => write!(f, "{e}"),
             Error::Rack { addr, source } => {
@@ -104,7 +115,7 @@ impl std::error::Error for Error {
             Error::Signals(e) => Some(e),
             Error::Http(e) => Some(e),
             Error::Rack { source, .. } | Error::Thread { source, .. } => Some(source),
-            Error::NoWorker { .. } | Error::Editor { .. } => None,
+            Error::NoWorker { .. } | Error::ModelInArgs | Error::Editor { .. } => None,
         }
     }
 }
@@ -134,6 +145,9 @@ pub struct WorkerPlan {
 /// `whisperServer.cmd`, the build of `scripts/setup-whisper.sh` is used when present.
 pub fn plan_workers(settings: &Settings, paths: &Paths, cores: usize) -> Result<WorkerPlan, Error> {
     let ws = &settings.whisper_server;
+    if !settings.models.is_empty() && path_in_args(&ws.args).is_some() {
+        return Err(Error::ModelInArgs);
+    }
     let cwd = (!ws.cwd.is_empty()).then(|| PathBuf::from(&ws.cwd));
     let mut model_path = settings
         .models
@@ -487,6 +501,7 @@ mod tests {
             "the -m in the arguments names an .en model"
         );
         assert_eq!(default.aliases, OPENAI_ALIASES);
+        s.whisper_server.args.clear();
         s.models.insert(
             "large".into(),
             ModelSettings {
@@ -500,6 +515,28 @@ mod tests {
         assert!(!plan.models[ARGS_MODEL_ID]
             .aliases
             .contains(&"whisper-1".to_string()));
+    }
+
+    #[test]
+    fn a_model_in_the_arguments_cannot_shadow_the_models() {
+        let mut s = Settings::default();
+        s.whisper_server.cmd = "sh".into();
+        s.whisper_server.args = vec!["-m".into(), "tiny.en.bin".into()];
+        assert!(
+            plan_workers(&s, &paths(), 2).is_ok(),
+            "alone, -m chooses the model"
+        );
+        s.models.insert(
+            "base".into(),
+            ModelSettings {
+                path: "base.bin".into(),
+                pool_size: None,
+                aliases: Vec::new(),
+            },
+        );
+        let err = plan_workers(&s, &paths(), 2).unwrap_err();
+        assert!(matches!(err, Error::ModelInArgs), "{err}");
+        assert_eq!(err.exit_code(), 2);
     }
 
     #[test]

@@ -235,3 +235,60 @@ fn a_real_worker_killed_mid_request_is_retried() {
     });
     manager.wait_healthy(2);
 }
+
+#[test]
+#[ignore = "needs the build of scripts/setup-whisper.sh (or ISM_REAL_WHISPER_DIR) and pip install openai prometheus_client"]
+fn the_openai_sdk_works_against_real_workers() {
+    let dir = needs::real_whisper();
+    needs::python_modules(
+        &["openai", "prometheus_client"],
+        "pip install openai prometheus_client",
+    );
+    // With the multilingual base model (`scripts/setup-whisper.sh --model base`) translation
+    // runs for real; with tiny.en alone it must be refused, saying why.
+    let base = dir.join("ggml-base.bin");
+    let mut setup = Setup::new()
+        .pool(1)
+        .real_worker(&dir)
+        .env("INFERENCE_SERVER_API_KEYS", "sk-real")
+        .set("server", "maxBodyBytes", json!(2_000_000));
+    if base.is_file() {
+        setup = setup
+            .env("WHISPER_SERVER_ARGS", "")
+            .set("models", "base", json!({ "path": base }))
+            .set_top("defaultModel", json!("base"));
+    }
+    let manager = setup.start();
+    manager.wait_healthy_with_key(1, "sk-real");
+    let jfk_path = dir.join("jfk.wav");
+    let jfk = std::fs::read(&jfk_path).unwrap();
+    let expected = request(
+        "POST",
+        &manager.url("/v1/audio/transcriptions"),
+        &[
+            ("Content-Type", &form_content_type()),
+            ("Authorization", "Bearer sk-real"),
+        ],
+        Some(Form::new().file("jfk.wav", &jfk).finish()),
+    )
+    .json()["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(wer(JFK, &expected) <= 0.05, "{expected}");
+    let translated = if base.is_file() { "your country" } else { "" };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/openai_sdk.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .args([&manager.url(""), "sk-real"])
+        .arg(&jfk_path)
+        .args([expected.as_str(), translated, "2000000"])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -3,7 +3,8 @@ prometheus_client's parser. Run by ignored tests (`cargo test -- --include-ignor
 stub workers (tests/openai.rs) and against the real whisper-server (tests/real_whisper.rs).
 
 argv: base URL, API key, audio file, expected transcript, a phrase the translation of the same
-audio must contain, the service's maxBodyBytes."""
+audio must contain ("" when the default model is English-only, which must refuse to
+translate), the service's maxBodyBytes."""
 
 import re
 import sys
@@ -68,17 +69,26 @@ assert all(w.start <= w.end for w in verbose.words), verbose.words
 for segment in verbose.segments:
     for field in ["id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob", "compression_ratio", "no_speech_prob"]:
         assert getattr(segment, field, None) is not None, (field, segment)
-assert transcribe("json", language="en", temperature=0.0, prompt="names: Stella").text == expected
+# A prompt may steer a real model's wording a little; most words stay.
+steered = words(transcribe("json", language="en", temperature=0.0, prompt="An inaugural address.").text)
+assert len(set(steered) & set(words(expected))) >= 0.8 * len(set(words(expected))), steered
 with_logprobs = transcribe("json", include=["logprobs"])
 assert with_logprobs.logprobs and all(p.logprob <= 0 for p in with_logprobs.logprobs), with_logprobs
 
-# Translation into English, in two formats.
-with open(audio_path, "rb") as audio:
-    translation = client.audio.translations.create(model="whisper-1", file=audio)
-assert translated.lower() in translation.text.lower(), translation.text
-with open(audio_path, "rb") as audio:
-    translation = client.audio.translations.create(model="whisper-1", file=audio, response_format="verbose_json")
-assert translation.task == "translate", translation
+# Translation into English, in two formats; or, on an English-only model, a 400 saying why.
+def translate(**extra):
+    with open(audio_path, "rb") as audio:
+        return client.audio.translations.create(model="whisper-1", file=audio, **extra)
+
+
+if translated:
+    assert translated.lower() in translate().text.lower()
+    verbose = translate(response_format="verbose_json")
+    assert verbose.language == "english" and verbose.segments, verbose
+    assert getattr(verbose, "task", None) == "translate", verbose
+else:
+    e = fails(openai.BadRequestError, translate)
+    assert "English-only" in e.message, e.message
 
 # Models, listed and retrieved.
 assert "whisper-1" in [m.id for m in client.models.list()]
@@ -112,9 +122,11 @@ route = "/v1/audio/transcriptions"
 served = sample(after, "ism_http_requests", "ism_http_requests_total", route=route, status="200") - sample(
     before, "ism_http_requests", "ism_http_requests_total", route=route, status="200")
 assert served == 7, served
-assert sample(after, "ism_http_requests", "ism_http_requests_total", route="/v1/audio/translations", status="200") >= 2
+translations = sample(after, "ism_http_requests", "ism_http_requests_total", route="/v1/audio/translations", status="200" if translated else "400")
+assert translations >= (2 if translated else 1), translations
 assert sample(after, "ism_http_requests", "ism_http_requests_total", route=route, status="404") >= 1
-assert sample(after, "ism_inference_duration_seconds", "ism_inference_duration_seconds_count", model="default") >= 9
+inferences = sum(s.value for s in after["ism_inference_duration_seconds"].samples if s.name.endswith("_count"))
+assert inferences >= 9, inferences
 assert sample(after, "ism_workers", "ism_workers", state="healthy") >= 1
 for family in ["ism_worker_restarts", "ism_worker_rotations", "ism_inflight_requests", "ism_queue_depth"]:
     assert family in after, sorted(after)

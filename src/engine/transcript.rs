@@ -111,6 +111,51 @@ impl Transcript {
         }
     }
 
+    /// The transcripts of consecutive chunks of one recording, each with the time its chunk
+    /// starts at, as one: times offset to the whole recording, segments renumbered, texts
+    /// joined with a space (chunks are cut in pauses and never overlap, so no word is doubled
+    /// or lost at a seam). The language is the one spoken longest; `duration` the whole length.
+    pub fn merge(parts: Vec<(f64, Transcript)>, duration: f64) -> Transcript {
+        let mut by_language: Vec<(String, f64)> = Vec::new();
+        let mut segments = Vec::new();
+        let mut texts = Vec::new();
+        let mut translated = false;
+        for (offset, part) in parts {
+            translated |= part.translated;
+            match by_language.iter_mut().find(|(l, _)| *l == part.language) {
+                Some((_, seconds)) => *seconds += part.duration,
+                None => by_language.push((part.language.clone(), part.duration)),
+            }
+            if !part.text.is_empty() {
+                texts.push(part.text);
+            }
+            for mut segment in part.segments {
+                segment.id = segments.len() as u64;
+                segment.start += offset;
+                segment.end += offset;
+                for token in &mut segment.tokens {
+                    token.start += offset;
+                    token.end += offset;
+                }
+                segments.push(segment);
+            }
+        }
+        Transcript {
+            translated,
+            text: texts.join(" "),
+            // The first of the longest-spoken, on a tie.
+            language: by_language
+                .into_iter()
+                .fold(None::<(String, f64)>, |best, next| match best {
+                    Some(b) if b.1 >= next.1 => Some(b),
+                    _ => Some(next),
+                })
+                .map_or_else(String::new, |(l, _)| l),
+            duration,
+            segments,
+        }
+    }
+
     /// Segment confidences weighted by segment length, so a long clear passage is not outvoted
     /// by a short mumble; 0 when nothing was recognised. Rounded to 3 places.
     pub fn confidence(&self) -> f64 {
@@ -409,6 +454,25 @@ pub(crate) mod tests {
             .starts_with("WEBVTT\n\n00:00:00.000 --> 00:00:03.000\nAnd so"));
         assert_eq!(t.to_text(), "And so my fellow Americans ask not.\n");
         assert_eq!(timestamp(3723.4567, ','), "01:02:03,457");
+    }
+
+    #[test]
+    fn chunks_merge_with_their_offsets() {
+        let first = Transcript::from_verbose_json(&jfk(), None, None);
+        let second = Transcript::from_verbose_json(&jfk(), Some("de"), None);
+        let merged = Transcript::merge(vec![(0.0, first.clone()), (30.0, second)], 42.0);
+        assert_eq!(merged.text, format!("{} {}", first.text, first.text));
+        assert_eq!(merged.segments.len(), 4);
+        assert_eq!(
+            merged.segments.iter().map(|s| s.id).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
+        assert_eq!((merged.segments[2].start, merged.segments[3].end), (30.0, 34.5));
+        let words = merged.words();
+        assert_eq!(words.len(), 14);
+        assert_eq!((words[7].word.as_str(), words[7].start), ("And", 30.32));
+        assert_eq!(merged.duration, 42.0);
+        assert_eq!(merged.language, "en", "tie: the first spoken");
     }
 
     #[test]

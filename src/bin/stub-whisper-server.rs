@@ -25,6 +25,11 @@
 //!   --exit-immediately   exit with code 1 at start (a crash loop)
 //!   --fail-if-exists P   exit with code 1 at start while file P exists
 //!   --detect NAME        the language `detect_language` finds (whisper's name, e.g. `german`)
+//!   --words-from-pcm     transcribe what the audio holds, not a fingerprint: in a 16-bit WAV,
+//!                        each burst of sound (samples over 100, separated by 0.1 s of
+//!                        quieter ones) is the word `w<peak>`, `<peak>` its largest |sample|,
+//!                        with its times; so a test that writes bursts of known peaks can check
+//!                        exactly which audio reached which worker, in what order and where
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -49,6 +54,7 @@ struct Options {
     hang: bool,
     unhealthy_after: Option<Duration>,
     detect: Option<String>,
+    words_from_pcm: bool,
 }
 
 fn main() {
@@ -118,6 +124,7 @@ fn parse_args(args: Vec<String>) -> Result<Options, String> {
             "--crash-after" => options.crash_after = Some(number(value()?)?),
             "--hang" => options.hang = true,
             "--detect" => options.detect = Some(value()?),
+            "--words-from-pcm" => options.words_from_pcm = true,
             "--unhealthy-after-ms" => {
                 options.unhealthy_after = Some(Duration::from_millis(number(value()?)?))
             }
@@ -205,6 +212,18 @@ impl Stub {
             .clone()
             .unwrap_or_else(|| fingerprint(&audio, &self.options.model));
         let duration = audio::wav_duration_secs(&audio).unwrap_or(audio.len() as f64 / 32_000.0);
+        if self.options.words_from_pcm {
+            let words = pcm_words(&audio);
+            println!(
+                "inference {n}: {duration:.3} s, words {}",
+                words
+                    .iter()
+                    .map(|w| w.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            return json_reply(words_json(&words, duration));
+        }
         let field = |name: &str| {
             fields
                 .iter()
@@ -241,6 +260,68 @@ impl Stub {
         };
         format_reply(format, &text, language, duration, translate)
     }
+}
+
+/// A 16-bit WAV's samples (the data chunk), or none.
+fn pcm_samples(wav: &[u8]) -> Vec<i16> {
+    let Some(at) = wav.windows(4).position(|w| w == b"data") else {
+        return Vec::new();
+    };
+    wav.get(at + 8..)
+        .unwrap_or_default()
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
+}
+
+/// The bursts of sound in `wav`, as (`w<peak>`, start s, end s).
+fn pcm_words(wav: &[u8]) -> Vec<(String, f64, f64)> {
+    const LOUD: i16 = 100;
+    const GAP: usize = 1600; // 0.1 s at 16 kHz
+    let samples = pcm_samples(wav);
+    let mut words = Vec::new();
+    let mut burst: Option<(usize, usize, i16)> = None; // start, last loud, peak
+    for (i, s) in samples.iter().enumerate() {
+        let level = s.saturating_abs();
+        burst = match burst {
+            Some((start, _, peak)) if level > LOUD => Some((start, i, peak.max(level))),
+            Some((start, last, peak)) if i - last > GAP => {
+                words.push((
+                    format!("w{peak}"),
+                    start as f64 / 16_000.0,
+                    (last + 1) as f64 / 16_000.0,
+                ));
+                None
+            }
+            None if level > LOUD => Some((i, i, level)),
+            other => other,
+        };
+    }
+    if let Some((start, last, peak)) = burst {
+        words.push((
+            format!("w{peak}"),
+            start as f64 / 16_000.0,
+            (last + 1) as f64 / 16_000.0,
+        ));
+    }
+    words
+}
+
+/// `verbose_json` with one segment per word found in the PCM.
+fn words_json(words: &[(String, f64, f64)], duration: f64) -> serde_json::Value {
+    let segments: Vec<serde_json::Value> = words
+        .iter()
+        .enumerate()
+        .map(|(i, (word, start, end))| {
+            serde_json::json!({
+                "id": i, "text": format!(" {word}"), "start": start, "end": end, "tokens": [i],
+                "words": [{ "word": format!(" {word}"), "start": start, "end": end, "probability": 0.9 }],
+                "temperature": 0.0, "avg_logprob": -0.1, "no_speech_prob": 0.0,
+            })
+        })
+        .collect();
+    let text: String = words.iter().map(|(w, _, _)| format!(" {w}\n")).collect();
+    serde_json::json!({ "task": "transcribe", "language": "english", "duration": duration, "text": text, "segments": segments })
 }
 
 /// whisper's name for the few codes the tests use; whisper-server reports names, not codes.

@@ -467,7 +467,10 @@ pub(crate) mod tests {
             merged.segments.iter().map(|s| s.id).collect::<Vec<_>>(),
             [0, 1, 2, 3]
         );
-        assert_eq!((merged.segments[2].start, merged.segments[3].end), (30.0, 34.5));
+        assert_eq!(
+            (merged.segments[2].start, merged.segments[3].end),
+            (30.0, 34.5)
+        );
         let words = merged.words();
         assert_eq!(words.len(), 14);
         assert_eq!((words[7].word.as_str(), words[7].start), ("And", 30.32));

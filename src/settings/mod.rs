@@ -48,6 +48,7 @@ pub struct Settings {
     /// A key of `models` served by default; empty means the worker arguments' model.
     pub default_model: String,
     pub inference: InferenceSettings,
+    pub audio: AudioSettings,
     pub rack: RackSettings,
     /// The editor `config edit` opens (then `$EDITOR`, then `vi`).
     pub editor: String,
@@ -218,6 +219,56 @@ impl ServerSettings {
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
+pub struct AudioSettings {
+    /// `ffmpeg`, looked up on `PATH`: the program every upload is decoded with (any format
+    /// ffmpeg reads). A path names another; `""` turns conversion off (then WAV is read by the
+    /// manager, MP3/FLAC/Ogg go to a worker whole, and anything else is 415).
+    pub ffmpeg: String,
+    /// 30 s, whisper's own window: audio longer than this is cut at pauses into chunks of at
+    /// most this length, transcribed by the pool's workers in parallel.
+    pub chunk_seconds: u64,
+    /// 4 hours: longer audio is refused with 413 before any inference.
+    pub max_seconds: u64,
+    /// 2 ffmpeg processes at once: a conversion keeps a core busy, and a small VPS has few.
+    pub max_conversions: usize,
+    /// 5 minutes for one conversion: ffmpeg decodes hours of compressed audio in far less.
+    pub conversion_timeout_ms: u64,
+    /// A chunk's inference deadline, in seconds per second of its audio (at least 10 s): 4
+    /// leaves a CPU worker of a large model room, and only a worker that passes it is
+    /// recycled as hung.
+    pub chunk_timeout_factor: u64,
+}
+
+impl AudioSettings {
+    pub fn conversion_timeout(&self) -> Duration {
+        ms(self.conversion_timeout_ms)
+    }
+
+    /// The inference deadline of a chunk of `seconds` of audio.
+    pub fn chunk_timeout(&self, seconds: f64) -> Duration {
+        Duration::from_secs_f64((seconds * self.chunk_timeout_factor as f64).max(MIN_CHUNK_TIMEOUT_SECS))
+    }
+}
+
+/// The shortest chunk deadline: a worker's fixed cost per request (model warm-up, the HTTP
+/// round trip) is seconds on a loaded CPU whatever the chunk's length.
+const MIN_CHUNK_TIMEOUT_SECS: f64 = 10.0;
+
+impl Default for AudioSettings {
+    fn default() -> Self {
+        AudioSettings {
+            ffmpeg: "ffmpeg".into(),
+            chunk_seconds: 30,
+            max_seconds: 14_400,
+            max_conversions: 2,
+            conversion_timeout_ms: 300_000,
+            chunk_timeout_factor: 4,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
 pub struct RackSettings {
     /// 3142, beside the HTTP port.
     pub port: u16,
@@ -244,6 +295,7 @@ impl Default for Settings {
             models: BTreeMap::new(),
             default_model: String::new(),
             inference: InferenceSettings::default(),
+            audio: AudioSettings::default(),
             rack: RackSettings::default(),
             editor: "nvim".into(),
         }
@@ -425,6 +477,11 @@ fn validate(s: &Settings) -> Result<(), SettingsError> {
             "inference.modelCacheSize",
             s.inference.model_cache_size as u64,
         ),
+        ("audio.chunkSeconds", s.audio.chunk_seconds),
+        ("audio.maxSeconds", s.audio.max_seconds),
+        ("audio.maxConversions", s.audio.max_conversions as u64),
+        ("audio.conversionTimeoutMs", s.audio.conversion_timeout_ms),
+        ("audio.chunkTimeoutFactor", s.audio.chunk_timeout_factor),
     ];
     if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
         return Err(SettingsError::plain(key, "must be at least 1"));

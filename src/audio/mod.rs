@@ -2,9 +2,11 @@
 //! or without padding) and recognising the container from its first bytes, so that junk is a
 //! 400 here instead of a confusing failure inside whisper-server.
 //!
-//! Decoding any upload to 16 kHz mono PCM: [`pcm`] (the result) and [`wav`] (WAV in the
-//! manager); [`sniff_kind`] names what arrived, for messages.
+//! Decoding any upload to 16 kHz mono PCM: [`pcm`] (the result), [`wav`] (WAV in the manager)
+//! and [`ffmpeg`] (everything else, through an `ffmpeg` child process); [`sniff_kind`] names
+//! what arrived, for messages.
 
+pub mod ffmpeg;
 pub mod pcm;
 pub mod wav;
 

@@ -1,6 +1,14 @@
 //! Audio arriving as base64 in JSON: decoding it leniently (data: URL prefix, whitespace, with
 //! or without padding) and recognising the container from its first bytes, so that junk is a
 //! 400 here instead of a confusing failure inside whisper-server.
+//!
+//! Decoding any upload to 16 kHz mono PCM: [`pcm`] (the result), [`wav`] (WAV in the manager)
+//! and [`ffmpeg`] (everything else, through an `ffmpeg` child process); [`sniff_kind`] names
+//! what arrived, for messages.
+
+pub mod ffmpeg;
+pub mod pcm;
+pub mod wav;
 
 pub mod chunk;
 
@@ -86,6 +94,66 @@ pub fn sniff(audio: &[u8]) -> Option<Container> {
         [0xFF, second, ..] if second & 0xE0 == 0xE0 && second & 0x06 != 0 => Some(Container::Mp3),
         _ => None,
     }
+}
+
+/// Names the container the bytes look like, for messages ("got m4a; ..."): `wav`, `rf64`,
+/// `mp3`, `flac`, `opus-in-ogg`, `ogg`, `webm`, `matroska`, `m4a`, `mp4`, `3gp`, `mov`,
+/// `amr`, `amr-wb`, `wma/asf`, `aac`, `aiff`, `caf`, `avi`, `text` (printable UTF-8, such as
+/// an HTML error page or a playlist), `empty` or `unknown`.
+pub fn sniff_kind(bytes: &[u8]) -> &'static str {
+    let at = |offset: usize, magic: &[u8]| bytes.get(offset..offset + magic.len()) == Some(magic);
+    match bytes {
+        [] => "empty",
+        [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'A', b'V', b'E', ..] => "wav",
+        [b'R', b'F', b'6', b'4', ..] | [b'B', b'W', b'6', b'4', ..] => "rf64",
+        [b'R', b'I', b'F', b'F', _, _, _, _, b'A', b'V', b'I', b' ', ..] => "avi",
+        [b'f', b'L', b'a', b'C', ..] => "flac",
+        [b'O', b'g', b'g', b'S', ..] if at(28, b"OpusHead") => "opus-in-ogg",
+        [b'O', b'g', b'g', b'S', ..] => "ogg",
+        [0x1A, 0x45, 0xDF, 0xA3, ..] => {
+            // The EBML header's DocType says which; it sits in the first few dozen bytes.
+            let head = &bytes[..bytes.len().min(64)];
+            if head.windows(4).any(|w| w == b"webm") {
+                "webm"
+            } else {
+                "matroska"
+            }
+        }
+        _ if at(4, b"ftyp") => match bytes.get(8..11) {
+            Some(b"M4A") | Some(b"M4B") | Some(b"M4P") => "m4a",
+            Some(b"3gp") | Some(b"3g2") => "3gp",
+            Some(b"qt ") => "mov",
+            _ => "mp4",
+        },
+        _ if at(4, b"moov") || at(4, b"mdat") || at(4, b"wide") => "mov",
+        [b'#', b'!', b'A', b'M', b'R', b'\n', ..] => "amr",
+        [b'#', b'!', b'A', b'M', b'R', b'-', b'W', b'B', b'\n', ..] => "amr-wb",
+        [0x30, 0x26, 0xB2, 0x75, 0x8E, 0x66, 0xCF, 0x11, ..] => "wma/asf",
+        [b'F', b'O', b'R', b'M', _, _, _, _, b'A', b'I', b'F', b'F' | b'C', ..] => "aiff",
+        [b'c', b'a', b'f', b'f', ..] => "caf",
+        // ADTS: a 12-bit sync and layer 00, which MPEG audio reserves (see `sniff`).
+        [0xFF, second, ..] if second & 0xF6 == 0xF0 => "aac",
+        _ if sniff(bytes) == Some(Container::Mp3) => "mp3",
+        _ if looks_like_text(bytes) => "text",
+        _ => "unknown",
+    }
+}
+
+/// The first bytes are UTF-8 without control characters other than whitespace (a character
+/// cut by the 512-byte window is allowed).
+fn looks_like_text(bytes: &[u8]) -> bool {
+    let head = &bytes[..bytes.len().min(512)];
+    let text = match std::str::from_utf8(head) {
+        Ok(text) => text,
+        Err(e) if e.error_len().is_none() => {
+            std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or_default()
+        }
+        Err(_) => return false,
+    };
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| !c.is_control() || matches!(c, '\n' | '\r' | '\t' | '\u{c}'))
 }
 
 /// Decodes and checks that the bytes are audio: the validation every transcription route runs.
@@ -176,6 +244,54 @@ pub(crate) mod tests {
         );
         assert_eq!(sniff(b"RIFF\0\0\0\0AVI "), None);
         assert_eq!(sniff(b""), None);
+    }
+
+    #[test]
+    fn sniff_kind_names_each_container() {
+        let cases: [(&[u8], &str); 25] = [
+            (b"", "empty"),
+            (&silent_wav(4), "wav"),
+            (b"RF64\xff\xff\xff\xffWAVEds64", "rf64"),
+            (b"RIFF\0\0\0\0AVI LIST", "avi"),
+            (b"fLaC\0\0\0\x22", "flac"),
+            (
+                b"OggS\0\x02\0\0\0\0\0\0\0\0\x01\0\0\0\0\0\0\0\x01\0\0\0\x01\x13OpusHead\x01",
+                "opus-in-ogg",
+            ),
+            (
+                b"OggS\0\x02\0\0\0\0\0\0\0\0\x01\0\0\0\0\0\0\0\x01\0\0\0\x01\x1e\x01vorbis",
+                "ogg",
+            ),
+            (
+                b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x84webm\x42\x87",
+                "webm",
+            ),
+            (
+                b"\x1a\x45\xdf\xa3\xa3\x42\x86\x81\x01\x42\x82\x88matroska",
+                "matroska",
+            ),
+            (b"\0\0\0\x1cftypM4A \0\0\x02\0", "m4a"),
+            (b"\0\0\0\x20ftypisom\0\0\x02\0", "mp4"),
+            (b"\0\0\0\x14ftyp3gp4\0\0\0\0", "3gp"),
+            (b"\0\0\0\x14ftypqt  \0\0\0\0", "mov"),
+            (b"\0\0\0\x08wide\0\0\0\0mdat", "mov"),
+            (b"#!AMR\n\x3c", "amr"),
+            (b"#!AMR-WB\n\x04", "amr-wb"),
+            (b"\x30\x26\xb2\x75\x8e\x66\xcf\x11\xa6\xd9", "wma/asf"),
+            (b"FORM\0\0\0\0AIFFCOMM", "aiff"),
+            (b"caff\0\x01\0\0", "caf"),
+            (&[0xFF, 0xF1, 0x50, 0x80], "aac"),
+            (&[0xFF, 0xF9, 0x50, 0x80], "aac"),
+            (&[0xFF, 0xFB, 0x90, 0x64], "mp3"),
+            (b"ID3\x04\0\0", "mp3"),
+            (b"#EXTM3U\n#EXTINF:10,\nfile:///etc/passwd\n", "text"),
+            (&[0x00, 0x01, 0x02, 0x9F, 0xFE], "unknown"),
+        ];
+        for (bytes, kind) in cases {
+            assert_eq!(sniff_kind(bytes), kind, "{bytes:02x?}");
+        }
+        assert_eq!(sniff_kind("hello, this is not audio: é".as_bytes()), "text");
+        assert_eq!(sniff_kind(&"é".repeat(300).as_bytes()[..511]), "text");
     }
 
     #[test]

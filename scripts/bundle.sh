@@ -83,7 +83,8 @@ offline() {
 # Writes SHA256SUMS over every file of the stage but itself, in a fixed order.
 checksums() {
     (cd "$stage" && find . -type f ! -path ./SHA256SUMS -printf '%P\0' | LC_ALL=C sort -z |
-        xargs -0 sha256sum -- >SHA256SUMS.new && mv SHA256SUMS.new SHA256SUMS)
+        xargs -0 sha256sum -- >"$work/SHA256SUMS.new")
+    mv "$work/SHA256SUMS.new" "$stage/SHA256SUMS"
 }
 
 say "source of commit $commit (git archive)"

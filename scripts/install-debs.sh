@@ -29,19 +29,24 @@ bad="$(cd "$root" && printf '%s\n' "$listed" | sha256sum -c --quiet 2>&1)" ||
     fail "refusing: a package does not match its checksum in SHA256SUMS:
 $bad"
 
-todo=() all=0
-for deb in "$debs"/*.deb; do
-    all=$((all + 1))
-    read -r pkg version arch < <(dpkg-deb --showformat='${Package} ${Version} ${Architecture}\n' -W "$deb")
-    query=$pkg
-    [ "$arch" = all ] || query="$pkg:$arch"
-    have="$(dpkg-query -W --showformat='${db:Status-Status} ${Version}' "$query" 2>/dev/null || true)"
-    if [ "${have%% *}" = installed ] && dpkg --compare-versions "${have#* }" ge "$version"; then
-        continue
-    fi
-    todo+=("$deb")
-done
+# The bundle's packages not yet installed at their version or a newer one, in $todo.
+pending() {
+    todo=() all=0
+    local deb pkg version arch query have
+    for deb in "$debs"/*.deb; do
+        all=$((all + 1))
+        read -r pkg version arch < <(dpkg-deb --showformat='${Package} ${Version} ${Architecture}\n' -W "$deb")
+        query=$pkg
+        [ "$arch" = all ] || query="$pkg:$arch"
+        have="$(dpkg-query -W --showformat='${db:Status-Status} ${Version}' "$query" 2>/dev/null || true)"
+        if [ "${have%% *}" = installed ] && dpkg --compare-versions "${have#* }" ge "$version"; then
+            continue
+        fi
+        todo+=("$deb")
+    done
+}
 
+pending
 if [ ${#todo[@]} -eq 0 ]; then
     say "all $all packages of the bundle are installed already (at its versions or newer)"
     exit 0
@@ -49,16 +54,21 @@ fi
 say "dpkg -i ${#todo[@]} of the bundle's $all packages (the rest are installed already); no network is used"
 log="$(mktemp)"
 export DEBIAN_FRONTEND=noninteractive
-# dpkg orders unpacking and configuring within one call; a second pass settles a package whose
-# pre-dependency was configured only later in the first.
-if ! dpkg -i "${todo[@]}" >"$log" 2>&1; then
-    dpkg --configure -a >>"$log" 2>&1 || dpkg -i "${todo[@]}" >>"$log" 2>&1 || {
+# One dpkg -i orders unpacking and configuring, but refuses to unpack a package whose
+# pre-dependency is only unpacked in the same call (python3-minimal, for one): a second pass
+# takes those, now that their pre-dependencies are configured.
+for pass in 1 2 3; do
+    dpkg -i "${todo[@]}" >>"$log" 2>&1 || true
+    dpkg --configure -a >>"$log" 2>&1 || true
+    pending
+    [ ${#todo[@]} -gt 0 ] || break
+    [ "$pass" -lt 3 ] || {
         tail -n 30 "$log" >&2
-        fail "dpkg -i failed; the whole log is $log"
+        fail "after 3 passes of dpkg -i, ${#todo[@]} packages are still not installed; the whole log is $log"
     }
-fi
+done
 rm -f "$log"
 for tool in cmake g++ make python3 ffmpeg cargo rustc; do
     command -v "$tool" >/dev/null || fail "$tool is still missing after dpkg -i"
 done
-say "installed: cmake, g++, make, python3, ffmpeg, rustc and cargo $(rustc --version | cut -d' ' -f2)"
+say "installed: cmake, g++, make, python3, ffmpeg, rustc and cargo $(rustc --version | cut -d' ' -f2) (dpkg -i, $pass pass(es))"

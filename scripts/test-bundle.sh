@@ -50,6 +50,14 @@ unpack() { # archive into-dir; prints the unpacked directory
     echo "${dirs[0]}"
 }
 
+# The pids whose parent is the given one (from /proc: ps is not on a bare box).
+children_of() {
+    local status
+    for status in /proc/[0-9]*/status; do
+        awk -v parent="$1" '/^Pid:/ { pid = $2 } /^PPid:/ && $2 == parent { printf "%s ", pid }' "$status" 2>/dev/null || true
+    done
+}
+
 # Expects the command to fail with output matching the pattern.
 refused() { # pattern command...
     local pattern=$1 out
@@ -141,6 +149,11 @@ inside_offline() {
     grep -q "no network call is made" <<<"$out" || fail "setup-whisper.sh did not say it makes no network call"
     ! grep -qiE "downloading|apt-get install" <<<"$out" || fail "setup-whisper.sh reached for the network"
 
+    serve_and_transcribe "$box"
+}
+
+serve_and_transcribe() { # box; in the unpacked bundle, after setup-whisper.sh
+    local box=$1
     step "serve (default settings, written on first run) and transcribe jfk.wav"
     local port=3141 pid
     target/release/inference-server-manager serve --port "$port" >"$box/serve.log" 2>&1 &
@@ -172,7 +185,7 @@ words = re.sub(r"[^a-z ]", "", text.lower()).split()
 sys.exit(0 if words == expected.split() else 1)
 EOF
     local workers
-    workers="$(ps -o pid= --ppid "$pid" | tr -d ' ' | tr '\n' ' ')"
+    workers="$(children_of "$pid")"
     kill -TERM "$pid"
     wait "$pid" || fail "the service did not exit 0 on SIGTERM"
     trap - EXIT
@@ -180,6 +193,44 @@ EOF
         ! kill -0 "$worker" 2>/dev/null || fail "worker $worker outlived the service"
     done
     echo "    stopped (SIGTERM); its workers ($workers) are gone"
+}
+
+# A bare Debian 12 (debootstrap --variant=minbase) with the --with-debs bundle: everything from
+# the bundle, Rust included (Debian's rustc-web and cargo-web).
+inside_bare() {
+    local archive=$1 box=$2 dir
+    step "unpack into a fresh directory"
+    dir="$(unpack "$archive" "$box/unpack")"
+    cd "$dir"
+    for tool in cmake g++ make python3 ffmpeg cargo rustc; do
+        ! command -v "$tool" >/dev/null || fail "$tool is already here: not a bare box"
+    done
+    step "sha256sum -c SHA256SUMS"
+    sha256sum -c --quiet SHA256SUMS
+    step "scripts/install-debs.sh"
+    timed scripts/install-debs.sh
+    ffmpeg -hide_banner -version | head -n 1 | sed 's/^/    /'
+    step "cargo build --release --offline --frozen (Debian's $(cargo --version))"
+    timed cargo build --release --offline --frozen --quiet
+    step "cargo test --offline"
+    local log="$box/cargo-test.log" status t0=$SECONDS
+    set +e
+    cargo test --offline >"$log" 2>&1
+    status=$?
+    set -e
+    awk '/^test result:/ { passed += $4; failed += $6 } END { printf "    cargo test --offline: %d passed, %d failed", passed, failed }' "$log"
+    printf ' (%d s)\n' $((SECONDS - t0))
+    if [ "$status" != 0 ]; then
+        grep -E '^test .*FAILED|panicked' "$log" | head -n 20
+        fail "cargo test --offline failed on the bare box"
+    fi
+    step "scripts/setup-whisper.sh --build (tuned for this CPU, from the bundled source)"
+    local out t1=$SECONDS
+    out="$(scripts/setup-whisper.sh --build 2>&1)" || { echo "$out"; fail "setup-whisper.sh --build failed"; }
+    sed 's/^/    /' <<<"$out"
+    printf '    (%d s)\n' $((SECONDS - t1))
+    grep -q "no network call is made" <<<"$out" || fail "setup-whisper.sh did not say it makes no network call"
+    serve_and_transcribe "$box"
 }
 
 if [ "${1:-}" = --inside ]; then
@@ -194,6 +245,33 @@ fi
 unshare -n true 2>/dev/null || fail "unshare -n does not work here"
 command -v python3 >/dev/null || fail "python3 is needed (the HTTP checks)"
 started=$SECONDS
+
+if [ "${1:-}" = --bare ]; then
+    # By hand, not in CI: scripts/test-bundle.sh --bare ROOTFS ARCHIVE, with ROOTFS a fresh
+    # `debootstrap --variant=minbase bookworm ROOTFS` and ARCHIVE made with --with-debs.
+    [ $# -eq 3 ] || fail "usage: scripts/test-bundle.sh --bare ROOTFS ARCHIVE"
+    rootfs="$(cd "$2" && pwd)"
+    [ -x "$rootfs/usr/bin/dpkg" ] || fail "$rootfs is not a Debian root file system"
+    mkdir -p "$rootfs/root/bundle-test"
+    box="$(mktemp -d "$rootfs/root/bundle-test/box.XXXXXX")"
+    cp "$3" "$box/bundle.tar.gz"
+    cp "$repo/scripts/test-bundle.sh" "$box/test-bundle.sh"
+    inner="${box#"$rootfs"}"
+    say "a bare Debian 12 ($(cat "$rootfs/etc/debian_version")) with no network: install, build, test and serve from $(basename "$3")"
+    t0=$SECONDS
+    unshare -n -m --propagation private -- bash -c '
+        set -e
+        ip link set lo up
+        mount -t proc proc "$1/proc"
+        mount --rbind /dev "$1/dev"
+        mount -t tmpfs tmpfs "$1/tmp"
+        exec chroot "$1" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+            HOME=/root LANG=C.UTF-8 CARGO_TERM_COLOR=never TMPDIR=/tmp \
+            XDG_CONFIG_HOME="$2/config" XDG_DATA_HOME="$2/data" \
+            bash "$2/test-bundle.sh" --inside bare "$2/bundle.tar.gz" "$2"' _ "$rootfs" "$inner"
+    say "bare Debian 12 proven in $((SECONDS - t0)) s"
+    exit 0
+fi
 
 if [ $# -ge 1 ]; then
     archive="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"

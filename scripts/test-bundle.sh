@@ -67,7 +67,7 @@ refused() { # pattern command...
     fi
     grep -qE "$pattern" <<<"$out" || fail "refused, but not for the expected reason ($pattern): $* said:
 $(tail -n 20 <<<"$out")"
-    printf '    refused: %s\n' "$(grep -E "$pattern" <<<"$out" | head -n 1 | cut -c1-160)"
+    printf '    refused, as it should be: %s\n' "$(grep -E "$pattern" <<<"$out" | head -n 1 | cut -c1-160)"
 }
 
 inside_tamper() {

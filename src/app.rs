@@ -220,6 +220,7 @@ pub fn serve(settings: Settings, paths: &Paths, mode: Mode) -> Result<(), Error>
         log::warn!("reaped {reaped} worker(s) left behind by a previous run");
     }
     warn_if_open_to_the_world(&settings);
+    raise_fd_limit();
 
     let (monitor_tx, monitor_rx) = mpsc::channel();
     let pool = Arc::new(Pool::new(
@@ -291,6 +292,8 @@ fn http_config(settings: &Settings, boot_id: u64) -> http::Config {
     let server = &settings.server;
     http::Config {
         threads: server.threads,
+        read_timeout: server.read_timeout(),
+        write_timeout: server.write_timeout(),
         limits: http::BodyLimits {
             max_bytes: server.max_body_bytes,
             timeout: server.request_timeout(),
@@ -379,6 +382,30 @@ fn advertised_host(host: &str) -> String {
         .ok()
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "127.0.0.1".to_string())
+}
+
+/// Raises the soft limit on open files to the hard limit: every connection costs two file
+/// descriptors (tiny_http clones each socket), and the soft limit is often 1024 while the hard
+/// one is far higher (systemd: 1024 and 524288). The workers inherit it; it costs nothing
+/// until used.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => log::debug!("open files limit raised from {soft} to {hard}"),
+            Err(e) => log::warn!("cannot raise the open files limit from {soft}: {e}"),
+        }
+    }
+    if hard < 4096 {
+        log::warn!(
+            "the open files limit is {hard}: each connection takes two, so about {} clients at once \
+             can exhaust it; raise it (LimitNOFILE= in the systemd unit, ulimit -n)",
+            hard / 2
+        );
+    }
 }
 
 fn warn_if_open_to_the_world(settings: &Settings) {

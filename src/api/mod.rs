@@ -78,6 +78,10 @@ impl Handler for Api {
     fn refused(&self, method: &Method, path: &str, refusal: Refusal) -> Handled {
         let error = match refusal {
             Refusal::TooLarge { limit, .. } => ApiError::PayloadTooLarge { limit },
+            Refusal::Busy => ApiError::CapacityExceeded {
+                retry_after: std::time::Duration::from_secs(1),
+                reason: "every request thread that may take work is busy".into(),
+            },
             Refusal::Panicked => ApiError::Internal(
                 "the handler failed; the error is logged with this request id".into(),
             ),
@@ -132,10 +136,6 @@ impl From<BodyError> for ApiError {
         match e {
             BodyError::TooLarge { limit } => ApiError::PayloadTooLarge { limit },
             BodyError::Timeout => ApiError::BodyTimeout,
-            BodyError::Busy => ApiError::CapacityExceeded {
-                retry_after: std::time::Duration::from_secs(1),
-                reason: e.to_string(),
-            },
             BodyError::Read(_) | BodyError::Truncated { .. } => {
                 ApiError::InvalidRequest(e.to_string())
             }
@@ -159,7 +159,7 @@ mod tests {
     use serde_json::Value;
     use tiny_http::{Header, TestRequest};
 
-    use crate::http::request::{BodyLimits, BodyPermits};
+    use crate::http::request::BodyLimits;
     use crate::pool::process::WorkerCommand;
     use crate::pool::{ModelSpec, Pool, PoolConfig};
     use crate::settings::Settings;
@@ -214,14 +214,11 @@ mod tests {
             test = test.with_header(Header::from_bytes("Authorization", value).unwrap());
         }
         let mut request: tiny_http::Request = test.into();
-        let permits = BodyPermits::new(1);
         let limits = BodyLimits {
             max_bytes: 1024,
             timeout: Duration::from_secs(5),
         };
-        let reply = api
-            .handle(&mut Incoming::new(&mut request, &permits, limits))
-            .reply;
+        let reply = api.handle(&mut Incoming::new(&mut request, limits)).reply;
         let body = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
         (reply.status, body)
     }
@@ -324,7 +321,8 @@ mod tests {
 
     #[test]
     fn busy_errors_say_when_to_retry() {
-        let reply = error_reply("/api/v1/transcriptions", &ApiError::from(BodyError::Busy));
+        let busy = api(&[]).refused(&Method::Post, "/api/v1/transcriptions", Refusal::Busy);
+        let reply = busy.reply;
         assert_eq!(reply.status, 503);
         assert_eq!(reply.headers, [("Retry-After", "1".to_string())]);
     }

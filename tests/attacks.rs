@@ -1,0 +1,226 @@
+//! An anonymous client trying to take the service down (README "Slow and hostile clients"):
+//! each test attacks a running manager, then checks that it still serves everyone else and
+//! that nothing leaked (open files, threads, memory, read from `/proc`). The bounds are
+//! generous; the figures each test prints are the ones in the README.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::procfs::{usage, Usage};
+use support::*;
+
+/// The service still transcribes, and answers its probes.
+fn assert_serving(manager: &Manager) {
+    let audio = wav(300, 7);
+    let reply = manager.transcribe(&audio);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["result"]["text"], stub_text(&audio));
+    assert_eq!(manager.get("/health").status, 200);
+}
+
+/// Waits until the manager's open files and threads are back within `slack` of `before`.
+fn wait_settled(manager: &Manager, before: Usage, slack: usize) -> Usage {
+    let pid = manager.child.id();
+    let waited = Instant::now();
+    wait_for(SOON, || {
+        let now = usage(pid);
+        (now.fds <= before.fds + slack && now.threads <= before.threads + slack as u64)
+            .then_some(now)
+    })
+    .unwrap_or_else(|| {
+        let open: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .map(|l| l.display().to_string())
+            .collect();
+        let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
+            .map(|n| n.trim().to_string())
+            .collect();
+        names.sort();
+        names.dedup_by(|a, b| a == b);
+        panic!(
+            "resources never came back in {:?}: before {before:?}, now {:?}; open: {open:?}; threads named {names:?}",
+            waited.elapsed(),
+            usage(pid)
+        )
+    })
+}
+
+#[test]
+fn huge_declared_bodies_leak_nothing() {
+    // A small fd table, as on a VPS with `ulimit -n 256`: a leak of one socket per request
+    // would close the port long before 300 requests.
+    let manager = Setup::new()
+        .launcher(&["prlimit", "--nofile=256:256", "--"])
+        .start();
+    manager.wait_healthy(2);
+    let pid = manager.child.id();
+    let before = usage(pid);
+    let head =
+        b"POST /api/v1/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n";
+    for _ in 0..300 {
+        // Each client sends its 88 bytes and leaves at once.
+        let mut stream = connect_with(manager.port, head);
+        let _ = stream.flush();
+    }
+    let peak = usage(pid);
+    let after = wait_settled(&manager, before, 16);
+    report(&format!(
+        "huge Content-Length x300 under ulimit -n 256: fds {} -> {} (peak {}) -> {}, threads {} -> {} -> {}",
+        before.fds, peak.fds, peak.fds, after.fds, before.threads, peak.threads, after.threads
+    ));
+    assert_serving(&manager);
+}
+
+#[test]
+fn unread_bodies_never_hold_up_an_answer() {
+    // 16 request threads; 192 sockets announce 5000-byte bodies nobody will read, and never
+    // send them.
+    let key = "k-attack";
+    let manager = Setup::new()
+        .set("server", "apiKeys", json!([key]))
+        .set("server", "readTimeoutMs", json!(30_000))
+        .start();
+    manager.wait_healthy_with_key(2, key);
+    let mut idle: Vec<TcpStream> = (0..128)
+        .map(|_| {
+            connect_with(
+                manager.port,
+                b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n",
+            )
+        })
+        .collect();
+    idle.extend((0..64).map(|_| {
+        connect_with(
+            manager.port,
+            b"POST /api/models/a/load HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n",
+        )
+    }));
+    // Every one of them is answered without its body.
+    let mut answered = 0;
+    for stream in &mut idle {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut head = [0u8; 12];
+        if stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 ") {
+            answered += 1;
+        }
+    }
+    let started = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(manager.get("/health").status, 200);
+    }
+    let health = started.elapsed();
+    report(&format!(
+        "192 unread 5000-byte bodies: {answered} answered without their body; 5 x /health in {health:?}"
+    ));
+    assert_eq!(answered, 192);
+    assert!(health < Duration::from_secs(5), "{health:?}");
+}
+
+#[test]
+fn stalled_uploads_are_cut_off_and_starve_nobody() {
+    // Sized as the defaults are: a thread per connection.
+    let manager = Setup::new()
+        .set("server", "threads", json!(1024))
+        .set("server", "readTimeoutMs", json!(3000))
+        .set("server", "requestTimeoutMs", json!(60_000))
+        .start();
+    manager.wait_healthy(2);
+    let pid = manager.child.id();
+    let before = usage(pid);
+    // 500 uploads send their head and one byte of body, then nothing.
+    let mut stalled: Vec<TcpStream> = (0..500)
+        .map(|_| {
+            connect_with(
+                manager.port,
+                b"POST /api/v1/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{",
+            )
+        })
+        .collect();
+    let parked = wait_for(SOON, || {
+        let now = usage(pid);
+        (now.threads >= before.threads + 900).then_some(now)
+    })
+    .unwrap_or_else(|| panic!("the uploads never reached the threads: {:?}", usage(pid)));
+    let started = Instant::now();
+    assert_serving(&manager);
+    let normal = started.elapsed();
+    // Each is cut off at the read deadline with 408.
+    let mut timed_out = 0;
+    for stream in &mut stalled {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut head = [0u8; 12];
+        if stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 408") {
+            timed_out += 1;
+        }
+    }
+    drop(stalled);
+    let after = wait_settled(&manager, before, 16);
+    let per_thread = (parked.rss_kb.saturating_sub(before.rss_kb)) as f64
+        / (parked.threads - before.threads) as f64;
+    report(&format!(
+        "500 stalled uploads: a normal transcription in {normal:?}; {timed_out} cut off with 408 at the 3 s deadline; \
+         threads {} -> {} -> {}, fds {} -> {} -> {}, RSS {} kB -> {} kB ({per_thread:.1} kB per parked thread)",
+        before.threads, parked.threads, after.threads, before.fds, parked.fds, after.fds, before.rss_kb, parked.rss_kb
+    ));
+    assert!(normal < Duration::from_secs(5), "{normal:?}");
+    assert_eq!(timed_out, 500);
+}
+
+#[test]
+fn queued_requests_leave_threads_for_the_probes() {
+    // 16 request threads, 2 workers that take 2 s each: 70 transcriptions at once.
+    let manager = Setup::new()
+        .stub(&["--delay-ms", "2000"])
+        .set("inference", "queueTimeoutMs", json!(20_000))
+        .start();
+    manager.wait_healthy(2);
+    let audio = wav(300, 3);
+    let body = transcription(&audio).to_string().into_bytes();
+    std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..70)
+            .map(|_| {
+                let body = body.clone();
+                let url = manager.url("/api/v1/transcriptions");
+                scope.spawn(move || {
+                    request(
+                        "POST",
+                        &url,
+                        &[("Content-Type", "application/json")],
+                        Some(body),
+                    )
+                    .status
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let started = Instant::now();
+        for path in ["/health", "/api/v1/status", "/metrics", "/readyz"] {
+            let reply = manager.get(path);
+            assert!(reply.status == 200, "{path}: {}", reply.status);
+        }
+        let probes = started.elapsed();
+        let statuses: Vec<u16> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+        let ok = statuses.iter().filter(|s| **s == 200).count();
+        let busy = statuses.iter().filter(|s| **s == 503).count();
+        report(&format!(
+            "70 transcriptions on 2 workers of 2 s, 16 threads: probes answered in {probes:?}; {ok} served, {busy} refused at once with 503"
+        ));
+        assert!(probes < Duration::from_secs(2), "{probes:?}");
+        assert_eq!(ok + busy, 70, "{statuses:?}");
+    });
+}

@@ -224,3 +224,85 @@ fn queued_requests_leave_threads_for_the_probes() {
         assert_eq!(ok + busy, 70, "{statuses:?}");
     });
 }
+
+#[test]
+fn a_client_cannot_forge_log_lines() {
+    let manager = Setup::new().start();
+    manager.wait_healthy(2);
+    let _ = raw_exchange(
+        manager.port,
+        b"GET /x\nFAKE-LOG-LINE\x1b[31mRED HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(
+        manager.wait_log("FAKE-LOG-LINE"),
+        "the request was not logged"
+    );
+    let log = manager.log_text();
+    let forged = log
+        .lines()
+        .filter(|l| l.starts_with("FAKE-LOG-LINE"))
+        .count();
+    report(&format!(
+        "log injection: {forged} forged lines, {} raw escapes",
+        log.matches('\x1b').count()
+    ));
+    assert_eq!(forged, 0, "{log}");
+    assert!(!log.contains('\x1b'), "a raw escape reached the log");
+    assert!(log.contains("/x\\nFAKE-LOG-LINE\\u{1b}[31mRED"), "{log}");
+}
+
+#[test]
+fn a_stderr_nobody_reads_never_blocks_a_request() {
+    // The manager's stderr is a pipe this test never reads: it fills after a few hundred lines.
+    let dir = TempDir::new("stderr");
+    let config = dir.0.join("config/transcription_manager");
+    std::fs::create_dir_all(&config).unwrap();
+    let settings = json!({
+        "server": { "host": "127.0.0.1", "threads": 16 },
+        "workers": { "poolSize": 1, "startingPort": free_port_base() },
+    });
+    std::fs::write(config.join("settings.json5"), settings.to_string()).unwrap();
+    let port = free_port_base();
+    let env = [("WHISPER_SERVER_CMD".to_string(), STUB.to_string())];
+    let mut command = support::manager::command(&dir.0, &env, &[]);
+    let child = command
+        .args(["serve", "--port", &port.to_string()])
+        .env("LOG_LEVEL", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _stop = Spawned::adopt(child);
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    assert!(wait_ok(&url("/health")), "the manager never became ready");
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build(),
+    );
+    // One access-log line each: more than the pipe (64 KiB) and the log queue (4096 lines) hold.
+    let started = Instant::now();
+    let answered = spread(4, 6000, |_| {
+        agent
+            .get(url("/api/v1/status"))
+            .call()
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .into_iter()
+    .filter(|ok| *ok)
+    .count();
+    let elapsed = started.elapsed();
+    let metrics = request("GET", &url("/metrics"), &[], None).text();
+    let dropped: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ism_log_lines_dropped_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    report(&format!(
+        "stderr never read: {answered} of 6000 requests answered in {elapsed:?}; {dropped} log lines dropped and counted"
+    ));
+    assert_eq!(answered, 6000);
+    assert!(dropped > 0.0, "{metrics}");
+}

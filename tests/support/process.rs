@@ -28,6 +28,15 @@ impl Spawned {
         }
     }
 
+    /// Takes charge of a child started elsewhere (with its output set up as the test needs),
+    /// stopped gracefully on drop.
+    pub fn adopt(child: Child) -> Spawned {
+        Spawned {
+            child,
+            graceful: true,
+        }
+    }
+
     /// Stops it with SIGTERM on drop (SIGKILL after 10 s).
     pub fn graceful(mut self) -> Spawned {
         self.graceful = true;

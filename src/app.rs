@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::api::Api;
 use crate::cli::Mode;
@@ -17,6 +17,9 @@ use crate::pool::{monitor, ModelSpec, MonitorEvent, Pool, PoolConfig};
 use crate::rpc::orchestrator;
 use crate::rpc::rack::RackServer;
 use crate::settings::{Paths, Settings, SettingsError};
+
+/// Longest wait for the orphans of a previous run to exit after SIGKILL.
+const ORPHAN_WAIT: Duration = Duration::from_secs(5);
 
 /// Model id shown for workers whose model comes from `whisperServer.args` (no `defaultModel`).
 pub const ARGS_MODEL_ID: &str = "default";
@@ -215,10 +218,6 @@ pub fn serve(settings: Settings, paths: &Paths, mode: Mode) -> Result<(), Error>
     for warning in &plan.warnings {
         log::warn!("{warning}");
     }
-    let reaped = process::reap_orphans(&paths.pid_dir());
-    if reaped > 0 {
-        log::warn!("reaped {reaped} worker(s) left behind by a previous run");
-    }
     warn_if_open_to_the_world(&settings);
     raise_fd_limit();
 
@@ -242,6 +241,11 @@ pub fn serve(settings: Settings, paths: &Paths, mode: Mode) -> Result<(), Error>
     )
     .map_err(Error::Http)?;
     log::info!("listening on http://{}", server.addr);
+    // With the port open (it answers "unhealthy" meanwhile), before any worker is spawned.
+    let reaped = process::reap_orphans(&engine.pool.config.pid_dir, ORPHAN_WAIT);
+    if reaped > 0 {
+        log::warn!("reaped {reaped} worker(s) left behind by a previous run");
+    }
     let monitor = monitor::start(pool, monitor_rx).map_err(|source| Error::Thread {
         what: "monitor",
         source,

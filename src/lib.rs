@@ -28,7 +28,9 @@
 //! The stub worker (`src/bin/stub-whisper-server.rs`) speaks the same protocol as
 //! whisper-server and lets the manager run, and be tested, without a model.
 
-#![forbid(unsafe_code)]
+// One exception, beside its reason: `pool::process::die_with_the_manager` sets
+// PR_SET_PDEATHSIG in a worker between fork and exec, which only `pre_exec` (unsafe) can do.
+#![deny(unsafe_code)]
 
 pub mod api;
 pub mod app;

@@ -4,7 +4,8 @@
 //! shape, elsewhere the service's own (README "API").
 //!
 //! - `routes`: the table (method, path, public?, handler) and the matching.
-//! - `status`: `GET /`, `GET /health`, `GET /api/v1/providers`, `GET /api/v1/status`.
+//! - `status`: `GET /`, `GET /health`, `GET /livez`, `GET /readyz`, `GET /api/v1/providers`,
+//!   `GET /api/v1/status`.
 //! - `transcriptions`: `POST /api/v1/transcriptions` (base64 audio in JSON).
 //! - `models`: `GET /api/models`, `POST /api/models/:id/load`, `POST /api/models/:id/unload`.
 //! - `inference`: `POST /api/inference/:modelId`, `GET /api/inference/history`.
@@ -97,7 +98,10 @@ impl Handler for Api {
             .metrics
             .record_request(answered.label, answered.status, answered.elapsed);
         // Probes and scrapes come every few seconds; they would drown the log at info.
-        let level = if matches!(answered.label, "/health" | "/metrics") {
+        let level = if matches!(
+            answered.label,
+            "/health" | "/livez" | "/readyz" | "/metrics"
+        ) {
             log::Level::Debug
         } else {
             log::Level::Info

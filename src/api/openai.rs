@@ -72,6 +72,7 @@ pub fn transcriptions(engine: &Engine, rq: &mut Incoming) -> Result<Reply, ApiEr
         prompt: form.prompt,
         temperature: form.temperature,
         deadline,
+        client_deadline: None,
     };
     let outcome = engine.transcribe(job, |answer| shape_reply(format, answer.body))?;
     Ok(outcome.shaped)

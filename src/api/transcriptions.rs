@@ -33,6 +33,7 @@ pub fn create(engine: &Engine, rq: &mut Incoming) -> Result<Reply, ApiError> {
         prompt: None,
         temperature: None,
         deadline,
+        client_deadline: None,
     };
     let outcome = engine.transcribe(job, |answer| answer.transcript())?;
     let mut metadata = request.metadata.unwrap_or_default();

@@ -13,7 +13,7 @@ use super::Engine;
 use crate::audio::{self, Container};
 use crate::error::ApiError;
 use crate::pool::client::InferenceForm;
-use crate::pool::dispatch::Served;
+use crate::pool::dispatch::{Deadline, Served};
 
 /// Fewer bytes than a WAV header cannot be audio worth sending to a worker.
 const MIN_AUDIO_BYTES: usize = 44;
@@ -38,8 +38,13 @@ pub struct Job<'a> {
     pub language: Option<String>,
     pub prompt: Option<String>,
     pub temperature: Option<f32>,
-    /// The whole run, queue wait included, ends here; a worker still busy then is recycled.
+    /// The server's deadline for the whole run, queue wait included: a worker still busy then
+    /// overran the time it was given, and is recycled.
     pub deadline: Instant,
+    /// A shorter deadline the client chose (`options.timeout`): when it passes first, the
+    /// connection to the worker is closed (whisper-server then aborts the inference) and the
+    /// worker stays.
+    pub client_deadline: Option<Instant>,
 }
 
 impl Job<'_> {
@@ -126,7 +131,9 @@ impl Engine {
             prompt,
             temperature,
             deadline,
+            client_deadline,
         } = job;
+        let deadline = Deadline::new(deadline, client_deadline, started);
         let result = validate(input, self.settings.server.max_body_bytes).and_then(|audio| {
             let wav_duration = audio.wav_duration();
             let form = InferenceForm {
@@ -172,7 +179,7 @@ impl Engine {
         &self,
         model: &str,
         form: &InferenceForm,
-        deadline: Instant,
+        deadline: Deadline,
     ) -> Result<Served, ApiError> {
         let started = Instant::now();
         let served = self.pool.infer(model, form, deadline)?;

@@ -386,6 +386,7 @@ struct Stat {
     start_time: u64,
     /// A zombie has exited; only its exit status waits to be collected.
     zombie: bool,
+    pgid: u32,
 }
 
 fn process_stat(pid: u32) -> Option<Stat> {
@@ -393,12 +394,13 @@ fn process_stat(pid: u32) -> Option<Stat> {
 }
 
 /// Fields after the command (which may hold spaces and parentheses) start at field 3, the
-/// state; the start time is field 22.
+/// state; the process group is field 5, the start time field 22.
 fn parse_stat(stat: &str) -> Option<Stat> {
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     Some(Stat {
         start_time: fields.get(19)?.parse().ok()?,
         zombie: fields.first() == Some(&"Z"),
+        pgid: fields.get(2)?.parse().ok()?,
     })
 }
 
@@ -425,17 +427,13 @@ pub fn reap_orphans(pid_dir: &Path, limit: Duration) -> usize {
                     path.display()
                 );
                 signal_group(orphan.pgid, Signal::SIGKILL);
-                killed.push(orphan.pid);
+                killed.push(orphan.pgid);
             }
             let _ = std::fs::remove_file(&path);
         }
     }
     let deadline = Instant::now() + limit;
-    while Instant::now() < deadline
-        && killed
-            .iter()
-            .any(|pid| process_stat(*pid).is_some_and(|s| !s.zombie))
-    {
+    while Instant::now() < deadline && killed.iter().any(|pgid| group_has_members(*pgid)) {
         std::thread::sleep(Duration::from_millis(10));
     }
     killed.len()
@@ -462,7 +460,7 @@ fn orphan(record: &Path) -> Option<Orphan> {
     alive_and_ours.then_some(Orphan { pid, pgid })
 }
 
-/// Whether any process is in process group `pgid` (field 5 of `/proc/*/stat`).
+/// Whether a process that has not exited (zombies have) is in process group `pgid`.
 fn group_has_members(pgid: u32) -> bool {
     let Ok(processes) = std::fs::read_dir("/proc") else {
         return false;
@@ -470,16 +468,8 @@ fn group_has_members(pgid: u32) -> bool {
     processes.flatten().any(|entry| {
         std::fs::read_to_string(entry.path().join("stat"))
             .ok()
-            .and_then(|stat| {
-                let fields: Vec<String> = stat
-                    .rsplit_once(')')?
-                    .1
-                    .split_whitespace()
-                    .map(String::from)
-                    .collect();
-                fields.get(2)?.parse::<u32>().ok()
-            })
-            == Some(pgid)
+            .and_then(|stat| parse_stat(&stat))
+            .is_some_and(|stat| stat.pgid == pgid && !stat.zombie)
     })
 }
 
@@ -533,7 +523,8 @@ mod tests {
             parse_stat(stat),
             Some(Stat {
                 start_time: 987654,
-                zombie: true
+                zombie: true,
+                pgid: 4242,
             })
         );
         let own = process_stat(std::process::id()).unwrap();

@@ -306,3 +306,133 @@ fn a_stderr_nobody_reads_never_blocks_a_request() {
     assert_eq!(answered, 6000);
     assert!(dropped > 0.0, "{metrics}");
 }
+
+#[test]
+fn a_huge_json_rpc_batch_is_refused_before_it_is_parsed() {
+    let manager = Setup::new().start();
+    manager.wait_healthy(2);
+    let pid = manager.child.id();
+    let before = usage(pid);
+    // Half a million pings: 23 MB of JSON, four clients at once.
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"ping"},"#;
+    let mut batch = String::with_capacity(call.len() * 500_000 + 2);
+    batch.push('[');
+    for _ in 0..500_000 {
+        batch.push_str(call);
+    }
+    batch.pop();
+    batch.push(']');
+    let replies: Vec<Reply> = spread(4, 4, |_| {
+        request(
+            "POST",
+            &manager.url("/rpc"),
+            &[("Content-Type", "application/json")],
+            Some(batch.clone().into_bytes()),
+        )
+    });
+    let peak_kb = support::procfs::status_field(pid, "VmHWM");
+    let after = usage(pid);
+    // A batch at the cap is answered call by call.
+    let small = format!("[{}]", vec![call.trim_end_matches(','); 100].join(","));
+    let answers = request("POST", &manager.url("/rpc"), &[], Some(small.into_bytes())).json();
+    report(&format!(
+        "4 JSON-RPC batches of 500,000 pings (23 MB) at once: {} refused with -32600; RSS {} kB before, peak {peak_kb} kB, {} kB after",
+        replies.iter().filter(|r| r.status == 400 && r.json()["error"]["code"] == -32600).count(),
+        before.rss_kb,
+        after.rss_kb
+    ));
+    for reply in &replies {
+        assert_eq!(reply.status, 400, "{}", reply.text());
+        assert_eq!(reply.json()["error"]["code"], -32600);
+    }
+    assert_eq!(answers.as_array().map(Vec::len), Some(100));
+    assert!(peak_kb < 300_000, "peak RSS {peak_kb} kB");
+    assert!(after.rss_kb < before.rss_kb + 100_000, "{after:?}");
+}
+
+/// A rack-mode manager on `rack_port` whose API keys are `keys`.
+fn rack(rack_port: u16, keys: &[&str]) -> Manager {
+    let manager = Setup::new()
+        .set("rack", "port", json!(rack_port))
+        .set("server", "apiKeys", json!(keys))
+        .set("server", "readTimeoutMs", json!(1000))
+        .set("server", "requestTimeoutMs", json!(3000))
+        .args(&["--mode", "rack"])
+        .start();
+    let announced = format!("rack RPC listening on tcp://127.0.0.1:{rack_port}");
+    assert!(manager.wait_log(&announced), "{}", manager.log_text());
+    manager
+}
+
+/// Sends `line` on a fresh rack connection and reads one answer line.
+fn rack_ask(rack_port: u16, line: &str) -> serde_json::Value {
+    let mut stream = TcpStream::connect(("127.0.0.1", rack_port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut answer = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stream), &mut answer).unwrap();
+    serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer:?}"))
+}
+
+#[test]
+fn rack_mode_asks_for_a_key_when_keys_are_set() {
+    let rack_port = free_port_base();
+    let manager = rack(rack_port, &["k-rack"]);
+    manager.wait_healthy_with_key(2, "k-rack");
+    let load = r#"{"jsonrpc":"2.0","id":1,"method":"loadModel","params":{"modelId":"default"}}"#;
+    let refused = rack_ask(rack_port, load);
+    let with_key = rack_ask(
+        rack_port,
+        r#"{"jsonrpc":"2.0","id":2,"method":"ping","auth":"k-rack"}"#,
+    );
+    report(&format!(
+        "rack mode with server.apiKeys set and rack.allow empty: loadModel without a token -> {}",
+        refused["error"]["message"]
+    ));
+    assert_eq!(refused["error"]["message"], "ERR_UNAUTHORIZED", "{refused}");
+    assert_eq!(with_key["result"]["pong"], true, "{with_key}");
+}
+
+#[test]
+fn slow_and_idle_rack_connections_hold_up_nobody() {
+    let rack_port = free_port_base();
+    let manager = rack(rack_port, &[]);
+    manager.wait_healthy(2);
+    // 100 idle connections, and 8 that send `{` and then a byte every 500 ms.
+    let _idle: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(("127.0.0.1", rack_port)).unwrap())
+        .collect();
+    let mut slow: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", rack_port)).unwrap();
+            s.write_all(b"{").unwrap();
+            s
+        })
+        .collect();
+    let (answered, cut) = std::thread::scope(|scope| {
+        let trickle = scope.spawn(|| {
+            let mut cut = 0;
+            for _ in 0..12 {
+                std::thread::sleep(Duration::from_millis(500));
+                cut = slow
+                    .iter_mut()
+                    .map(|s| s.write_all(b" ").is_err())
+                    .filter(|failed| *failed)
+                    .count();
+            }
+            cut
+        });
+        let started = Instant::now();
+        let ping = rack_ask(rack_port, r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
+        assert_eq!(ping["result"]["pong"], true, "{ping}");
+        let answered = started.elapsed();
+        (answered, trickle.join().unwrap())
+    });
+    report(&format!(
+        "rack mode, 100 idle and 8 trickling connections: a ping answered in {answered:?}; {cut} of the 8 cut off at the 3 s message deadline"
+    ));
+    assert!(answered < Duration::from_secs(2), "{answered:?}");
+    assert_eq!(cut, 8, "the trickling connections were never cut off");
+}

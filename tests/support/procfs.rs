@@ -7,7 +7,7 @@ pub fn fds(pid: u32) -> usize {
 }
 
 /// A field of `/proc/PID/status` (`Threads`, `VmRSS`, ...) as a number (kB for sizes).
-fn status_field(pid: u32, name: &str) -> u64 {
+pub fn status_field(pid: u32, name: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()

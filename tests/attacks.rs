@@ -436,3 +436,60 @@ fn slow_and_idle_rack_connections_hold_up_nobody() {
     assert!(answered < Duration::from_secs(2), "{answered:?}");
     assert_eq!(cut, 8, "the trickling connections were never cut off");
 }
+
+/// Writes an endless header line to `port` for `for_how_long`; returns the bytes the peer took
+/// and what it answered.
+fn endless_header(port: u16, for_how_long: Duration) -> (usize, String) {
+    let mut stream = connect_with(port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ");
+    stream
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let chunk = vec![b'a'; 64 * 1024];
+    let started = Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < for_how_long {
+        match stream.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    (sent, String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[test]
+fn an_endless_header_line_is_refused_and_costs_no_memory() {
+    let manager = Setup::new().start();
+    manager.wait_healthy(2);
+    let pid = manager.child.id();
+    let before = usage(pid);
+    let (sent, answer) = endless_header(manager.port, Duration::from_secs(3));
+    let after = usage(pid);
+    // A head trickled a byte at a time (below readTimeoutMs) is not cut off in the manager:
+    // only a proxy bounds the time a head may take (README "Deployment").
+    let mut slow = connect_with(manager.port, b"GET /health HTTP/1.1\r\n");
+    let trickled = (0..6).all(|_| {
+        std::thread::sleep(Duration::from_millis(500));
+        slow.write_all(b"X").is_ok()
+    });
+    report(&format!(
+        "endless header line, 3 s: {} kB taken, then {:?}; RSS {} kB -> {} kB; a head trickled for 3 s still open: {trickled}",
+        sent / 1024,
+        answer.lines().next().unwrap_or("closed"),
+        before.rss_kb,
+        after.rss_kb
+    ));
+    assert!(
+        answer.starts_with("HTTP/1.1 431") || answer.is_empty(),
+        "{answer}"
+    );
+    assert!(
+        after.rss_kb < before.rss_kb + 2048,
+        "{before:?} -> {after:?}"
+    );
+    assert_serving(&manager);
+}

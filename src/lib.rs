@@ -12,7 +12,7 @@
 //! |---|---|
 //! | [`cli`] | the command line: `serve`, `config path/show/init/edit`, `check` |
 //! | [`settings`] | the JSON5 file, env vars and flags merged over documented defaults; XDG paths |
-//! | [`logging`] | the manager's console log at `LOG_LEVEL` |
+//! | [`logging`] | the manager's console log at `LOG_LEVEL`: a bounded queue and a writer thread, never blocking |
 //! | [`app`] | wiring: worker plan -> pool + monitor -> engine -> HTTP server; graceful shutdown; the exit-code error |
 //! | [`http`] | a small HTTP library handed a `Handler`: acceptor, request threads, bounded bodies, replies, multipart |
 //! | [`api`] | the route table, `Api` (the `Handler`: routing, keys, error shapes, access log) and the handlers by family |

@@ -217,11 +217,13 @@ fn queued_requests_leave_threads_for_the_probes() {
         let statuses: Vec<u16> = clients.into_iter().map(|c| c.join().unwrap()).collect();
         let ok = statuses.iter().filter(|s| **s == 200).count();
         let busy = statuses.iter().filter(|s| **s == 503).count();
+        let late = statuses.iter().filter(|s| **s == 504).count();
         report(&format!(
-            "70 transcriptions on 2 workers of 2 s, 16 threads: probes answered in {probes:?}; {ok} served, {busy} refused at once with 503"
+            "70 transcriptions on 2 workers of 2 s, 16 threads: probes answered in {probes:?}; {ok} served, \
+             {busy} refused at once with 503, {late} out of time in the queue (504)"
         ));
         assert!(probes < Duration::from_secs(2), "{probes:?}");
-        assert_eq!(ok + busy, 70, "{statuses:?}");
+        assert_eq!(ok + busy + late, 70, "{statuses:?}");
     });
 }
 

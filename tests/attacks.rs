@@ -439,30 +439,6 @@ fn slow_and_idle_rack_connections_hold_up_nobody() {
     assert_eq!(cut, 8, "the trickling connections were never cut off");
 }
 
-/// Writes an endless header line to `port` for `for_how_long`; returns the bytes the peer took
-/// and what it answered.
-fn endless_header(port: u16, for_how_long: Duration) -> (usize, String) {
-    let mut stream = connect_with(port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ");
-    stream
-        .set_write_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let chunk = vec![b'a'; 64 * 1024];
-    let started = Instant::now();
-    let mut sent = 0;
-    while started.elapsed() < for_how_long {
-        match stream.write(&chunk) {
-            Ok(n) => sent += n,
-            Err(_) => break,
-        }
-    }
-    stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    (sent, String::from_utf8_lossy(&answer).into_owned())
-}
-
 #[test]
 fn an_endless_header_line_is_refused_and_costs_no_memory() {
     let manager = Setup::new().start();

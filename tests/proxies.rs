@@ -42,31 +42,6 @@ fn haproxy_config(front: u16, manager: u16) -> String {
     )
 }
 
-/// An endless header line for 3 s: what the proxy answered, and whether it did within 5 s.
-fn endless_header(port: u16) -> String {
-    let mut stream = connect_with(port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ");
-    stream
-        .set_write_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let chunk = vec![b'a'; 64 * 1024];
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(3) {
-        if stream.write(&chunk).is_err() {
-            break;
-        }
-    }
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    String::from_utf8_lossy(&answer)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string()
-}
-
 /// Sends `head` and then, when `trickling`, a byte every 300 ms; returns how long the proxy
 /// kept the connection open.
 fn hold_open(port: u16, head: &[u8], trickling: bool) -> Duration {
@@ -103,7 +78,8 @@ fn attack_through(name: &str, front: u16, manager: &Manager) {
     assert_eq!(reply.status, 200, "{}", reply.text());
     let pid = manager.child.id();
     let before = usage(pid);
-    let header = endless_header(front);
+    let (_, header) = endless_header(front, Duration::from_secs(3));
+    let header = header.lines().next().unwrap_or("").to_string();
     let slow_head = hold_open(front, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ", true);
     let slow_body = hold_open(
         front,
@@ -148,15 +124,7 @@ fn nginx_stops_what_the_manager_cannot_in_time() {
         nginx_config(&dir, front, manager.port),
     )
     .unwrap();
-    let _nginx = Spawned::start(
-        Command::new("nginx")
-            .arg("-p")
-            .arg(&dir.0)
-            .arg("-c")
-            .arg(dir.0.join("nginx.conf"))
-            .args(["-g", "daemon off;"]),
-    )
-    .graceful();
+    let _nginx = nginx(&dir.0);
     attack_through("nginx", front, &manager);
 }
 

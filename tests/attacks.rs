@@ -402,10 +402,14 @@ fn slow_and_idle_rack_connections_hold_up_nobody() {
     let rack_port = free_port_base();
     let manager = rack(rack_port, &[]);
     manager.wait_healthy(2);
+    let pid = manager.child.id();
+    let before = usage(pid);
     // 100 idle connections, and 8 that send `{` and then a byte every 500 ms.
     let _idle: Vec<TcpStream> = (0..100)
         .map(|_| TcpStream::connect(("127.0.0.1", rack_port)).unwrap())
         .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let with_idle = usage(pid);
     let mut slow: Vec<TcpStream> = (0..8)
         .map(|_| {
             let mut s = TcpStream::connect(("127.0.0.1", rack_port)).unwrap();
@@ -433,8 +437,14 @@ fn slow_and_idle_rack_connections_hold_up_nobody() {
         (answered, trickle.join().unwrap())
     });
     report(&format!(
-        "rack mode, 100 idle and 8 trickling connections: a ping answered in {answered:?}; {cut} of the 8 cut off at the 3 s message deadline"
+        "rack mode, 100 idle and 8 trickling connections: threads {} -> {} with the idle ones; a ping answered in {answered:?}; \
+         {cut} of the 8 cut off at the 3 s message deadline",
+        before.threads, with_idle.threads
     ));
+    assert!(
+        with_idle.threads < before.threads + 5,
+        "idle connections own threads: {before:?} -> {with_idle:?}"
+    );
     assert!(answered < Duration::from_secs(2), "{answered:?}");
     assert_eq!(cut, 8, "the trickling connections were never cut off");
 }

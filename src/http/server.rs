@@ -63,7 +63,6 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// A burst shows first as requests on the connections that were served, so watching fast
 /// while requests arrive is enough; a quiet service is watched slowly and costs nothing.
 const WATCH_BUSY: Duration = Duration::from_millis(25);
-///
 /// Each probe also wakes an idle thread of tiny_http's connection pool, which only retires
 /// threads idle for 5 s: probing a quiet service every 500 ms keeps at most about ten idle
 /// threads past a burst (at 100 ms it kept fifty, for good).

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::api::Api;
 use crate::cli::Mode;
@@ -17,6 +17,9 @@ use crate::pool::{monitor, ModelSpec, MonitorEvent, Pool, PoolConfig};
 use crate::rpc::orchestrator;
 use crate::rpc::rack::RackServer;
 use crate::settings::{Paths, Settings, SettingsError};
+
+/// Longest wait for the orphans of a previous run to exit after SIGKILL.
+const ORPHAN_WAIT: Duration = Duration::from_secs(5);
 
 /// Model id shown for workers whose model comes from `whisperServer.args` (no `defaultModel`).
 pub const ARGS_MODEL_ID: &str = "default";
@@ -257,11 +260,8 @@ pub fn serve(settings: Settings, paths: &Paths, mode: Mode) -> Result<(), Error>
     for warning in &plan.warnings {
         log::warn!("{warning}");
     }
-    let reaped = process::reap_orphans(&paths.pid_dir());
-    if reaped > 0 {
-        log::warn!("reaped {reaped} worker(s) left behind by a previous run");
-    }
     warn_if_open_to_the_world(&settings);
+    raise_fd_limit();
 
     let (monitor_tx, monitor_rx) = mpsc::channel();
     let pool = Arc::new(Pool::new(
@@ -283,6 +283,11 @@ pub fn serve(settings: Settings, paths: &Paths, mode: Mode) -> Result<(), Error>
     )
     .map_err(Error::Http)?;
     log::info!("listening on http://{}", server.addr);
+    // With the port open (it answers "unhealthy" meanwhile), before any worker is spawned.
+    let reaped = process::reap_orphans(&engine.pool.config.pid_dir, ORPHAN_WAIT);
+    if reaped > 0 {
+        log::warn!("reaped {reaped} worker(s) left behind by a previous run");
+    }
     let monitor = monitor::start(pool, monitor_rx).map_err(|source| Error::Thread {
         what: "monitor",
         source,
@@ -333,6 +338,8 @@ fn http_config(settings: &Settings, boot_id: u64) -> http::Config {
     let server = &settings.server;
     http::Config {
         threads: server.threads,
+        read_timeout: server.read_timeout(),
+        write_timeout: server.write_timeout(),
         limits: http::BodyLimits {
             max_bytes: server.max_body_bytes,
             timeout: server.request_timeout(),
@@ -421,6 +428,30 @@ fn advertised_host(host: &str) -> String {
         .ok()
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "127.0.0.1".to_string())
+}
+
+/// Raises the soft limit on open files to the hard limit: every connection costs two file
+/// descriptors (tiny_http clones each socket), and the soft limit is often 1024 while the hard
+/// one is far higher (systemd: 1024 and 524288). The workers inherit it; it costs nothing
+/// until used.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => log::debug!("open files limit raised from {soft} to {hard}"),
+            Err(e) => log::warn!("cannot raise the open files limit from {soft}: {e}"),
+        }
+    }
+    if hard < 4096 {
+        log::warn!(
+            "the open files limit is {hard}: each connection takes two, so about {} clients at once \
+             can exhaust it; raise it (LimitNOFILE= in the systemd unit, ulimit -n)",
+            hard / 2
+        );
+    }
 }
 
 fn warn_if_open_to_the_world(settings: &Settings) {

@@ -12,7 +12,7 @@
 //! |---|---|
 //! | [`cli`] | the command line: `serve`, `config path/show/init/edit`, `check` |
 //! | [`settings`] | the JSON5 file, env vars and flags merged over documented defaults; XDG paths |
-//! | [`logging`] | the manager's console log at `LOG_LEVEL` |
+//! | [`logging`] | the manager's console log at `LOG_LEVEL`: a bounded queue and a writer thread, never blocking |
 //! | [`app`] | wiring: worker plan -> pool + monitor -> engine -> HTTP server; graceful shutdown; the exit-code error |
 //! | [`http`] | a small HTTP library handed a `Handler`: acceptor, request threads, bounded bodies, replies, multipart |
 //! | [`api`] | the route table, `Api` (the `Handler`: routing, keys, error shapes, access log) and the handlers by family |
@@ -28,7 +28,9 @@
 //! The stub worker (`src/bin/stub-whisper-server.rs`) speaks the same protocol as
 //! whisper-server and lets the manager run, and be tested, without a model.
 
-#![forbid(unsafe_code)]
+// One exception, beside its reason: `pool::process::die_with_the_manager` sets
+// PR_SET_PDEATHSIG in a worker between fork and exec, which only `pre_exec` (unsafe) can do.
+#![deny(unsafe_code)]
 
 pub mod api;
 pub mod app;

@@ -18,7 +18,9 @@ fn main() -> ExitCode {
         }
     };
     logging::init(std::env::var("LOG_LEVEL").ok().as_deref());
-    match run(&cli) {
+    let outcome = run(&cli);
+    logging::flush();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

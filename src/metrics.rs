@@ -176,6 +176,12 @@ impl Metrics {
                 "Requests waiting for an idle worker.",
                 pool.queue_depth as f64,
             ),
+            (
+                "ism_log_lines_dropped_total",
+                "counter",
+                "Log lines dropped because stderr did not keep up.",
+                crate::logging::dropped_lines() as f64,
+            ),
         ];
         for (name, kind, help, value) in singles {
             header(&mut page, name, kind, help);
@@ -261,6 +267,7 @@ mod tests {
             "ism_worker_rotations_total",
             "ism_inflight_requests",
             "ism_queue_depth",
+            "ism_log_lines_dropped_total",
         ] {
             assert!(page.contains(&format!("# TYPE {family} ")), "{family}");
         }

@@ -5,7 +5,7 @@
 mod support;
 
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::*;
@@ -235,44 +235,106 @@ fn graceful_shutdown_finishes_requests_and_leaves_no_process_behind() {
     );
 }
 
+/// Processes in process group `pgid`.
+fn group_members(pgid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let group: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(2)?
+                .parse()
+                .ok()?;
+            (group == pgid && alive(pid)).then_some(pid)
+        })
+        .collect()
+}
+
 #[test]
-fn orphans_of_a_killed_manager_are_reaped_on_the_next_start() {
-    let setup = Setup::new();
-    let settings = setup.settings.clone();
-    let mut manager = setup.start();
-    let old_pids: Vec<u32> = workers(&manager.wait_healthy(2))
+fn workers_die_with_a_killed_manager() {
+    let mut manager = Setup::new().start();
+    let pids: Vec<u32> = workers(&manager.wait_healthy(2))
         .iter()
         .map(pid_of)
         .collect();
-    // SIGKILL: no chance to stop the workers, which live on in their own process groups.
+    // SIGKILL, and nobody starts the manager again.
     manager.child.kill().unwrap();
     manager.child.wait().unwrap();
-    for pid in &old_pids {
-        assert!(
-            alive(*pid),
-            "worker {pid} should outlive a SIGKILLed manager"
-        );
-    }
+    let gone = wait_for(Duration::from_secs(5), || {
+        (!pids.iter().any(|pid| alive(*pid))).then_some(())
+    });
+    report(&format!(
+        "manager SIGKILLed: its workers {pids:?} {}",
+        if gone.is_some() {
+            "died with it"
+        } else {
+            "outlived it"
+        }
+    ));
+    assert!(gone.is_some(), "workers outlived a SIGKILLed manager");
+}
+
+#[test]
+fn orphans_of_a_killed_manager_are_reaped_on_the_next_start() {
+    // The worker command is a wrapper script that starts the worker as its child (no exec),
+    // as an interpreter would: the child is no longer the recorded program, and it does not
+    // die with the manager.
+    let scripts = TempDir::new("wrapper");
+    let wrapper = scripts.0.join("whisper-wrapper.sh");
+    std::fs::write(&wrapper, format!("#!/bin/sh\n\"{STUB}\" \"$@\" &\nwait\n")).unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let wrapper = wrapper.to_str().unwrap().to_string();
+    let setup = Setup::new().env("WHISPER_SERVER_CMD", &wrapper);
+    let settings = setup.settings.clone();
+    let mut manager = setup.start();
+    let groups: Vec<u32> = workers(&manager.wait_healthy(2))
+        .iter()
+        .map(pid_of)
+        .collect();
+    manager.child.kill().unwrap();
+    manager.child.wait().unwrap();
+    // The wrappers die with the manager; the workers they started live on in their groups.
+    let orphans: Vec<u32> = wait_for(Duration::from_secs(5), || {
+        let left: Vec<u32> = groups.iter().flat_map(|g| group_members(*g)).collect();
+        (left.len() == 2 && groups.iter().all(|g| !alive(*g))).then_some(left)
+    })
+    .unwrap_or_else(|| panic!("expected two orphaned workers in groups {groups:?}"));
     // Hand the XDG dirs to the next manager; this one must not clean up the orphans itself.
     let dir = std::mem::replace(&mut manager.dir, TempDir::new("placeholder"));
     manager.seen_pids.lock().unwrap().clear();
     drop(manager);
+    let started = Instant::now();
     let next = Manager::start(
         Setup {
             settings,
-            ..Setup::new()
+            ..Setup::new().env("WHISPER_SERVER_CMD", &wrapper)
         },
         dir,
     );
-    assert!(
-        next.log_text().contains("reaped 2 worker(s)"),
-        "{}",
-        next.log_text()
-    );
-    for pid in &old_pids {
+    let port_open = started.elapsed();
+    assert!(next.wait_log("reaped 2 worker(s)"), "{}", next.log_text());
+    let reaped = started.elapsed();
+    report(&format!(
+        "orphans of wrapper scripts {orphans:?}: port open after {port_open:?}, reaped after {reaped:?}"
+    ));
+    for pid in &orphans {
         assert!(!alive(*pid), "orphan {pid} survived the next start");
     }
     next.wait_healthy(2);
+    for group in groups {
+        for pid in group_members(group) {
+            signal(pid, "KILL");
+        }
+    }
 }
 
 #[test]

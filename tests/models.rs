@@ -286,12 +286,17 @@ fn the_engine_validates_runs_and_records_history() {
 
 #[test]
 fn a_deadline_hit_is_504_and_the_worker_is_recycled() {
-    let manager = Setup::new().pool(1).stub(&["--delay-ms", "3000"]).start();
+    // The server's own deadline (not a client's shorter one): the worker overran it.
+    let manager = Setup::new()
+        .pool(1)
+        .stub(&["--delay-ms", "3000"])
+        .set("inference", "inferenceTimeoutMs", json!(400))
+        .start();
     let first = manager.wait_healthy(1)["workers"][0]["id"].clone();
     let reply = infer(
         &manager,
         "default",
-        json!({ "inputData": b64(&wav(800, 1)), "options": { "timeout": 400 } }),
+        json!({ "inputData": b64(&wav(800, 1)) }),
     );
     assert_eq!(
         (reply.status, reply.error_code().as_str()),

@@ -4,7 +4,8 @@
 //! shape, elsewhere the service's own (README "API").
 //!
 //! - `routes`: the table (method, path, public?, handler) and the matching.
-//! - `status`: `GET /`, `GET /health`, `GET /api/v1/providers`, `GET /api/v1/status`.
+//! - `status`: `GET /`, `GET /health`, `GET /livez`, `GET /readyz`, `GET /api/v1/providers`,
+//!   `GET /api/v1/status`.
 //! - `transcriptions`: `POST /api/v1/transcriptions` (base64 audio in JSON).
 //! - `models`: `GET /api/models`, `POST /api/models/:id/load`, `POST /api/models/:id/unload`.
 //! - `inference`: `POST /api/inference/:modelId`, `GET /api/inference/history`.
@@ -78,6 +79,10 @@ impl Handler for Api {
     fn refused(&self, method: &Method, path: &str, refusal: Refusal) -> Handled {
         let error = match refusal {
             Refusal::TooLarge { limit, .. } => ApiError::PayloadTooLarge { limit },
+            Refusal::Busy => ApiError::CapacityExceeded {
+                retry_after: std::time::Duration::from_secs(1),
+                reason: "every request thread that may take work is busy".into(),
+            },
             Refusal::Panicked => ApiError::Internal(
                 "the handler failed; the error is logged with this request id".into(),
             ),
@@ -93,7 +98,10 @@ impl Handler for Api {
             .metrics
             .record_request(answered.label, answered.status, answered.elapsed);
         // Probes and scrapes come every few seconds; they would drown the log at info.
-        let level = if matches!(answered.label, "/health" | "/metrics") {
+        let level = if matches!(
+            answered.label,
+            "/health" | "/livez" | "/readyz" | "/metrics"
+        ) {
             log::Level::Debug
         } else {
             log::Level::Info
@@ -132,10 +140,6 @@ impl From<BodyError> for ApiError {
         match e {
             BodyError::TooLarge { limit } => ApiError::PayloadTooLarge { limit },
             BodyError::Timeout => ApiError::BodyTimeout,
-            BodyError::Busy => ApiError::CapacityExceeded {
-                retry_after: std::time::Duration::from_secs(1),
-                reason: e.to_string(),
-            },
             BodyError::Read(_) | BodyError::Truncated { .. } => {
                 ApiError::InvalidRequest(e.to_string())
             }
@@ -159,7 +163,7 @@ mod tests {
     use serde_json::Value;
     use tiny_http::{Header, TestRequest};
 
-    use crate::http::request::{BodyLimits, BodyPermits};
+    use crate::http::request::BodyLimits;
     use crate::pool::process::WorkerCommand;
     use crate::pool::{ModelSpec, Pool, PoolConfig};
     use crate::settings::Settings;
@@ -216,14 +220,11 @@ mod tests {
             test = test.with_header(Header::from_bytes("Authorization", value).unwrap());
         }
         let mut request: tiny_http::Request = test.into();
-        let permits = BodyPermits::new(1);
         let limits = BodyLimits {
             max_bytes: 1024,
             timeout: Duration::from_secs(5),
         };
-        let reply = api
-            .handle(&mut Incoming::new(&mut request, &permits, limits))
-            .reply;
+        let reply = api.handle(&mut Incoming::new(&mut request, limits)).reply;
         let body = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
         (reply.status, body)
     }
@@ -360,7 +361,8 @@ mod tests {
 
     #[test]
     fn busy_errors_say_when_to_retry() {
-        let reply = error_reply("/api/v1/transcriptions", &ApiError::from(BodyError::Busy));
+        let busy = api(&[]).refused(&Method::Post, "/api/v1/transcriptions", Refusal::Busy);
+        let reply = busy.reply;
         assert_eq!(reply.status, 503);
         assert_eq!(reply.headers, [("Retry-After", "1".to_string())]);
     }

@@ -97,6 +97,7 @@ fn audio(engine: &Engine, rq: &mut Incoming, task: Task) -> Result<Reply, ApiErr
             task == Task::Translate,
         )?,
         deadline,
+        client_deadline: None,
     };
     let transcript = engine.transcribe(job)?.result;
     Ok(shape(&transcript, format, &detail))

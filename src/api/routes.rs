@@ -25,6 +25,8 @@ pub struct Route {
 pub const ROUTES: &[Route] = &[
     Route { method: Method::Get,  path: "/",                         public: true,  handler: status::index },
     Route { method: Method::Get,  path: "/health",                   public: true,  handler: status::health },
+    Route { method: Method::Get,  path: "/livez",                    public: true,  handler: status::livez },
+    Route { method: Method::Get,  path: "/readyz",                   public: true,  handler: status::readyz },
     Route { method: Method::Post, path: "/api/v1/transcriptions",    public: false, handler: transcriptions::create },
     Route { method: Method::Post, path: "/api/v1/languages/detect",  public: false, handler: transcriptions::detect_language },
     Route { method: Method::Get,  path: "/api/v1/providers",         public: false, handler: status::providers },

@@ -10,13 +10,13 @@ use crate::http::{Incoming, Reply};
 pub fn call(engine: &Engine, rq: &mut Incoming) -> Result<Reply, ApiError> {
     let body = rq.body()?;
     let text = String::from_utf8_lossy(&body);
-    let malformed = matches!(
-        crate::rpc::parse(&text),
-        crate::rpc::Message::Single(Err(_))
-    );
-    Ok(match crate::rpc::handle(engine, &text) {
-        Some(answer) if malformed => Reply::json(400, &answer),
-        Some(answer) => Reply::ok(&answer),
-        None => Reply::no_content(),
-    })
+    let message = crate::rpc::parse(&text);
+    let malformed = matches!(message, crate::rpc::Message::Single(Err(_)));
+    Ok(
+        match crate::rpc::answer_message(engine, message, crate::rpc::Transport::Http) {
+            Some(answer) if malformed => Reply::json(400, &answer),
+            Some(answer) => Reply::ok(&answer),
+            None => Reply::no_content(),
+        },
+    )
 }

@@ -1,5 +1,5 @@
-//! The service's own routes: `GET /`, `GET /health`, `GET /api/v1/providers`,
-//! `GET /api/v1/status` (README "API").
+//! The service's own routes: `GET /`, `GET /health`, `GET /livez`, `GET /readyz`,
+//! `GET /api/v1/providers`, `GET /api/v1/status` (README "API").
 
 use serde_json::json;
 
@@ -21,13 +21,28 @@ pub fn index(_engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
     })))
 }
 
-/// 200 while a worker is healthy, 503 when none is, so a load balancer can use this as its
-/// readiness check.
+/// 200 while a worker of the default model is healthy, 503 when none is, so a load balancer
+/// can use this as its readiness check.
 pub fn health(engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
     let health = engine.health()?;
     Ok(Reply::json(
         if health.serving { 200 } else { 503 },
         &health.body,
+    ))
+}
+
+/// Liveness: the process serves HTTP. Nothing about the workers, so an orchestrator restarts
+/// the manager only when the manager itself is stuck.
+pub fn livez(_engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
+    Ok(Reply::ok(&json!({ "status": "alive" })))
+}
+
+/// Readiness: 200 when a worker of the default model can take a request now, else 503.
+pub fn readyz(engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
+    let readiness = engine.readiness();
+    Ok(Reply::json(
+        if readiness.serving { 200 } else { 503 },
+        &readiness.body,
     ))
 }
 

@@ -40,6 +40,7 @@ impl TranscriptionRequest {
                 self.translate.unwrap_or(false),
             )?,
             deadline,
+            client_deadline: None,
         })
     }
 }

@@ -34,7 +34,7 @@ const MIN_DYNAMIC_RANGE_DB: f64 = 6.0;
 pub fn chunks(samples: &[i16], max_samples: usize) -> Vec<Range<usize>> {
     let max_samples = max_samples.max(FRAME * 2);
     if samples.len() <= max_samples {
-        return vec![0..samples.len()];
+        return std::iter::once(0..samples.len()).collect();
     }
     let energy = frame_energy_db(samples);
     let quiet = quiet_threshold(&energy);
@@ -117,7 +117,7 @@ fn quiet_threshold(energy: &[f64]) -> Option<f64> {
     sorted.sort_by(f64::total_cmp);
     let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q) as usize];
     let (floor, speech) = (at(0.05), at(0.9));
-    (speech - floor >= MIN_DYNAMIC_RANGE_DB).then(|| floor + QUIET_POINT * (speech - floor))
+    (speech - floor >= MIN_DYNAMIC_RANGE_DB).then_some(floor + QUIET_POINT * (speech - floor))
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use super::Engine;
 use crate::audio::{self, Container};
 use crate::error::ApiError;
 use crate::pool::client::InferenceForm;
-use crate::pool::dispatch::Served;
+use crate::pool::dispatch::{Deadline, Served};
 
 /// Fewer bytes than a WAV header cannot be audio worth sending to a worker.
 const MIN_AUDIO_BYTES: usize = 44;
@@ -107,8 +107,13 @@ pub struct Job<'a> {
     pub model: &'a str,
     pub input: Input<'a>,
     pub options: Options,
-    /// The whole run, queue wait included, ends here; a worker still busy then is recycled.
+    /// The server's deadline for the whole run, queue wait included: a worker still busy then
+    /// overran the time it was given, and is recycled.
     pub deadline: Instant,
+    /// A shorter deadline the client chose (`options.timeout`): when it passes first, the
+    /// connection to the worker is closed (whisper-server then aborts the inference) and the
+    /// worker stays.
+    pub client_deadline: Option<Instant>,
 }
 
 /// What the worker is asked to do with the audio.
@@ -182,7 +187,9 @@ impl Engine {
             input,
             options,
             deadline,
+            client_deadline,
         } = job;
+        let deadline = Deadline::new(deadline, client_deadline, started);
         let result = self
             .check_model_can(model, task, &options)
             .and_then(|()| validate(input, self.settings.server.max_body_bytes))
@@ -294,7 +301,7 @@ impl Engine {
         &self,
         model: &str,
         form: &InferenceForm,
-        deadline: Instant,
+        deadline: Deadline,
     ) -> Result<Served, ApiError> {
         let started = Instant::now();
         let served = self.pool.infer(model, form, deadline)?;

@@ -12,6 +12,7 @@ use super::transcript::Transcript;
 use super::Engine;
 use crate::error::ApiError;
 use crate::pool::models::{Loaded, Unloaded};
+use crate::pool::state::{ModelState, Snapshot};
 
 /// The service's name in `/health` and `/`.
 pub const SERVICE_NAME: &str = "inference-server-manager";
@@ -80,21 +81,26 @@ impl Engine {
                 })
             }
         };
-        let timeout = match options.timeout {
+        let server_timeout = self.settings.inference.inference_timeout();
+        let client_timeout = match options.timeout {
             Some(ms) if ms < MIN_TIMEOUT_MS => {
                 return Err(ApiError::InvalidField {
                     field: "options.timeout",
                     why: format!("must be at least {MIN_TIMEOUT_MS} ms"),
                 })
             }
-            Some(ms) => Duration::from_millis(ms),
-            None => self.settings.inference.inference_timeout(),
+            Some(ms) => Some(Duration::from_millis(ms)),
+            None => None,
         };
+        let now = Instant::now();
         let job = Job {
             model,
             input: Input::Base64(&request.input_data),
             options: Options::checked(options.language.as_deref(), None, None, false)?,
-            deadline: Instant::now() + timeout,
+            deadline: now + client_timeout.map_or(server_timeout, |c| c.max(server_timeout)),
+            client_deadline: client_timeout
+                .filter(|c| *c < server_timeout)
+                .map(|c| now + c),
         };
         let outcome = self.transcribe(job)?;
         let t = &outcome.result;
@@ -164,28 +170,78 @@ impl Engine {
         }))
     }
 
-    /// `healthy` (fewer than half the workers down), `degraded` (fewer than half healthy) or
-    /// `unhealthy` (none healthy: not serving), so a load balancer can use it as readiness.
+    /// `healthy`, `degraded` (fewer than half of the default model's pool healthy) or
+    /// `unhealthy` (none: not serving `/api/v1/transcriptions`). Readiness is about the default
+    /// model; the other models with workers are reported apart, under `models`.
     pub fn health(&self) -> Result<Health, ApiError> {
         let snapshot = self.pool.snapshot();
-        let pool_size = self.settings.workers.pool_size;
-        let status = match snapshot.healthy {
+        let default = self.pool.config.model.as_str();
+        let pool_size = self
+            .pool
+            .config
+            .models
+            .get(default)
+            .map_or(self.settings.workers.pool_size, |m| m.pool_size);
+        let (healthy, total) = worker_counts(&snapshot, default);
+        let status = match healthy {
             0 => "unhealthy",
             n if n * 2 < pool_size => "degraded",
             _ => "healthy",
         };
+        let models: serde_json::Map<String, Value> = self
+            .pool
+            .model_views()
+            .into_iter()
+            .filter(|m| m.id != default && m.state != ModelState::Cold)
+            .map(|m| {
+                let (healthy, total) = worker_counts(&snapshot, &m.id);
+                let entry = json!({ "state": m.state.as_str(), "healthyWorkers": healthy, "totalWorkers": total });
+                (m.id, entry)
+            })
+            .collect();
         let body = json!({
             "success": true,
             "status": status,
             "service": SERVICE_NAME,
             "timestamp": crate::clock::now_rfc3339(),
             "uptime": self.pool.started_at.elapsed().as_secs(),
-            "pool": { "healthyWorkers": snapshot.healthy, "totalWorkers": snapshot.total },
+            "pool": { "healthyWorkers": healthy, "totalWorkers": total },
+            "models": models,
             "capacity": self.capacity(None)?,
         });
         Ok(Health {
-            serving: snapshot.healthy > 0,
+            serving: healthy > 0,
             body,
         })
     }
+
+    /// Readiness in Kubernetes' sense (`/readyz`): a worker of the default model can take a
+    /// request now (healthy and accepting).
+    pub fn readiness(&self) -> Health {
+        let default = self.pool.config.model.as_str();
+        let ready = self
+            .pool
+            .snapshot()
+            .workers
+            .iter()
+            .filter(|w| w.model == default && w.accepting_requests)
+            .count();
+        Health {
+            serving: ready > 0,
+            body: json!({
+                "status": if ready > 0 { "ready" } else { "not ready" },
+                "model": default,
+                "healthyWorkers": ready,
+            }),
+        }
+    }
+}
+
+/// Healthy workers of `model`, and those alive (not stopped).
+fn worker_counts(snapshot: &Snapshot, model: &str) -> (usize, usize) {
+    let of_model = || snapshot.workers.iter().filter(move |w| w.model == model);
+    (
+        of_model().filter(|w| w.state == "healthy").count(),
+        of_model().filter(|w| w.state != "stopped").count(),
+    )
 }

@@ -16,9 +16,10 @@ pub use request::{BodyError, BodyLimits, Incoming};
 pub use response::{CommonHeaders, Reply};
 pub use server::{Answered, Config, Handled, Handler, HttpServer, Refusal, StartError};
 
-/// Request threads that may be reading a request body at once: three quarters of them (at
-/// least one), so stalled uploads can never take the threads that `/health`,
-/// `/api/v1/status` and small requests need.
-pub fn body_reader_cap(threads: usize) -> usize {
+/// Request threads that may hold a work permit at once (a request other than GET, HEAD or
+/// OPTIONS, from arrival to answer: body, queue, inference): three quarters of them (at least
+/// one), so uploads, queued requests and model loads can never take the threads that
+/// `/health`, `/readyz`, `/api/v1/status` and `/metrics` need.
+pub fn work_permit_cap(threads: usize) -> usize {
     (threads * 3 / 4).max(1)
 }

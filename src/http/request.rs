@@ -2,13 +2,13 @@
 //! bounded body read.
 //!
 //! Reading a body is where a slow or hostile client can hold a thread, so it happens only here:
-//! under a permit from a capped share of the request threads (so `/health` and small requests
-//! always find a free thread), with the size limit enforced while reading (chunked bodies have
-//! no length to check up front), and with a deadline checked between reads, which ends a
-//! trickling upload. A client that sends nothing at all blocks its read until TCP gives up:
-//! tiny_http exposes no socket to set a timeout on; the permit cap bounds the damage.
+//! with the size limit enforced while reading (chunked bodies have no length to check up
+//! front), and with a deadline checked between reads, which ends a trickling upload. A client
+//! that sends nothing at all is cut off by the socket's read deadline (`readTimeoutMs`, set on
+//! the listener: see `server`). The request holds a work permit meanwhile (`WorkPermits`), so
+//! uploads never take the threads that `/health` and the other GETs need.
 
-use std::io::Read;
+use std::io::{ErrorKind, Read};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -21,8 +21,6 @@ pub enum BodyError {
     TooLarge { limit: u64 },
     /// A read finished after the request's deadline: the client sends too slowly.
     Timeout,
-    /// Every body-reading permit is taken; retry shortly.
-    Busy,
     /// The connection failed while reading.
     Read(String),
     /// The body ended before the length its `Content-Length` announced.
@@ -34,7 +32,6 @@ impl std::fmt::Display for BodyError {
         match self {
             BodyError::TooLarge { limit } => write!(f, "the body is larger than {limit} bytes"),
             BodyError::Timeout => f.write_str("the body did not arrive in time"),
-            BodyError::Busy => f.write_str("too many uploads are in progress"),
             BodyError::Read(why) => write!(f, "the request body could not be read: {why}"),
             BodyError::Truncated {
                 received,
@@ -49,36 +46,38 @@ impl std::fmt::Display for BodyError {
 
 impl std::error::Error for BodyError {}
 
-/// Counts the threads reading a body, against a cap.
+/// Counts the request threads doing work that can last (see `server::needs_work_permit`),
+/// against a cap.
 #[derive(Debug)]
-pub struct BodyPermits {
+pub struct WorkPermits {
     in_use: AtomicUsize,
     cap: usize,
 }
 
-impl BodyPermits {
-    pub fn new(cap: usize) -> BodyPermits {
-        BodyPermits {
+impl WorkPermits {
+    pub fn new(cap: usize) -> WorkPermits {
+        WorkPermits {
             in_use: AtomicUsize::new(0),
             cap,
         }
     }
 
-    fn try_acquire(&self) -> Option<BodyPermit<'_>> {
+    pub(crate) fn try_acquire(&self) -> Option<WorkPermit<'_>> {
         self.in_use
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.cap).then_some(n + 1)
             })
             .ok()
-            .map(|_| BodyPermit { permits: self })
+            .map(|_| WorkPermit { permits: self })
     }
 }
 
-struct BodyPermit<'a> {
-    permits: &'a BodyPermits,
+/// One work permit, given back on drop.
+pub(crate) struct WorkPermit<'a> {
+    permits: &'a WorkPermits,
 }
 
-impl Drop for BodyPermit<'_> {
+impl Drop for WorkPermit<'_> {
     fn drop(&mut self) {
         self.permits.in_use.fetch_sub(1, Ordering::AcqRel);
     }
@@ -100,18 +99,13 @@ pub struct Incoming<'a> {
     /// Values of the route's `:name` segments, in order, percent-decoded.
     pub params: Vec<String>,
     request: &'a mut tiny_http::Request,
-    permits: &'a BodyPermits,
     limits: BodyLimits,
     received_at: Instant,
     body_read: bool,
 }
 
 impl<'a> Incoming<'a> {
-    pub fn new(
-        request: &'a mut tiny_http::Request,
-        permits: &'a BodyPermits,
-        limits: BodyLimits,
-    ) -> Incoming<'a> {
+    pub fn new(request: &'a mut tiny_http::Request, limits: BodyLimits) -> Incoming<'a> {
         let (path, query) = match request.url().split_once('?') {
             Some((path, query)) => (path.to_string(), query.to_string()),
             None => (request.url().to_string(), String::new()),
@@ -122,7 +116,6 @@ impl<'a> Incoming<'a> {
             query,
             params: Vec::new(),
             request,
-            permits,
             limits,
             received_at: Instant::now(),
             body_read: false,
@@ -160,11 +153,6 @@ impl<'a> Incoming<'a> {
         if declared.is_some_and(|n| n as u64 > max_bytes) {
             return Err(BodyError::TooLarge { limit: max_bytes }.into());
         }
-        // Bodies of 1 KiB or less were already read by tiny_http; no permit needed.
-        let _permit = match declared {
-            Some(n) if n <= 1024 => None,
-            _ => Some(self.permits.try_acquire().ok_or(BodyError::Busy)?),
-        };
         let deadline = self.received_at + self.limits.timeout;
         let mut reader = Bounded {
             inner: self.request.as_reader(),
@@ -238,7 +226,15 @@ impl Read for Bounded<'_> {
         if let Some(broken) = &self.broken {
             return Err(std::io::Error::other(broken.to_string()));
         }
-        let n = self.inner.read(buf)?;
+        let n = match self.inner.read(buf) {
+            Ok(n) => n,
+            // The socket's read deadline (`SO_RCVTIMEO`): the client went silent.
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                self.broken = Some(BodyError::Timeout);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         self.read += n as u64;
         self.eof = n == 0;
         if self.read > self.max_bytes {
@@ -337,7 +333,7 @@ mod tests {
 
     #[test]
     fn permits_are_capped_and_returned() {
-        let permits = BodyPermits::new(1);
+        let permits = WorkPermits::new(1);
         let first = permits.try_acquire();
         assert!(first.is_some());
         assert!(permits.try_acquire().is_none());

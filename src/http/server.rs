@@ -1,8 +1,14 @@
 //! The fixed pool of request threads, fed by tiny_http.
 //!
-//! tiny_http's own accept thread is the acceptor: it reads request heads on threads of its
-//! own and queues whole requests; `server.threads` request threads take them from that queue.
-//! There is no hand-off thread in between, so a request costs one thread switch less.
+//! tiny_http's own accept thread is the acceptor: it reads request heads on a thread per
+//! connection and queues whole requests; `server.threads` request threads take them from that
+//! queue. There is no hand-off thread in between, so a request costs one thread switch less.
+//!
+//! The listening socket is built here, with `SO_RCVTIMEO` and `SO_SNDTIMEO` set on it: Linux
+//! copies both to every socket it accepts, so each connection (which tiny_http never exposes)
+//! has a read and a write deadline. A client silent for `readTimeoutMs` (in its head, its body,
+//! or between keep-alive requests) is disconnected; one that stops reading its response is cut
+//! off after `writeTimeoutMs`.
 //!
 //! tiny_http's accept thread exits for good on its first accept error (e.g. EMFILE), or dies
 //! silently on a `try_clone().unwrap()` panic when the fd table fills between an accept and
@@ -20,20 +26,23 @@ use std::time::{Duration, Instant};
 
 use tiny_http::Method;
 
-use super::body_reader_cap;
-use super::request::{header_value, BodyLimits, BodyPermits, Incoming};
+use super::request::{header_value, BodyLimits, Incoming, WorkPermits};
 use super::response::{to_tiny, CommonHeaders, Reply};
+use super::work_permit_cap;
 
-/// tiny_http 0.12 drains an unread request body when the request is dropped, and does so by
-/// allocating the whole remaining declared length at once: `Content-Length: 10^12` aborts the
-/// process (measured). Up to this size that allocation is address space only, so such bodies
-/// are drained normally; beyond it the connection is abandoned instead (see `refuse_huge`).
-const DRAIN_LIMIT: u64 = 256 * 1024 * 1024;
+/// Work permits: a request other than GET, HEAD and OPTIONS (the ones that read a body, queue
+/// for a worker, run an inference or load a model) holds one from its arrival until its
+/// answer is sent. At most three quarters of the request threads (`work_permit_cap`), so
+/// `/health`, `/readyz`, `/api/v1/status` and `/metrics` always find a thread; past the cap a
+/// request is answered 503 at once.
+fn needs_work_permit(method: &Method) -> bool {
+    !matches!(method, Method::Get | Method::Head | Method::Options)
+}
 
-/// Requests whose unread body is drained on a short-lived thread of its own, so a slow client
-/// does not hold a request thread after being answered. Past this many at once the request
-/// thread drains it itself, which bounds the threads a flood can create.
-const MAX_DRAINERS: usize = 64;
+/// Drains at most at once. A drain belongs to one connection (tiny_http reads the next request
+/// on it only after the drain), so drains are bounded by connections, and those by the open
+/// files limit; this only keeps a flood from spawning past what the machine can hold.
+const MAX_DRAINERS: usize = 4096;
 
 /// First pause between attempts to bind a replacement server after the acceptor died; it
 /// doubles up to `MAX_REBIND_PAUSE` so a long fd shortage does not flood the log.
@@ -54,13 +63,23 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// A burst shows first as requests on the connections that were served, so watching fast
 /// while requests arrive is enough; a quiet service is watched slowly and costs nothing.
 const WATCH_BUSY: Duration = Duration::from_millis(25);
-const WATCH_QUIET: Duration = Duration::from_millis(100);
+/// Each probe also wakes an idle thread of tiny_http's connection pool, which only retires
+/// threads idle for 5 s: probing a quiet service every 500 ms keeps at most about ten idle
+/// threads past a burst (at 100 ms it kept fifty, for good).
+const WATCH_QUIET: Duration = Duration::from_millis(500);
 const QUIET_AFTER: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How long a request thread waits on one server before looking again, so it moves to a
 /// replacement bound after the old one died.
 const RECV_RECHECK: Duration = Duration::from_secs(1);
+
+/// How often the queues of replaced servers are looked at while any exist.
+const RETIRED_POLL: Duration = Duration::from_millis(20);
+
+/// Replaced servers whose queues are still served. A rebind happens at most every few
+/// seconds during an fd shortage (see `Recovery`), so this covers minutes of one.
+const MAX_RETIRED: usize = 64;
 
 /// What the server is handed: the application. The server knows nothing of routes or of what
 /// lies behind them; it reads heads, bounds bodies, catches panics and writes responses.
@@ -84,6 +103,8 @@ pub struct Handled {
 pub enum Refusal {
     /// The declared body is larger than the limit: answered before a byte of it is read.
     TooLarge { declared: u64, limit: u64 },
+    /// Every work permit is taken (see `needs_work_permit`); retry shortly.
+    Busy,
     /// `handle` panicked (a bug); the panic message is logged with the request id.
     Panicked,
 }
@@ -104,6 +125,10 @@ pub struct Answered<'a> {
 pub struct Config {
     /// The fixed number of request threads.
     pub threads: usize,
+    /// Longest silence on a connection: in a head, in a body, between keep-alive requests.
+    pub read_timeout: Duration,
+    /// Longest a response write may block on a client that does not read.
+    pub write_timeout: Duration,
     pub limits: BodyLimits,
     pub common: CommonHeaders,
     /// Starts the request ids the server makes up (`<prefix>-<n>`), so ids of this run differ
@@ -123,12 +148,19 @@ pub struct HttpServer {
 /// The tiny_http server in use, and what replacing it takes.
 struct Listener {
     addr: SocketAddr,
+    /// The deadlines every accepted socket inherits, for a rebound listener too.
+    deadlines: Deadlines,
     current: Mutex<Arc<tiny_http::Server>>,
     stopping: AtomicBool,
     /// Rebinding state; holding its lock is what makes one thread rebind while others wait.
     recovery: Mutex<Recovery>,
     /// Requests the server had accepted when shutdown began, served before the threads exit.
     leftovers: Mutex<VecDeque<tiny_http::Request>>,
+    /// Servers whose acceptor died and were replaced. Their connections live on (tiny_http
+    /// serves each on a thread of its own) and queue their requests there, so those queues are
+    /// still served: a request left in one would hold its connection, its thread and its
+    /// sockets forever. The oldest go past `MAX_RETIRED`.
+    retired: Mutex<VecDeque<Arc<tiny_http::Server>>>,
     /// When a request was last received, in milliseconds since `started`: the watcher's pace.
     last_request_ms: AtomicU64,
     started: Instant,
@@ -137,11 +169,17 @@ struct Listener {
 /// State the request threads share.
 struct Shared {
     handler: Arc<dyn Handler>,
-    permits: BodyPermits,
+    permits: WorkPermits,
     config: Config,
     drainers: Arc<AtomicUsize>,
-    abandoned: AtomicUsize,
     next_request_id: AtomicUsize,
+}
+
+/// `SO_RCVTIMEO` and `SO_SNDTIMEO` of the listening socket, which accepted sockets inherit.
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    read: Duration,
+    write: Duration,
 }
 
 /// Why the server could not start.
@@ -183,7 +221,11 @@ impl HttpServer {
         config: Config,
         handler: Arc<dyn Handler>,
     ) -> Result<HttpServer, StartError> {
-        let server = tiny_http::Server::http((host, port)).map_err(|source| StartError::Bind {
+        let deadlines = Deadlines {
+            read: config.read_timeout,
+            write: config.write_timeout,
+        };
+        let server = bind((host, port), deadlines).map_err(|source| StartError::Bind {
             addr: format!("{host}:{port}"),
             source,
         })?;
@@ -196,19 +238,20 @@ impl HttpServer {
             })?;
         let threads = config.threads;
         let shared = Arc::new(Shared {
-            permits: BodyPermits::new(body_reader_cap(threads)),
+            permits: WorkPermits::new(work_permit_cap(threads)),
             config,
             drainers: Arc::new(AtomicUsize::new(0)),
-            abandoned: AtomicUsize::new(0),
             next_request_id: AtomicUsize::new(1),
             handler,
         });
         let listener = Arc::new(Listener {
             addr,
+            deadlines,
             current: Mutex::new(Arc::new(server)),
             stopping: AtomicBool::new(false),
             recovery: Mutex::new(Recovery::new()),
             leftovers: Mutex::new(VecDeque::new()),
+            retired: Mutex::new(VecDeque::new()),
             last_request_ms: AtomicU64::new(0),
             started: Instant::now(),
         });
@@ -255,6 +298,11 @@ impl HttpServer {
             while let Ok(Some(request)) = server.try_recv() {
                 leftovers.push_back(request);
             }
+            for old in lock(&self.listener.retired).iter() {
+                while let Ok(Some(request)) = old.try_recv() {
+                    leftovers.push_back(request);
+                }
+            }
         }
         for _ in &self.workers {
             server.unblock();
@@ -287,13 +335,13 @@ impl Listener {
             if self.stopping.load(Ordering::SeqCst) {
                 return lock(&self.leftovers).pop_front();
             }
+            let (from_retired, wait) = self.poll_retired();
+            if let Some(request) = from_retired {
+                return Some(self.received(request));
+            }
             let server = Arc::clone(&lock(&self.current));
-            match server.recv_timeout(RECV_RECHECK) {
-                Ok(Some(request)) => {
-                    let now = self.started.elapsed().as_millis() as u64;
-                    self.last_request_ms.store(now, Ordering::Relaxed);
-                    return Some(request);
-                }
+            match server.recv_timeout(wait) {
+                Ok(Some(request)) => return Some(self.received(request)),
                 _ if self.stopping.load(Ordering::SeqCst) => continue,
                 Ok(None) => {}
                 Err(e) => {
@@ -305,6 +353,28 @@ impl Listener {
                 }
             }
         }
+    }
+
+    fn received(&self, request: tiny_http::Request) -> tiny_http::Request {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last_request_ms.store(now, Ordering::Relaxed);
+        request
+    }
+
+    /// A request waiting in a retired server's queue, if any, and how long to wait on the
+    /// current server before looking again: briefly while retired servers exist.
+    fn poll_retired(&self) -> (Option<tiny_http::Request>, Duration) {
+        let retired = lock(&self.retired);
+        // Err is the dead acceptor's own error message, already acted on.
+        let request = retired
+            .iter()
+            .find_map(|server| server.try_recv().ok().flatten());
+        let wait = if retired.is_empty() {
+            RECV_RECHECK
+        } else {
+            RETIRED_POLL
+        };
+        (request, wait)
     }
 
     /// The watcher thread: a connection to the port every `WATCH_BUSY` or `WATCH_QUIET` (see
@@ -336,8 +406,13 @@ impl Listener {
         if !Arc::ptr_eq(&lock(&self.current), dead) {
             return;
         }
-        let fresh = recovery.rebind(self.addr, &self.stopping);
-        *lock(&self.current) = Arc::new(fresh);
+        let fresh = recovery.rebind(self.addr, self.deadlines, &self.stopping);
+        let old = std::mem::replace(&mut *lock(&self.current), Arc::new(fresh));
+        let mut retired = lock(&self.retired);
+        retired.push_back(old);
+        if retired.len() > MAX_RETIRED {
+            retired.pop_front();
+        }
     }
 }
 
@@ -375,7 +450,12 @@ impl Recovery {
     }
 
     /// Binds a new server on `addr`, retrying until it works or shutdown starts.
-    fn rebind(&mut self, addr: SocketAddr, stopping: &AtomicBool) -> tiny_http::Server {
+    fn rebind(
+        &mut self,
+        addr: SocketAddr,
+        deadlines: Deadlines,
+        stopping: &AtomicBool,
+    ) -> tiny_http::Server {
         if self
             .last_rebind
             .is_some_and(|at| at.elapsed() < STABLE_AFTER)
@@ -385,7 +465,7 @@ impl Recovery {
             self.pause = REBIND_PAUSE;
         }
         loop {
-            match tiny_http::Server::http(addr) {
+            match bind(addr, deadlines) {
                 Ok(server) => {
                     log::info!("listening again on http://{addr}");
                     self.last_rebind = Some(Instant::now());
@@ -407,6 +487,21 @@ impl Recovery {
         std::thread::sleep(self.pause);
         self.pause = (self.pause * 2).min(MAX_REBIND_PAUSE);
     }
+}
+
+/// A tiny_http server on a listening socket of our own, whose deadlines every connection
+/// it accepts inherits (Linux copies `SO_RCVTIMEO`/`SO_SNDTIMEO` to accepted sockets).
+fn bind(
+    addr: impl std::net::ToSocketAddrs,
+    deadlines: Deadlines,
+) -> Result<tiny_http::Server, Box<dyn std::error::Error + Send + Sync>> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    use nix::sys::time::TimeVal;
+    let listener = std::net::TcpListener::bind(addr)?;
+    let timeval = |d: Duration| TimeVal::new(d.as_secs() as _, d.subsec_micros() as _);
+    setsockopt(&listener, sockopt::ReceiveTimeout, &timeval(deadlines.read))?;
+    setsockopt(&listener, sockopt::SendTimeout, &timeval(deadlines.write))?;
+    tiny_http::Server::from_listener(listener, None)
 }
 
 /// A server on an ephemeral loopback port that stands in after shutdown, so the real listener
@@ -440,19 +535,28 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) {
     };
     let declared = request.body_length().map(|n| n as u64);
     let limit = shared.config.limits.max_bytes;
-    if let Some(length) = declared.filter(|n| *n > limit) {
-        let refusal = Refusal::TooLarge {
+    let permit = if needs_work_permit(&method) {
+        shared.permits.try_acquire().map(Some).ok_or(Refusal::Busy)
+    } else {
+        Ok(None)
+    };
+    let refusal = match (declared.filter(|n| *n > limit), &permit) {
+        (Some(length), _) => Some(Refusal::TooLarge {
             declared: length,
             limit,
-        };
+        }),
+        (None, Err(busy)) => Some(busy.clone()),
+        (None, Ok(_)) => None,
+    };
+    if let Some(refusal) = refusal {
         let handled = handler.refused(&method, &path, refusal);
         let status = handled.reply.status;
         let response = to_tiny(handled.reply, &shared.config.common, &request_id);
-        refuse_unread(request, response, length, shared);
+        refuse_unread(request, response, shared);
         return answered(handled.label, status);
     }
     let (handled, body_read) = {
-        let mut incoming = Incoming::new(&mut request, &shared.permits, shared.config.limits);
+        let mut incoming = Incoming::new(&mut request, shared.config.limits);
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(&mut incoming)));
         let handled = outcome.unwrap_or_else(|panic| {
             let what = panic
@@ -469,10 +573,11 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) {
     let response = to_tiny(handled.reply, &shared.config.common, &request_id);
     let unread_body = !body_read && (declared.is_some_and(|n| n > 1024) || is_chunked(&request));
     if unread_body {
-        refuse_unread(request, response, declared.unwrap_or(0), shared);
+        refuse_unread(request, response, shared);
     } else if let Err(e) = request.respond(response) {
         log::debug!("could not send the response: {e}");
     }
+    drop(permit);
     answered(handled.label, status);
 }
 
@@ -480,25 +585,23 @@ fn is_chunked(request: &tiny_http::Request) -> bool {
     header_value(request, "Transfer-Encoding").is_some()
 }
 
-/// Answers a request whose body was not read, without letting the drain tiny_http does on drop
-/// hold a request thread or, for absurd lengths, abort the process.
+/// Answers a request whose body was not read, and leaves the drain tiny_http does on drop (it
+/// reads the rest of the body, so the connection can carry the next request) to a short-lived
+/// thread of its own: the answer never waits for a body nobody wants. The drain ends when the
+/// client has sent the body, closes, or is silent for `readTimeoutMs`. Past `MAX_DRAINERS`
+/// at once the request thread drains it itself.
 fn refuse_unread(
     request: tiny_http::Request,
     response: tiny_http::Response<std::io::Cursor<Vec<u8>>>,
-    declared: u64,
     shared: &Shared,
 ) {
-    if declared > DRAIN_LIMIT {
-        return refuse_huge(request, response, shared);
-    }
     if shared.drainers.fetch_add(1, Ordering::AcqRel) >= MAX_DRAINERS {
         shared.drainers.fetch_sub(1, Ordering::AcqRel);
         let _ = request.respond(response);
         return;
     }
     let guard = DrainerSlot(Arc::clone(&shared.drainers));
-    // Answer at once; the thread then lives as long as the drain: until the client closes or
-    // finishes sending.
+    // Answer at once; the thread then lives as long as the drain.
     let drain = move || {
         let _guard = guard;
         let _ = request.respond(response);
@@ -511,30 +614,13 @@ fn refuse_unread(
     }
 }
 
-/// One of the `MAX_DRAINERS` places, given back when the drain ends (or never starts).
+/// One of the drain places, given back when the drain ends (or never starts).
 struct DrainerSlot(Arc<AtomicUsize>);
 
 impl Drop for DrainerSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// Sends the response and then never touches the connection again: dropping the request would
-/// make tiny_http allocate the declared length. The cost, one parked tiny_http thread and its
-/// socket, is logged; an nginx or HAProxy in front refuses such requests before they get here.
-fn refuse_huge(
-    request: tiny_http::Request,
-    response: tiny_http::Response<std::io::Cursor<Vec<u8>>>,
-    shared: &Shared,
-) {
-    let stream = request.upgrade("refused", response);
-    std::mem::forget(stream);
-    let total = shared.abandoned.fetch_add(1, Ordering::Relaxed) + 1;
-    log::warn!(
-        "abandoned a connection that announced a body over {DRAIN_LIMIT} bytes ({total} so far); \
-         put a proxy with a body limit in front to stop these at the edge"
-    );
 }
 
 /// The client's `X-Request-Id` when it is short printable ASCII, else a fresh one.

@@ -17,6 +17,38 @@ const QUEUE_RECHECK: Duration = Duration::from_millis(250);
 /// the 5xx the worker's verdict on the audio rather than a crash).
 const CRASH_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// When a request must be answered, and what running out of time means for its worker
+/// (README "Behaviour under failure").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    /// The answer is due: the request gives up then.
+    pub at: Instant,
+    /// Whether the client chose `at` (an `options.timeout` shorter than the server's): when it
+    /// passes, the connection to the worker is closed, which makes whisper-server abort the
+    /// inference, and the worker stays. Otherwise the worker overran the deadline the server
+    /// gave it and is recycled, as whisper-server hangs like that with `/health` fine.
+    pub client_chosen: bool,
+    /// No worker is leased after this: a request with almost no time left would only waste
+    /// the worker (and, on the server's deadline, get a healthy one recycled).
+    pub lease_by: Instant,
+}
+
+impl Deadline {
+    /// The server's deadline and the client's shorter one, if any, for a request that reached
+    /// the engine at `started`. A worker is leased only while at least a quarter of the time
+    /// the request had then is left.
+    pub fn new(server: Instant, client: Option<Instant>, started: Instant) -> Deadline {
+        let client = client.filter(|c| *c < server);
+        let at = client.unwrap_or(server);
+        let budget = at.saturating_duration_since(started);
+        Deadline {
+            at,
+            client_chosen: client.is_some(),
+            lease_by: at - budget / 4,
+        }
+    }
+}
+
 /// The answer of a worker, with who gave it (for the response `metadata`).
 #[derive(Debug)]
 pub struct Served {
@@ -28,10 +60,14 @@ pub struct Served {
 impl Pool {
     /// Waits until an idle healthy worker of `model` is free and leases it: FIFO among the
     /// waiters for the same model, at most `maxQueue` waiting in all, at most
-    /// `queueTimeoutMs` or until `deadline`. Waiters for different models do not block each
-    /// other; the global cap of `maxConcurrentInferences` applies to all.
-    fn acquire(&self, model: &str, deadline: Instant) -> Result<Lease, ApiError> {
+    /// `queueTimeoutMs` or until `lease_by` (then 504: too little time is left to run it).
+    /// Waiters for different models do not block each other; the global cap of
+    /// `maxConcurrentInferences` applies to all.
+    fn acquire(&self, model: &str, lease_by: Instant) -> Result<Lease, ApiError> {
         let mut state = self.lock();
+        if Instant::now() >= lease_by {
+            return Err(out_of_time());
+        }
         if !state.has_waiting(model) {
             if let Some(lease) = state.take_idle(model) {
                 return Ok(lease);
@@ -52,7 +88,8 @@ impl Pool {
             });
         }
         let ticket = state.enqueue(model);
-        let give_up_at = deadline.min(Instant::now() + self.config.queue_timeout);
+        let queue_give_up = Instant::now() + self.config.queue_timeout;
+        let give_up_at = lease_by.min(queue_give_up);
         loop {
             if state.is_first(ticket, model) {
                 if let Some(lease) = state.take_idle(model) {
@@ -71,6 +108,8 @@ impl Pool {
                     ApiError::NoHealthyWorkers {
                         retry_after: state.next_spawn_in(model, now),
                     }
+                } else if lease_by < queue_give_up {
+                    out_of_time()
                 } else {
                     ApiError::CapacityExceeded {
                         retry_after: Duration::from_secs(1),
@@ -108,12 +147,12 @@ impl Pool {
         &self,
         model: &str,
         form: &InferenceForm,
-        deadline: Instant,
+        deadline: Deadline,
     ) -> Result<Served, ApiError> {
         let mut last_failure = String::new();
         for attempt in 1..=2 {
-            let lease = self.acquire(model, deadline)?;
-            let remaining = deadline.saturating_duration_since(Instant::now());
+            let lease = self.acquire(model, deadline.lease_by)?;
+            let remaining = deadline.at.saturating_duration_since(Instant::now());
             match client::inference(lease.port, form, remaining) {
                 Ok(reply) if reply.status < 500 => {
                     self.release(&lease, Outcome::Completed);
@@ -134,6 +173,17 @@ impl Pool {
                         "{} answered {} and then stopped answering",
                         lease.worker_id, reply.status
                     )
+                }
+                Err(CallError::Timeout) if deadline.client_chosen => {
+                    log::info!(
+                        "{}: the client's deadline passed; the inference was cancelled and the worker stays",
+                        lease.worker_id
+                    );
+                    self.release(&lease, Outcome::Cancelled);
+                    return Err(ApiError::Timeout(
+                        "no transcript within the request's options.timeout; the inference was cancelled"
+                            .into(),
+                    ));
                 }
                 Err(CallError::Timeout) => {
                     log::warn!(
@@ -167,6 +217,13 @@ impl Pool {
             "two workers failed in a row; last: {last_failure}"
         )))
     }
+}
+
+/// A request whose deadline is too near to lease a worker for it.
+fn out_of_time() -> ApiError {
+    ApiError::Timeout(
+        "too little of the request's deadline was left to run it once a worker was free".into(),
+    )
 }
 
 /// A 2xx becomes the answer; a 4xx is the worker refusing the audio and goes back to the

@@ -3,17 +3,21 @@
 //!
 //! Every tick it reaps exited processes, checks starting workers for readiness, stops the ones
 //! that are retiring, and spawns into empty slots whose backoff has elapsed. Health checks run
-//! every `healthIntervalMs` and the audit every `auditIntervalMs`. It takes the pool lock only
-//! to read a snapshot or apply a decision, never across a spawn, a signal or an HTTP call.
+//! every `healthIntervalMs` and the audit every `auditIntervalMs`. Probes run in parallel on
+//! short-lived threads and their answers are applied on a later tick, so the monitor never
+//! waits for a worker: a hung one delays neither the other probes nor a respawn. It takes the
+//! pool lock only to read a snapshot or apply a decision, never across a spawn, a signal or
+//! an HTTP call.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::client;
+use super::client::{self, CallError};
 use super::process::{self, WorkerProcess};
+use super::state::Probe;
 use super::{MonitorEvent, Pool};
 
 /// Upper bound on the monitor's sleep: how fast a crash, a finished drain or a ready worker
@@ -33,6 +37,8 @@ pub fn start(pool: Arc<Pool>, events: Receiver<MonitorEvent>) -> std::io::Result
         .name("monitor".into())
         .spawn(move || {
             let mut monitor = Monitor {
+                health: None,
+                readiness: None,
                 processes: HashMap::new(),
                 next_health: Instant::now() + pool.config.workers.health_interval(),
                 next_audit: Instant::now() + pool.config.workers.audit_interval(),
@@ -44,6 +50,10 @@ pub fn start(pool: Arc<Pool>, events: Receiver<MonitorEvent>) -> std::io::Result
 
 struct Monitor {
     pool: Arc<Pool>,
+    /// The health round in progress, if any: its answers arrive here when all are in.
+    health: Option<Receiver<ProbeResults>>,
+    /// The readiness round over starting workers in progress, if any.
+    readiness: Option<Receiver<ProbeResults>>,
     /// Live processes by worker id; only this thread touches them.
     processes: HashMap<String, WorkerProcess>,
     next_health: Instant,
@@ -66,10 +76,11 @@ impl Monitor {
         self.reap_exited();
         self.check_starting();
         let now = Instant::now();
-        if now >= self.next_health {
+        let health_due = now >= self.next_health && self.health.is_none();
+        if health_due {
             self.next_health = now + self.pool.config.workers.health_interval();
-            self.poll_health();
         }
+        self.poll_health(health_due);
         self.stop_retiring();
         self.fill_slots();
         if now >= self.next_audit {
@@ -108,57 +119,73 @@ impl Monitor {
         self.pool.notify_changed();
     }
 
-    /// Probes starting workers; ready ones turn healthy, late ones are killed as failures.
+    /// Starts a readiness round over the starting workers when none is running, applies the
+    /// answers of a finished one (ready workers turn healthy), and kills the workers still not
+    /// ready after `startupTimeoutMs`. Never waits for a probe.
     fn check_starting(&mut self) {
-        let starting = self.pool.lock().starting();
-        let timeout = self.pool.config.workers.startup_timeout();
-        let probe_timeout = STARTUP_PROBE_TIMEOUT.min(self.pool.config.workers.health_timeout());
-        for probe in starting {
-            if client::health(probe.port, probe_timeout).is_ok() {
-                let turned = self.pool.lock().on_healthy(&probe.id, Instant::now());
-                if turned {
+        if let Some(results) = finished(&mut self.readiness) {
+            for (probe, result) in results {
+                if result.is_ok() && self.pool.lock().on_healthy(&probe.id, Instant::now()) {
                     log::info!(
                         "{} is ready after {} ms",
                         probe.id,
                         probe.started_at.elapsed().as_millis()
                     );
                 }
-                self.pool.notify_changed();
-            } else if probe.started_at.elapsed() > timeout {
-                log::warn!(
-                    "{} was not ready within {} ms; killing it",
-                    probe.id,
-                    timeout.as_millis()
-                );
-                self.fail_worker(&probe.id);
             }
+            self.pool.notify_changed();
+        }
+        let starting = self.pool.lock().starting();
+        let timeout = self.pool.config.workers.startup_timeout();
+        for probe in starting.iter().filter(|p| p.started_at.elapsed() > timeout) {
+            log::warn!(
+                "{} was not ready within {} ms; killing it",
+                probe.id,
+                timeout.as_millis()
+            );
+            self.fail_worker(&probe.id);
+        }
+        if self.readiness.is_none() && !starting.is_empty() {
+            let probe_timeout =
+                STARTUP_PROBE_TIMEOUT.min(self.pool.config.workers.health_timeout());
+            self.readiness = Some(probe_in_parallel(starting, probe_timeout));
         }
     }
 
-    /// `GET /health` on every running worker; `maxHealthFailures` in a row replaces it.
-    fn poll_health(&mut self) {
-        let running = self.pool.lock().running();
-        let max_failures = self.pool.config.workers.max_health_failures;
-        for probe in running {
-            let id = &probe.id;
-            match client::health(probe.port, self.pool.config.workers.health_timeout()) {
-                Ok(()) => {
-                    if self.pool.lock().on_healthy(id, Instant::now()) {
-                        log::info!("{id} is healthy again");
+    /// Starts a health round over the running workers (all probed at once, on threads of
+    /// their own), and applies a finished one: `maxHealthFailures` in a row replaces a worker.
+    /// A hung worker's probe therefore delays neither the other probes nor the monitor.
+    fn poll_health(&mut self, due: bool) {
+        if let Some(results) = finished(&mut self.health) {
+            let max_failures = self.pool.config.workers.max_health_failures;
+            for (probe, result) in results {
+                let id = &probe.id;
+                match result {
+                    Ok(()) => {
+                        if self.pool.lock().on_healthy(id, Instant::now()) {
+                            log::info!("{id} is healthy again");
+                        }
                     }
-                }
-                Err(why) => {
-                    let Some(failures) = self.pool.lock().on_health_failure(id) else {
-                        continue;
-                    };
-                    log::warn!("{id} failed its health check ({failures}/{max_failures}): {why}");
-                    if failures >= max_failures {
-                        self.fail_worker(id);
+                    Err(why) => {
+                        let Some(failures) = self.pool.lock().on_health_failure(id) else {
+                            continue;
+                        };
+                        log::warn!(
+                            "{id} failed its health check ({failures}/{max_failures}): {why}"
+                        );
+                        if failures >= max_failures {
+                            self.fail_worker(id);
+                        }
                     }
                 }
             }
+            self.pool.notify_changed();
         }
-        self.pool.notify_changed();
+        if due && self.health.is_none() {
+            let running = self.pool.lock().running();
+            let timeout = self.pool.config.workers.health_timeout();
+            self.health = Some(probe_in_parallel(running, timeout));
+        }
     }
 
     /// Stops workers whose drain finished (or ran out of time), and kills hung ones.
@@ -285,5 +312,55 @@ impl Monitor {
         }
         self.pool.lock().clear();
         self.pool.notify_changed();
+    }
+}
+
+/// The answers of one round of `/health` probes.
+type ProbeResults = Vec<(Probe, Result<(), CallError>)>;
+
+/// Probes every worker of `probes` at once, each on a short-lived thread, and delivers all the
+/// answers together when the slowest is in (at most `timeout` later).
+fn probe_in_parallel(probes: Vec<Probe>, timeout: Duration) -> Receiver<ProbeResults> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let round = move || {
+        let results = std::thread::scope(|scope| {
+            let probing: Vec<_> = probes
+                .into_iter()
+                .map(|probe| {
+                    scope.spawn(move || {
+                        let result = client::health(probe.port, timeout);
+                        (probe, result)
+                    })
+                })
+                .collect();
+            probing
+                .into_iter()
+                .filter_map(|p| p.join().ok())
+                .collect::<Vec<_>>()
+        });
+        let _ = tx.send(results);
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("probe".into())
+        .spawn(round)
+    {
+        log::warn!("cannot start a probe round: {e}");
+    }
+    rx
+}
+
+/// The answers of a round that has finished, leaving `None` for the next one; `None` while it
+/// runs (or when it could not start).
+fn finished(round: &mut Option<Receiver<ProbeResults>>) -> Option<ProbeResults> {
+    match round.as_ref()?.try_recv() {
+        Ok(results) => {
+            *round = None;
+            Some(results)
+        }
+        Err(TryRecvError::Empty) => None,
+        Err(TryRecvError::Disconnected) => {
+            *round = None;
+            None
+        }
     }
 }

@@ -240,6 +240,7 @@ pub fn spawn(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    die_with_the_manager(&mut cmd);
     if let Some(cwd) = &command.cwd {
         cmd.current_dir(cwd);
     }
@@ -264,6 +265,32 @@ pub fn spawn(
         kill_at: None,
         reaped: false,
     })
+}
+
+/// Has the kernel SIGKILL the worker when the manager dies, even by SIGKILL and even when
+/// nobody starts the manager again (`PR_SET_PDEATHSIG`, kept across the worker's `exec`). The
+/// signal comes when the thread that spawned the worker ends: the monitor, which lives until
+/// every worker is stopped. A worker started through a wrapper that forks (rather than
+/// `exec`s) loses the setting in its children; those are reaped by process group on the next
+/// start (`reap_orphans`).
+#[allow(unsafe_code)]
+fn die_with_the_manager(cmd: &mut Command) {
+    let manager = nix::unistd::getpid();
+    let hook = move || {
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+        // The manager died between fork and prctl: the signal will never come.
+        if nix::unistd::getppid() != manager {
+            return Err(std::io::Error::from(std::io::ErrorKind::Other));
+        }
+        Ok(())
+    };
+    // SAFETY: `pre_exec` runs the hook in the child between fork and exec, where only
+    // async-signal-safe work is allowed. The hook makes two system calls (prctl(2),
+    // getppid(2)) through nix's thin wrappers, and builds its errors without allocating
+    // (`io::Error` from an errno or an `ErrorKind`): no allocation, no lock.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
 }
 
 /// One worker's log file, shared by its stdout and stderr pumps.
@@ -342,53 +369,108 @@ fn write_pid_record(path: &Path, pid: u32, program: &Path) -> std::io::Result<()
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let record = serde_json::json!({ "pid": pid, "program": program });
+    let started = process_stat(pid).map(|s| s.start_time);
+    let record = serde_json::json!({
+        "pid": pid,
+        "program": program,
+        "startTime": started,
+        "pgid": pid,
+    });
     std::fs::write(path, record.to_string())
 }
 
+/// What `/proc/PID/stat` says of a process that matters here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stat {
+    /// Clock ticks after boot when it started: with the pid, unique to one process.
+    start_time: u64,
+    /// A zombie has exited; only its exit status waits to be collected.
+    zombie: bool,
+    pgid: u32,
+}
+
+fn process_stat(pid: u32) -> Option<Stat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Fields after the command (which may hold spaces and parentheses) start at field 3, the
+/// state; the process group is field 5, the start time field 22.
+fn parse_stat(stat: &str) -> Option<Stat> {
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(Stat {
+        start_time: fields.get(19)?.parse().ok()?,
+        zombie: fields.first() == Some(&"Z"),
+        pgid: fields.get(2)?.parse().ok()?,
+    })
+}
+
 /// Kills the workers recorded under `pid_dir` by a previous manager that did not shut down
-/// cleanly. A record is only acted on when the pid still runs the recorded program, so a
-/// recycled pid is never killed. Returns how many were reaped.
-pub fn reap_orphans(pid_dir: &Path) -> usize {
+/// cleanly: each worker's whole process group, so a worker started through a wrapper (a shell
+/// script, an interpreter) goes with everything it started. A record is acted on only when its
+/// pid still runs the process recorded (same start time), or when that process is gone but
+/// its group lives on (a group id is not reused while the group has members), so a recycled
+/// pid is never killed. Waits at most `limit` for them to go; a zombie counts as gone.
+/// Returns how many were reaped.
+pub fn reap_orphans(pid_dir: &Path, limit: Duration) -> usize {
     let Ok(entries) = std::fs::read_dir(pid_dir) else {
         return 0;
     };
-    let mut reaped = 0;
+    let mut killed = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
         if path.extension().is_some_and(|e| e == "pid") {
-            if let Some(pid) = orphan_pid(&path) {
-                log::warn!("reaping orphaned worker pid {pid} from {}", path.display());
-                signal_group(pid, Signal::SIGKILL);
-                wait_gone(pid, Duration::from_secs(5));
-                reaped += 1;
+            if let Some(orphan) = orphan(&path) {
+                log::warn!(
+                    "reaping orphaned worker pid {} (process group {}) from {}",
+                    orphan.pid,
+                    orphan.pgid,
+                    path.display()
+                );
+                signal_group(orphan.pgid, Signal::SIGKILL);
+                killed.push(orphan.pgid);
             }
             let _ = std::fs::remove_file(&path);
         }
     }
-    reaped
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline && killed.iter().any(|pgid| group_has_members(*pgid)) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    killed.len()
 }
 
-/// The recorded pid if that process is alive and still runs the recorded program.
-fn orphan_pid(record: &Path) -> Option<u32> {
+/// A recorded worker whose group is to be killed.
+struct Orphan {
+    pid: u32,
+    pgid: u32,
+}
+
+fn orphan(record: &Path) -> Option<Orphan> {
     let text = std::fs::read_to_string(record).ok()?;
     let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let pid = u32::try_from(value.get("pid")?.as_u64()?).ok()?;
-    let program = value.get("program")?.as_str()?;
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
-    let exe = exe.to_string_lossy();
-    let recorded = std::fs::canonicalize(program)
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| program.into());
-    // A binary replaced on disk shows as "<path> (deleted)".
-    (exe == recorded || exe.strip_suffix(" (deleted)") == Some(&recorded)).then_some(pid)
+    let number = |key: &str| value.get(key)?.as_u64();
+    let pid = u32::try_from(number("pid")?).ok()?;
+    let pgid = u32::try_from(number("pgid")?).ok()?;
+    let recorded_start = number("startTime")?;
+    let alive_and_ours = match process_stat(pid) {
+        Some(stat) => stat.start_time == recorded_start,
+        // The leader is gone; members of its group may not be.
+        None => group_has_members(pgid),
+    };
+    alive_and_ours.then_some(Orphan { pid, pgid })
 }
 
-fn wait_gone(pid: u32, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Whether a process that has not exited (zombies have) is in process group `pgid`.
+fn group_has_members(pgid: u32) -> bool {
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    processes.flatten().any(|entry| {
+        std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|stat| parse_stat(&stat))
+            .is_some_and(|stat| stat.pgid == pgid && !stat.zombie)
+    })
 }
 
 /// Whether nothing listens on `port` on loopback or the wildcard address. whisper-server sets
@@ -431,6 +513,22 @@ mod tests {
                 "--flash-attn"
             ]
         );
+    }
+
+    #[test]
+    fn stat_fields_are_read_after_the_command() {
+        let stat =
+            "4242 (a (weird) cmd) Z 1 4242 4242 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 987654 0 0";
+        assert_eq!(
+            parse_stat(stat),
+            Some(Stat {
+                start_time: 987654,
+                zombie: true,
+                pgid: 4242,
+            })
+        );
+        let own = process_stat(std::process::id()).unwrap();
+        assert!(!own.zombie && own.start_time > 0);
     }
 
     #[test]

@@ -146,6 +146,9 @@ pub enum Outcome {
     /// The connection failed but the worker answers `/health`: a stale pooled socket, not a
     /// fault of the worker. Nothing is recorded.
     Interrupted,
+    /// The client's own deadline passed first and the connection was closed, which makes
+    /// whisper-server abort the inference: the worker is fine. Nothing is recorded.
+    Cancelled,
 }
 
 /// A model's life as `/api/models` shows it.
@@ -434,7 +437,7 @@ impl PoolState {
                 worker.accepting = false;
                 true
             }
-            Outcome::Interrupted => false,
+            Outcome::Interrupted | Outcome::Cancelled => false,
         }
     }
 

@@ -23,6 +23,15 @@ pub const INVALID_PARAMS: i64 = -32602;
 /// Domain errors (the `ERR_*` messages).
 pub const SERVER_ERROR: i64 = -32000;
 
+/// Calls a batch may hold. An orchestrator batches a few calls; a batch of half a million
+/// `ping`s (23 MB) once took 863 MB to parse and answer. A longer batch is refused whole,
+/// before more than this many calls are parsed.
+pub const MAX_BATCH: usize = 100;
+
+/// Bytes of answers a batch may accumulate: past this the remaining calls are not run, and
+/// each is answered with an error instead.
+pub const MAX_BATCH_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
 /// The methods, for `-32601` messages and the README.
 pub const METHODS: &[&str] = &[
     "runInference",
@@ -53,23 +62,65 @@ pub enum Message {
 }
 
 /// The framing half of JSON-RPC, with no side effects (and so a fuzz target): parse errors,
-/// invalid requests and empty batches come back as their error responses.
+/// invalid requests, empty batches and batches of more than `MAX_BATCH` calls come back as
+/// their error responses. The text is parsed once, and a batch only up to its cap.
 pub fn parse(text: &str) -> Message {
-    match serde_json::from_str::<Value>(text) {
-        Err(e) => Message::Single(Err(error(
+    let parse_error = |e: serde_json::Error| {
+        Message::Single(Err(error(
             Value::Null,
             PARSE_ERROR,
             "Parse error",
             Some(json!(e.to_string())),
-        ))),
-        Ok(Value::Array(batch)) if batch.is_empty() => Message::Single(Err(error(
+        )))
+    };
+    if !text.trim_start().starts_with('[') {
+        return match serde_json::from_str::<Value>(text) {
+            Ok(one) => Message::Single(parse_call(one)),
+            Err(e) => parse_error(e),
+        };
+    }
+    let mut reader = serde_json::Deserializer::from_str(text);
+    let batch = serde::Deserializer::deserialize_seq(&mut reader, CappedBatch)
+        .and_then(|batch| reader.end().map(|()| batch));
+    match batch {
+        Ok(batch) if batch.is_empty() => Message::Single(Err(error(
             Value::Null,
             INVALID_REQUEST,
             "Invalid Request",
             None,
         ))),
-        Ok(Value::Array(batch)) => Message::Batch(batch.into_iter().map(parse_call).collect()),
-        Ok(one) => Message::Single(parse_call(one)),
+        Ok(batch) => Message::Batch(batch.into_iter().map(parse_call).collect()),
+        Err(e) if e.to_string().starts_with(TOO_LONG) => Message::Single(Err(error(
+            Value::Null,
+            INVALID_REQUEST,
+            "Invalid Request",
+            Some(json!(format!("a batch holds at most {MAX_BATCH} calls"))),
+        ))),
+        Err(e) => parse_error(e),
+    }
+}
+
+const TOO_LONG: &str = "batch too long";
+
+/// The elements of a JSON array, refusing it as soon as it holds more than `MAX_BATCH`.
+struct CappedBatch;
+
+impl<'de> serde::de::Visitor<'de> for CappedBatch {
+    type Value = Vec<Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "an array of at most {MAX_BATCH} calls")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Value>, A::Error> {
+        let mut calls = Vec::new();
+        while let Some(call) = seq.next_element::<Value>()? {
+            if calls.len() == MAX_BATCH {
+                return Err(serde::de::Error::custom(TOO_LONG));
+            }
+            calls.push(call);
+        }
+        Ok(calls)
     }
 }
 
@@ -109,27 +160,71 @@ fn parse_call(message: Value) -> Result<Call, Value> {
     })
 }
 
+/// Where a message came from, which decides the tokens its calls must carry as `auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `POST /rpc`: the HTTP route has already checked `server.apiKeys`; `rack.allow`, when
+    /// set, is asked for as well.
+    Http,
+    /// Rack mode's TCP port, which has no other check: `rack.allow`, or `server.apiKeys` when
+    /// `rack.allow` is empty, so setting API keys never leaves rack mode open.
+    Rack,
+}
+
+impl Transport {
+    fn tokens(self, engine: &Engine) -> &[String] {
+        let allow = &engine.settings.rack.allow;
+        match self {
+            Transport::Rack if allow.is_empty() => &engine.settings.server.api_keys,
+            _ => allow,
+        }
+    }
+}
+
 /// Answers one JSON-RPC message (a request, a notification or a batch). `None` when nothing
 /// is to be sent back: notifications only.
-pub fn handle(engine: &Engine, text: &str) -> Option<Value> {
-    match parse(text) {
-        Message::Single(one) => answer(engine, one),
+pub fn handle(engine: &Engine, text: &str, transport: Transport) -> Option<Value> {
+    answer_message(engine, parse(text), transport)
+}
+
+/// Answers a message `parse` already read. The answers of a batch stop being run past
+/// `MAX_BATCH_ANSWER_BYTES`: each call left gets an error instead.
+pub fn answer_message(engine: &Engine, message: Message, transport: Transport) -> Option<Value> {
+    let tokens = transport.tokens(engine);
+    match message {
+        Message::Single(one) => answer(engine, one, tokens),
         Message::Batch(batch) => {
+            let mut size = 0;
             let answers: Vec<Value> = batch
                 .into_iter()
-                .filter_map(|one| answer(engine, one))
+                .filter_map(|one| {
+                    if size <= MAX_BATCH_ANSWER_BYTES {
+                        let answer = answer(engine, one, tokens)?;
+                        size += serde_json::to_vec(&answer).map_or(0, |a| a.len());
+                        return Some(answer);
+                    }
+                    let id = one.ok()?.id?;
+                    Some(error(
+                        id,
+                        SERVER_ERROR,
+                        "ERR_CAPACITY_EXCEEDED",
+                        Some(json!(format!(
+                            "not run: the batch's answers passed {MAX_BATCH_ANSWER_BYTES} bytes"
+                        ))),
+                    ))
+                })
                 .collect();
             (!answers.is_empty()).then_some(Value::Array(answers))
         }
     }
 }
 
-fn answer(engine: &Engine, parsed: Result<Call, Value>) -> Option<Value> {
+fn answer(engine: &Engine, parsed: Result<Call, Value>, tokens: &[String]) -> Option<Value> {
     let call = match parsed {
         Ok(call) => call,
         Err(response) => return Some(response),
     };
-    let outcome = if authorized(engine, call.auth.as_deref()) {
+    let outcome = if authorized(tokens, call.auth.as_deref()) {
         run(engine, &call.method, &call.params)
     } else {
         Err(Failure::Domain(ApiError::Unauthorized))
@@ -148,11 +243,10 @@ fn answer(engine: &Engine, parsed: Result<Call, Value>) -> Option<Value> {
     })
 }
 
-/// With `rack.allow` set, a request must carry one of its tokens as `auth`.
-fn authorized(engine: &Engine, token: Option<&str>) -> bool {
-    let allow = &engine.settings.rack.allow;
-    allow.is_empty()
-        || crate::auth::authorized(allow, token.map(|t| format!("Bearer {t}")).as_deref())
+/// With `tokens` set, a request must carry one of them as `auth`.
+fn authorized(tokens: &[String], token: Option<&str>) -> bool {
+    tokens.is_empty()
+        || crate::auth::authorized(tokens, token.map(|t| format!("Bearer {t}")).as_deref())
 }
 
 enum Failure {
@@ -291,6 +385,21 @@ mod tests {
         match parse(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}, 5]"#) {
             Message::Batch(batch) => assert!(batch[0].is_ok() && batch[1].is_err()),
             single => panic!("{single:?}"),
+        }
+    }
+
+    #[test]
+    fn a_batch_is_capped_while_it_is_parsed() {
+        let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+        let batch = |n: usize| format!("[{}]", vec![ping; n].join(","));
+        assert!(matches!(parse(&batch(MAX_BATCH)), Message::Batch(b) if b.len() == MAX_BATCH));
+        match parse(&batch(MAX_BATCH + 1)) {
+            Message::Single(Err(e)) => assert_eq!(e["error"]["code"], INVALID_REQUEST),
+            other => panic!("{other:?}"),
+        }
+        match parse(&format!("{} x", batch(2))) {
+            Message::Single(Err(e)) => assert_eq!(e["error"]["code"], PARSE_ERROR),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -25,7 +25,8 @@ pub use file::{default_file_text, parse_file, write_defaults};
 pub use paths::{Paths, DEFAULT_DIR_NAME};
 
 /// Fewest request threads the settings allow: a quarter of the threads is kept away from
-/// body reading (see `http::body_reader_cap`), and that quarter must be at least one thread.
+/// uploads, queued requests and model loads (see `http::work_permit_cap`), and that quarter
+/// must be at least one thread.
 pub const MIN_SERVER_THREADS: usize = 4;
 
 /// Largest `beamSize` and `bestOf`: whisper.cpp runs at most 8 decoders
@@ -62,9 +63,15 @@ pub struct ServerSettings {
     pub host: String,
     /// 3141, the original service's port, so existing clients keep working.
     pub port: u16,
-    /// Fixed number of request threads, 64: a stalled upload parks one of them, and a parked
-    /// thread costs a small stack and nothing else.
+    /// Fixed number of request threads, 1024: sized for a thread per connection, so 500
+    /// stalled uploads leave room for everyone else. A parked thread costs about 10 KB
+    /// resident (measured: see the README's "Slow and hostile clients").
     pub threads: usize,
+    /// 10 s: longest silence on a connection (in its head, in its body, or between keep-alive
+    /// requests); a client silent that long is disconnected.
+    pub read_timeout_ms: u64,
+    /// 10 s: longest a response may wait for a client that does not read it.
+    pub write_timeout_ms: u64,
     /// `http://localhost:5173`, the original's web front end in development.
     pub cors_origin: String,
     /// 100 MiB: about an hour of 16 kHz WAV, or many hours of compressed audio.
@@ -215,6 +222,12 @@ impl ServerSettings {
     pub fn request_timeout(&self) -> Duration {
         ms(self.request_timeout_ms)
     }
+    pub fn read_timeout(&self) -> Duration {
+        ms(self.read_timeout_ms)
+    }
+    pub fn write_timeout(&self) -> Duration {
+        ms(self.write_timeout_ms)
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -246,7 +259,9 @@ impl AudioSettings {
 
     /// The inference deadline of a chunk of `seconds` of audio.
     pub fn chunk_timeout(&self, seconds: f64) -> Duration {
-        Duration::from_secs_f64((seconds * self.chunk_timeout_factor as f64).max(MIN_CHUNK_TIMEOUT_SECS))
+        Duration::from_secs_f64(
+            (seconds * self.chunk_timeout_factor as f64).max(MIN_CHUNK_TIMEOUT_SECS),
+        )
     }
 }
 
@@ -307,7 +322,9 @@ impl Default for ServerSettings {
         ServerSettings {
             host: "0.0.0.0".into(),
             port: 3141,
-            threads: 64,
+            threads: 1024,
+            read_timeout_ms: 10_000,
+            write_timeout_ms: 10_000,
             cors_origin: "http://localhost:5173".into(),
             max_body_bytes: 104_857_600,
             request_timeout_ms: 120_000,
@@ -451,6 +468,8 @@ fn validate(s: &Settings) -> Result<(), SettingsError> {
         ("server.threads", s.server.threads as u64),
         ("server.maxBodyBytes", s.server.max_body_bytes),
         ("server.requestTimeoutMs", s.server.request_timeout_ms),
+        ("server.readTimeoutMs", s.server.read_timeout_ms),
+        ("server.writeTimeoutMs", s.server.write_timeout_ms),
         ("workers.poolSize", s.workers.pool_size as u64),
         ("workers.rotateThreshold", s.workers.rotate_threshold),
         ("workers.startingPort", s.workers.starting_port as u64),

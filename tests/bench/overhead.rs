@@ -156,16 +156,7 @@ fn start_nginx(dir: &TempDir, workers: &[u16]) -> Option<(Spawned, u16)> {
          server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://workers; proxy_read_timeout 120s; }} }} }}\n"
     );
     std::fs::write(dir.0.join("nginx.conf"), config).unwrap();
-    // Stopped with SIGTERM, not SIGKILL: the master then stops its worker processes too.
-    let nginx = Spawned::start(
-        Command::new("nginx")
-            .arg("-p")
-            .arg(&dir.0)
-            .arg("-c")
-            .arg(dir.0.join("nginx.conf"))
-            .args(["-g", "daemon off;"]),
-    )
-    .graceful();
+    let nginx = support::nginx(&dir.0);
     wait_for(SOON, || {
         std::net::TcpStream::connect(("127.0.0.1", port))
             .ok()

@@ -102,6 +102,30 @@ pub fn connect_with(port: u16, head: &[u8]) -> TcpStream {
     stream
 }
 
+/// Writes an endless header line to `port` for `for_how_long`; returns the bytes the peer took
+/// and what it answered before closing.
+pub fn endless_header(port: u16, for_how_long: Duration) -> (usize, String) {
+    let mut stream = connect_with(port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ");
+    stream
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let chunk = vec![b'a'; 64 * 1024];
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < for_how_long {
+        match stream.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    (sent, String::from_utf8_lossy(&answer).into_owned())
+}
+
 /// Writes `head` (and nothing else) on a raw connection and returns what comes back before
 /// the server closes or `limit` passes.
 pub fn raw_exchange(port: u16, head: &[u8], limit: Duration) -> String {

@@ -10,6 +10,7 @@
 //! - [`load`]: many clients at once ([`spread`]) and background loops stopped by a drop guard
 //!   ([`Background`]), so a failed assertion fails the test instead of hanging it.
 //! - [`process`]: a helper program (haproxy, a worker started by hand) stopped on drop.
+//! - [`procfs`]: a process's open files, threads and resident memory, from `/proc`.
 //! - [`needs`]: what an `#[ignore]`d test needs from outside cargo; it fails, naming what is
 //!   missing, when run without it.
 //!
@@ -23,6 +24,7 @@ pub mod manager;
 pub mod multipart;
 pub mod needs;
 pub mod process;
+pub mod procfs;
 
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener};

@@ -13,6 +13,20 @@ pub struct Spawned {
     graceful: bool,
 }
 
+/// nginx in the foreground with `dir` as its prefix and `dir/nginx.conf` as its configuration,
+/// stopped with SIGTERM (its master then stops its worker processes too).
+pub fn nginx(dir: &std::path::Path) -> Spawned {
+    Spawned::start(
+        Command::new("nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .args(["-g", "daemon off;"]),
+    )
+    .graceful()
+}
+
 impl Spawned {
     /// Starts `command` with its output discarded; panics naming the program if it cannot.
     pub fn start(command: &mut Command) -> Spawned {
@@ -25,6 +39,15 @@ impl Spawned {
         Spawned {
             child,
             graceful: false,
+        }
+    }
+
+    /// Takes charge of a child started elsewhere (with its output set up as the test needs),
+    /// stopped gracefully on drop.
+    pub fn adopt(child: Child) -> Spawned {
+        Spawned {
+            child,
+            graceful: true,
         }
     }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::api::Api;
+use crate::audio::ffmpeg::Ffmpeg;
 use crate::cli::Mode;
 use crate::engine::Engine;
 use crate::http::{self, CommonHeaders, HttpServer};
@@ -272,7 +273,8 @@ pub fn serve(settings: Settings, paths: &Paths, mode: Mode) -> Result<(), Error>
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let (host, port) = (settings.server.host.clone(), settings.server.port);
-    let engine = Arc::new(Engine::new(settings, Arc::clone(&pool), boot_id));
+    let ffmpeg = find_ffmpeg(&settings);
+    let engine = Arc::new(Engine::new(settings, Arc::clone(&pool), ffmpeg, boot_id));
 
     // The port opens before any worker is ready: /health says "unhealthy" until one is.
     let server = HttpServer::start(
@@ -317,6 +319,37 @@ pub fn serve(settings: Settings, paths: &Paths, mode: Mode) -> Result<(), Error>
     log::info!("stopped");
     Ok(())
 }
+
+/// The ffmpeg of `audio.ffmpeg`, and a log line on what conversion can do: not finding it is
+/// no reason to stop (WAV, MP3, FLAC and Ogg Vorbis still work), but the operator is told.
+pub fn find_ffmpeg(settings: &Settings) -> Option<Ffmpeg> {
+    let audio = &settings.audio;
+    match Ffmpeg::find(
+        &audio.ffmpeg,
+        audio.max_conversions,
+        audio.conversion_timeout(),
+    ) {
+        Ok(Some(ffmpeg)) => {
+            log::info!(
+                "audio conversion: {} ({}); any format it decodes is accepted",
+                ffmpeg.program().display(),
+                ffmpeg.version()
+            );
+            Some(ffmpeg)
+        }
+        Ok(None) => {
+            log::info!("audio conversion is off (audio.ffmpeg is \"\"): {NO_FFMPEG}");
+            None
+        }
+        Err(e) => {
+            log::warn!("audio conversion is unavailable: audio.ffmpeg: {e}; {NO_FFMPEG}; install ffmpeg (apt-get install ffmpeg) to take any format");
+            None
+        }
+    }
+}
+
+/// What the service takes without ffmpeg.
+const NO_FFMPEG: &str = "WAV of any rate is read by the manager, MP3, FLAC and Ogg Vorbis go whole to a worker (without chunking), and other formats get 415";
 
 fn pool_config(settings: &Settings, paths: &Paths, plan: WorkerPlan) -> PoolConfig {
     let inference = &settings.inference;

@@ -27,6 +27,10 @@ pub enum ApiError {
     ModelNotLoaded(String),
     /// The body is larger than `server.maxBodyBytes`. 413.
     PayloadTooLarge { limit: u64 },
+    /// The audio is longer than `audio.maxSeconds`. 413, before any inference.
+    AudioTooLong { seconds: f64, limit: u64 },
+    /// A format the manager cannot decode without ffmpeg (which is off or missing). 415.
+    UnsupportedMediaType(String),
     /// The client stopped sending its body before `server.requestTimeoutMs`. 408.
     BodyTimeout,
     /// No worker is healthy or starting. 503 with `Retry-After`.
@@ -55,7 +59,8 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::BodyTimeout => 408,
             ApiError::ModelNotLoaded(_) => 409,
-            ApiError::PayloadTooLarge { .. } => 413,
+            ApiError::PayloadTooLarge { .. } | ApiError::AudioTooLong { .. } => 413,
+            ApiError::UnsupportedMediaType(_) => 415,
             ApiError::WorkerRejected(_) => 422,
             ApiError::Internal(_) => 500,
             ApiError::WorkerError(_) => 502,
@@ -76,6 +81,8 @@ impl ApiError {
             ApiError::ModelNotFound(_) => "MODEL_NOT_FOUND",
             ApiError::ModelNotLoaded(_) => "MODEL_NOT_LOADED",
             ApiError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            ApiError::AudioTooLong { .. } => "AUDIO_TOO_LONG",
+            ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::BodyTimeout => "TIMEOUT",
             ApiError::NoHealthyWorkers { .. } => "NO_HEALTHY_WORKERS",
             ApiError::CapacityExceeded { .. } => "CAPACITY_EXCEEDED",
@@ -151,6 +158,11 @@ impl fmt::Display for ApiError {
             ApiError::BodyTimeout => {
                 f.write_str("The request body did not arrive within server.requestTimeoutMs")
             }
+            ApiError::AudioTooLong { seconds, limit } => write!(
+                f,
+                "The audio lasts more than {limit} s (audio.maxSeconds): {seconds:.0} s or more"
+            ),
+            ApiError::UnsupportedMediaType(why) => write!(f, "Unsupported audio format: {why}"),
             ApiError::NoHealthyWorkers { .. } => {
                 f.write_str("No healthy whisper-server worker is available; retry shortly")
             }

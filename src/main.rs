@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use inference_server_manager::app::{self, Error};
+use inference_server_manager::audio::ffmpeg::Ffmpeg;
 use inference_server_manager::cli::{self, Command};
 use inference_server_manager::settings::{self, Overrides, Paths, Settings, SettingsError};
 use inference_server_manager::{logging, pool};
@@ -149,6 +150,16 @@ fn check(paths: &Paths, overrides: &Overrides) -> Result<(), Error> {
         "listen:   {}:{}",
         settings.server.host, settings.server.port
     );
+    let audio = &settings.audio;
+    match Ffmpeg::find(&audio.ffmpeg, audio.max_conversions, audio.conversion_timeout()) {
+        Ok(Some(ffmpeg)) => println!(
+            "audio:    any format ffmpeg decodes ({}, {})",
+            ffmpeg.program().display(),
+            ffmpeg.version()
+        ),
+        Ok(None) => println!("audio:    conversion off (audio.ffmpeg is \"\"): WAV, MP3, FLAC and Ogg Vorbis only"),
+        Err(e) => println!("audio:    conversion unavailable (audio.ffmpeg: {e}): WAV, MP3, FLAC and Ogg Vorbis only; install ffmpeg"),
+    }
     println!("ok");
     Ok(())
 }

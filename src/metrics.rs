@@ -44,6 +44,10 @@ struct Recorded {
     requests: BTreeMap<(&'static str, u16), u64>,
     request_seconds: BTreeMap<&'static str, Histogram>,
     inference_seconds: BTreeMap<String, Histogram>,
+    /// Seconds of audio transcribed, by model.
+    audio_seconds: BTreeMap<String, f64>,
+    /// Uploads ffmpeg could not decode (junk, a timeout, too long).
+    conversion_failures: u64,
 }
 
 /// The pool's side of the page, read at scrape time.
@@ -91,6 +95,22 @@ impl Metrics {
                     .insert(model.to_string(), histogram);
             }
         }
+    }
+
+    /// `seconds` of audio transcribed by `model` (a configured id).
+    pub fn record_audio(&self, model: &str, seconds: f64) {
+        let mut recorded = self.lock();
+        match recorded.audio_seconds.get_mut(model) {
+            Some(total) => *total += seconds,
+            None => {
+                recorded.audio_seconds.insert(model.to_string(), seconds);
+            }
+        }
+    }
+
+    /// An upload that could not be converted.
+    pub fn record_conversion_failure(&self) {
+        self.lock().conversion_failures += 1;
     }
 
     /// The whole page.
@@ -141,6 +161,30 @@ impl Metrics {
                     histogram,
                 );
             }
+            header(
+                &mut page,
+                "ism_audio_seconds_total",
+                "counter",
+                "Seconds of audio transcribed, by model.",
+            );
+            for (model, seconds) in &recorded.audio_seconds {
+                let _ = writeln!(
+                    page,
+                    "ism_audio_seconds_total{{model=\"{}\"}} {seconds}",
+                    escape(model)
+                );
+            }
+            header(
+                &mut page,
+                "ism_conversion_failures_total",
+                "counter",
+                "Uploads ffmpeg could not decode (not audio, too long, too slow).",
+            );
+            let _ = writeln!(
+                page,
+                "ism_conversion_failures_total {}",
+                recorded.conversion_failures
+            );
         }
         header(
             &mut page,

@@ -94,12 +94,13 @@ fn the_seed_routes_keep_every_documented_field_and_type() {
 }
 
 #[test]
-fn the_providers_list_what_the_service_really_accepts() {
-    let manager = Setup::new().start();
+fn without_ffmpeg_the_providers_list_what_workers_decode() {
+    let manager = Setup::new().set("audio", "ffmpeg", json!("")).start();
     manager.wait_healthy(2);
     let providers = manager.get("/api/v1/providers").json();
     let formats = &providers["providers"][0]["capabilities"]["supportedFormats"];
     assert_eq!(formats, &json!(["wav", "mp3", "flac", "ogg"]));
+    // Without ffmpeg these go whole to a worker, which decodes them itself.
     for (format, magic) in [
         ("mp3", &b"ID3\x04\0\0\0\0\0\0"[..]),
         ("flac", b"fLaC\0\0\0\x22"),
@@ -110,4 +111,69 @@ fn the_providers_list_what_the_service_really_accepts() {
         let reply = manager.post_json("/api/v1/transcriptions", &json!({ "content": b64(&audio) }));
         assert_eq!(reply.status, 200, "{format} is accepted: {}", reply.text());
     }
+}
+
+#[test]
+#[ignore = "needs ffmpeg (apt-get install ffmpeg)"]
+fn with_ffmpeg_every_listed_format_is_transcribed() {
+    needs::program("ffmpeg", "apt-get install ffmpeg");
+    let manager = Setup::new().stub(&["--words-from-pcm"]).start();
+    manager.wait_healthy(2);
+    let providers = manager.get("/api/v1/providers").json();
+    let formats: Vec<String> = providers["providers"][0]["capabilities"]["supportedFormats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    assert!(formats.len() > 4, "{formats:?}");
+    let scratch = TempDir::new("formats");
+    let source = scratch.0.join("source.wav");
+    // Two bursts of a 440 Hz tone with a pause: the stub hears two words.
+    let ok = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i"])
+        .arg("sine=frequency=440:duration=1.5,volume=enable='between(t,0.6,0.9)':volume=0")
+        .args(["-ar", "16000", "-ac", "1"])
+        .arg(&source)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    for format in &formats {
+        let file = scratch.0.join(format!("tone.{format}"));
+        let encoded = match format.as_str() {
+            "wav" => std::fs::copy(&source, &file).is_ok(),
+            "opus" | "webm" => ffmpeg_to(&source, &file, &["-c:a", "libopus"]),
+            "m4a" | "mp4" | "aac" => ffmpeg_to(&source, &file, &["-c:a", "aac"]),
+            "ogg" => ffmpeg_to(&source, &file, &["-c:a", "libvorbis"]),
+            _ => ffmpeg_to(&source, &file, &[]),
+        };
+        assert!(encoded, "ffmpeg could not make {format}");
+        let reply = manager.post_json(
+            "/api/v1/transcriptions",
+            &json!({ "content": b64(&std::fs::read(&file).unwrap()) }),
+        );
+        assert_eq!(reply.status, 200, "{format}: {}", reply.text());
+        let result = &reply.json()["result"];
+        assert_eq!(
+            result["text"].as_str().unwrap().split_whitespace().count(),
+            2,
+            "{format}: both bursts arrived: {result}"
+        );
+        // Encoders pad a little (AAC primes ~0.05-0.1 s).
+        assert!(
+            (result["duration"].as_f64().unwrap() - 1.5).abs() < 0.15,
+            "{format}: {result}"
+        );
+    }
+}
+
+fn ffmpeg_to(source: &std::path::Path, file: &std::path::Path, codec: &[&str]) -> bool {
+    std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
+        .arg(source)
+        .args(codec)
+        .arg(file)
+        .status()
+        .is_ok_and(|s| s.success())
 }

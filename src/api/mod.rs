@@ -200,7 +200,7 @@ mod tests {
             pid_dir: "/nonexistent/pids".into(),
         };
         let pool = Arc::new(Pool::new(config, monitor));
-        Api::new(Arc::new(Engine::new(settings, pool, 1)))
+        Api::new(Arc::new(Engine::new(settings, pool, None, 1)))
     }
 
     /// Answers one request the way a request thread would, and parses a JSON body.

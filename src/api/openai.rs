@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::engine::inference::{Input, Job, Options};
+use crate::engine::inference::{Budget, Input, Job, Options};
 use crate::engine::transcript::Transcript;
 use crate::engine::Engine;
 use crate::error::ApiError;
@@ -96,8 +96,9 @@ fn audio(engine: &Engine, rq: &mut Incoming, task: Task) -> Result<Reply, ApiErr
             form.temperature,
             task == Task::Translate,
         )?,
-        deadline,
-        client_deadline: None,
+        budget: Budget::PerChunk {
+            wait_until: deadline,
+        },
     };
     let transcript = engine.transcribe(job)?.result;
     Ok(shape(&transcript, format, &detail))

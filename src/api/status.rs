@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::audio::Container;
+use crate::audio;
 use crate::engine::languages;
 use crate::engine::operations::SERVICE_NAME;
 use crate::engine::Engine;
@@ -63,7 +63,11 @@ pub fn providers(engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError>
                 "streaming": false,
                 "wordTimestamps": true,
                 "languages": languages::codes(),
-                "supportedFormats": Container::ALL.map(Container::name),
+                "supportedFormats": if engine.ffmpeg.is_some() {
+                    audio::WITH_FFMPEG.to_vec()
+                } else {
+                    audio::without_ffmpeg()
+                },
                 "maxDuration": null,
                 "maxFileSize": engine.settings.server.max_body_bytes,
             },
@@ -77,5 +81,6 @@ pub fn status(engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
         "healthyWorkers": snapshot.healthy,
         "totalWorkers": snapshot.total,
         "workers": snapshot.workers,
+        "transcriptions": engine.progress.snapshot(),
     })))
 }

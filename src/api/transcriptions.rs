@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::engine::inference::{Input, Job, Options};
+use crate::engine::inference::{Budget, Input, Job, Options};
 use crate::engine::operations::seed_segments;
 use crate::engine::Engine;
 use crate::error::ApiError;
@@ -39,8 +39,9 @@ impl TranscriptionRequest {
                 self.temperature,
                 self.translate.unwrap_or(false),
             )?,
-            deadline,
-            client_deadline: None,
+            budget: Budget::PerChunk {
+                wait_until: deadline,
+            },
         })
     }
 }

@@ -83,6 +83,18 @@ fn strip_data_url(content: &str) -> &str {
     content
 }
 
+/// The formats accepted when ffmpeg decodes uploads: each is checked end to end by a test
+/// (`tests/contract.rs`), which makes it in that format with ffmpeg and transcribes it.
+pub const WITH_FFMPEG: &[&str] = &[
+    "wav", "mp3", "flac", "ogg", "opus", "m4a", "aac", "webm", "mp4", "wma",
+];
+
+/// The formats accepted without ffmpeg: WAV, read by the manager, and what whisper-server
+/// decodes by itself.
+pub fn without_ffmpeg() -> Vec<&'static str> {
+    Container::ALL.map(Container::name).to_vec()
+}
+
 /// Recognises the container by its magic bytes.
 pub fn sniff(audio: &[u8]) -> Option<Container> {
     match audio {

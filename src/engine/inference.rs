@@ -7,23 +7,31 @@
 //! Every run asks the worker for the same shape (see `worker_fields`), and every format a
 //! route answers with is derived from it (`engine::transcript`): `timestamps: true` costs what
 //! `false` costs.
+//!
+//! A recording longer than `audio.chunkSeconds` is cut at pauses (`audio::chunk`) and its
+//! chunks run in parallel on the model's workers as one group: the pool gives waiting requests
+//! workers in turn, so a short clip is never stuck behind a long file. Chunks finish in any
+//! order; they are reported (for streaming) and merged in order.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use std::ops::Range;
+use std::sync::Mutex;
+
 use serde_json::Value;
 
+use super::decode::{Audio, Decoder};
 use super::history::Entry;
 use super::languages;
+pub use super::transcript::Detection;
 use super::transcript::Transcript;
 use super::Engine;
-use crate::audio::{self, Container};
+use crate::audio::chunk;
+use crate::audio::pcm::Pcm;
 use crate::error::ApiError;
 use crate::pool::client::InferenceForm;
-use crate::pool::dispatch::{Deadline, Served};
-
-/// Fewer bytes than a WAV header cannot be audio worth sending to a worker.
-const MIN_AUDIO_BYTES: usize = 44;
+use crate::pool::dispatch::{Deadline, Group, Served};
 
 /// The audio as a transport received it.
 #[derive(Debug)]
@@ -100,6 +108,20 @@ impl Options {
     }
 }
 
+/// How long a run may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// The request's deadline (`server.requestTimeoutMs`) bounds its wait for the first
+    /// worker; then each chunk has the time its length earns (`audio.chunkTimeoutFactor`).
+    PerChunk { wait_until: Instant },
+    /// One deadline for the whole run, the server's (`inference.inferenceTimeoutMs`) and the
+    /// client's shorter one (`options.timeout` of `/api/inference`).
+    Whole {
+        server: Instant,
+        client: Option<Instant>,
+    },
+}
+
 /// A request to the engine.
 #[derive(Debug)]
 pub struct Job<'a> {
@@ -107,13 +129,7 @@ pub struct Job<'a> {
     pub model: &'a str,
     pub input: Input<'a>,
     pub options: Options,
-    /// The server's deadline for the whole run, queue wait included: a worker still busy then
-    /// overran the time it was given, and is recycled.
-    pub deadline: Instant,
-    /// A shorter deadline the client chose (`options.timeout`): when it passes first, the
-    /// connection to the worker is closed (whisper-server then aborts the inference) and the
-    /// worker stays.
-    pub client_deadline: Option<Instant>,
+    pub budget: Budget,
 }
 
 /// What the worker is asked to do with the audio.
@@ -123,91 +139,101 @@ enum Task {
     DetectLanguage,
 }
 
-/// A detected language (`POST /api/v1/languages/detect`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Detection {
-    /// An ISO 639-1 code.
-    pub language: String,
-    /// The detector's probability for it, 0 to 1.
-    pub probability: f64,
-}
-
 /// A finished run.
 #[derive(Debug, Clone)]
 pub struct Outcome<T> {
     pub inference_id: String,
     pub result: T,
+    /// The worker that answered (the last chunk's, for a chunked run).
     pub worker_id: String,
     pub worker_port: u16,
-    /// Milliseconds from the start of validation to the end of postprocessing.
+    /// Milliseconds from the start of decoding to the end of postprocessing.
     pub processing_time: u64,
     pub timestamp: String,
 }
 
-/// Validated audio.
-#[derive(Debug)]
-struct Audio {
-    bytes: Vec<u8>,
-    container: Container,
+/// One chunk transcribed, as a streaming client hears of it: in order, with its times in
+/// the whole recording.
+pub struct Progressed<'t> {
+    pub transcript: &'t Transcript,
+    pub chunks_done: usize,
+    pub chunks_total: usize,
 }
 
-impl Audio {
-    fn wav_duration(&self) -> Option<f64> {
-        (self.container == Container::Wav)
-            .then(|| audio::wav_duration_secs(&self.bytes))
-            .flatten()
-    }
+/// The pieces one worker call needs.
+struct Call<'a> {
+    model: &'a str,
+    task: Task,
+    options: &'a Options,
+    group: &'a Group<'a>,
 }
 
 impl Engine {
     /// Transcribes (or translates) `job`'s audio and records the run in the history.
     pub fn transcribe(&self, job: Job) -> Result<Outcome<Transcript>, ApiError> {
-        self.run(job, Task::Transcribe, |reply, language, wav_duration| {
-            Ok(Transcript::from_verbose_json(reply, language, wav_duration))
+        self.transcribe_streaming(job, &|_| {})
+    }
+
+    /// `transcribe`, telling `progress` of each chunk, in order, as the transcript grows.
+    pub fn transcribe_streaming(
+        &self,
+        job: Job,
+        progress: &(dyn Fn(Progressed) + Sync),
+    ) -> Result<Outcome<Transcript>, ApiError> {
+        self.run(job, Task::Transcribe, progress)
+    }
+
+    /// Detects the language spoken in `job`'s audio (its first chunk), with whisper's own
+    /// detector.
+    pub fn detect_language(&self, job: Job) -> Result<Outcome<Detection>, ApiError> {
+        let outcome = self.run(job, Task::DetectLanguage, &|_| {})?;
+        let Outcome {
+            inference_id,
+            result,
+            worker_id,
+            worker_port,
+            processing_time,
+            timestamp,
+        } = outcome;
+        Ok(Outcome {
+            inference_id,
+            result: result
+                .detected
+                .ok_or_else(|| ApiError::WorkerError("the worker detected no language".into()))?,
+            worker_id,
+            worker_port,
+            processing_time,
+            timestamp,
         })
     }
 
-    /// Detects the language spoken in `job`'s audio, with whisper's own detector.
-    pub fn detect_language(&self, job: Job) -> Result<Outcome<Detection>, ApiError> {
-        self.run(job, Task::DetectLanguage, |reply, _, _| detection(reply))
-    }
-
-    /// The stages, in order, with `postprocess` reading the worker's `verbose_json`; the run
-    /// is recorded in the history whatever the outcome.
-    fn run<T>(
+    /// The stages, in order; the run is recorded in the history whatever the outcome.
+    fn run(
         &self,
         job: Job,
         task: Task,
-        postprocess: impl FnOnce(&Value, Option<&str>, Option<f64>) -> Result<T, ApiError>,
-    ) -> Result<Outcome<T>, ApiError> {
+        progress: &(dyn Fn(Progressed) + Sync),
+    ) -> Result<Outcome<Transcript>, ApiError> {
         let started = Instant::now();
         let inference_id = next_id();
         let Job {
             model,
             input,
             options,
-            deadline,
-            client_deadline,
+            budget,
         } = job;
-        let deadline = Deadline::new(deadline, client_deadline, started);
         let result = self
             .check_model_can(model, task, &options)
-            .and_then(|()| validate(input, self.settings.server.max_body_bytes))
+            .and_then(|()| self.decoder().decode(input))
             .and_then(|audio| {
-                let wav_duration = audio.wav_duration();
-                let form = InferenceForm {
-                    file_name: audio.container.file_name(),
-                    audio: audio.bytes,
-                    fields: self.worker_fields(task, &options),
+                let group = self.pool.group();
+                let call = Call {
+                    model,
+                    task,
+                    options: &options,
+                    group: &group,
                 };
-                let served = self.execute(model, &form, deadline)?;
-                let reply: Value = serde_json::from_slice(&served.reply.body).map_err(|e| {
-                    ApiError::WorkerError(format!(
-                        "the worker answered with something that is not JSON: {e}"
-                    ))
-                })?;
-                let result = postprocess(&reply, options.language.as_deref(), wav_duration)?;
-                Ok((result, served.worker_id, served.port))
+                self.transcribe_audio(&call, audio, budget, started, &inference_id, progress)
             });
         let processing_time = started.elapsed().as_millis() as u64;
         let timestamp = crate::clock::now_rfc3339();
@@ -219,17 +245,144 @@ impl Engine {
             success: result.is_ok(),
             error: result.as_ref().err().map(|e| e.code().to_string()),
         });
-        let (result, worker_id, worker_port) = result?;
+        let (result, served) = result?;
+        self.metrics.record_audio(model, result.duration);
         Ok(Outcome {
             inference_id,
             result,
-            worker_id,
-            worker_port,
+            worker_id: served.worker_id,
+            worker_port: served.port,
             processing_time,
             timestamp,
         })
     }
 
+    fn decoder(&self) -> Decoder<'_> {
+        Decoder {
+            ffmpeg: self.ffmpeg.as_ref(),
+            max_bytes: self.settings.server.max_body_bytes,
+            max_seconds: self.settings.audio.max_seconds,
+            metrics: &self.metrics,
+        }
+    }
+
+    /// Stages 2 to 4 for decoded audio: one call for short audio or a whole file, else the
+    /// chunks in parallel, merged.
+    fn transcribe_audio(
+        &self,
+        call: &Call,
+        audio: Audio,
+        budget: Budget,
+        started: Instant,
+        inference_id: &str,
+        progress: &(dyn Fn(Progressed) + Sync),
+    ) -> Result<(Transcript, Who), ApiError> {
+        let pcm = match audio {
+            Audio::Whole { bytes, container } => {
+                let form = self.form(call, bytes, container.file_name());
+                let deadline = self.deadline(budget, None, started, true);
+                let (t, who) = self.call_worker(call, &form, deadline, None)?;
+                self.report(progress, &t, 1, 1);
+                return Ok((t, who));
+            }
+            Audio::Pcm(pcm) => pcm,
+        };
+        let max_samples = self.settings.audio.chunk_seconds as usize * Pcm::RATE as usize;
+        let mut ranges = chunk::chunks(&pcm.samples, max_samples);
+        if call.task == Task::DetectLanguage {
+            // whisper's detector reads the first 30 s; the rest would change nothing.
+            ranges.truncate(1);
+        }
+        let tracker = self
+            .progress
+            .start(inference_id, call.model, pcm.seconds(), ranges.len());
+        let chunked = Chunked {
+            engine: self,
+            call,
+            pcm: &pcm,
+            ranges: &ranges,
+            budget,
+            started,
+            progress,
+            tracker: &tracker,
+        };
+        let (parts, who) = chunked.run()?;
+        Ok((Transcript::merge(parts, pcm.seconds()), who))
+    }
+
+    /// The worker's form for `audio`.
+    fn form(&self, call: &Call, audio: Vec<u8>, file_name: String) -> InferenceForm {
+        InferenceForm {
+            file_name,
+            audio,
+            fields: self.worker_fields(call.task, call.options),
+        }
+    }
+
+    /// The deadline of one call: the request's wait bound for the first (later chunks wait
+    /// as long as the recording could take), and the chunk's own inference time.
+    fn deadline(
+        &self,
+        budget: Budget,
+        seconds: Option<f64>,
+        started: Instant,
+        first: bool,
+    ) -> Deadline {
+        match budget {
+            Budget::Whole { server, client } => Deadline::new(server, client, started),
+            Budget::PerChunk { wait_until } => {
+                let seconds = seconds.unwrap_or(self.settings.audio.chunk_seconds as f64);
+                let inference = self.settings.audio.chunk_timeout(seconds);
+                if first {
+                    Deadline::per_call(wait_until, inference, false)
+                } else {
+                    Deadline::per_call(Instant::now() + inference * 64, inference, true)
+                }
+            }
+        }
+    }
+
+    /// One worker call and what its answer means.
+    fn call_worker(
+        &self,
+        call: &Call,
+        form: &InferenceForm,
+        deadline: Deadline,
+        seconds: Option<f64>,
+    ) -> Result<(Transcript, Who), ApiError> {
+        let served = self.execute(call.model, form, deadline, call.group)?;
+        let reply: Value = serde_json::from_slice(&served.reply.body).map_err(|e| {
+            ApiError::WorkerError(format!(
+                "the worker answered with something that is not JSON: {e}"
+            ))
+        })?;
+        let mut transcript =
+            Transcript::from_verbose_json(&reply, call.options.language.as_deref(), seconds);
+        if call.task == Task::DetectLanguage {
+            transcript.detected = Some(detection(&reply)?);
+        }
+        Ok((
+            transcript,
+            Who {
+                worker_id: served.worker_id,
+                port: served.port,
+            },
+        ))
+    }
+
+    fn report(
+        &self,
+        progress: &(dyn Fn(Progressed) + Sync),
+        t: &Transcript,
+        done: usize,
+        total: usize,
+    ) {
+        progress(Progressed {
+            transcript: t,
+            chunks_done: done,
+            chunks_total: total,
+        });
+    }
     /// An English-only model cannot translate or detect a language; whisper-server would
     /// silently answer an English transcript (or a meaningless guess) instead.
     fn check_model_can(&self, model: &str, task: Task, options: &Options) -> Result<(), ApiError> {
@@ -302,12 +455,130 @@ impl Engine {
         model: &str,
         form: &InferenceForm,
         deadline: Deadline,
+        group: &Group,
     ) -> Result<Served, ApiError> {
         let started = Instant::now();
-        let served = self.pool.infer(model, form, deadline)?;
+        let served = self.pool.infer(model, form, deadline, group)?;
         self.metrics.record_inference(model, started.elapsed());
         Ok(served)
     }
+}
+
+/// Who answered, for the response's `metadata`.
+struct Who {
+    worker_id: String,
+    port: u16,
+}
+
+/// A recording's chunks on their way through the pool.
+struct Chunked<'a> {
+    engine: &'a Engine,
+    call: &'a Call<'a>,
+    pcm: &'a Pcm,
+    ranges: &'a [Range<usize>],
+    budget: Budget,
+    started: Instant,
+    progress: &'a (dyn Fn(Progressed) + Sync),
+    tracker: &'a super::progress::Tracker<'a>,
+}
+
+/// Chunks transcribed so far, and the next one to report (they are reported in order).
+struct Done {
+    parts: Vec<Option<Transcript>>,
+    next_to_report: usize,
+    who: Option<Who>,
+    failure: Option<ApiError>,
+}
+
+impl Chunked<'_> {
+    /// Runs every chunk, at most as many at once as the model has workers, each taken in
+    /// order by the first free runner; the first failure stops the rest (the answer is whole
+    /// or an error, never a transcript with a hole).
+    fn run(&self) -> Result<(Vec<Transcript>, Who), ApiError> {
+        let total = self.ranges.len();
+        let workers = self
+            .engine
+            .pool
+            .config
+            .models
+            .get(self.call.model)
+            .map_or(1, |m| m.pool_size);
+        let runners = workers.clamp(1, total.max(1));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done = Mutex::new(Done {
+            parts: (0..total).map(|_| None).collect(),
+            next_to_report: 0,
+            who: None,
+            failure: None,
+        });
+        std::thread::scope(|scope| {
+            for _ in 0..runners {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total || lock(&done).failure.is_some() {
+                        return;
+                    }
+                    let outcome = self.chunk(i);
+                    self.finish(i, outcome, &done);
+                });
+            }
+        });
+        let done = done.into_inner().unwrap_or_else(|p| p.into_inner());
+        if let Some(failure) = done.failure {
+            return Err(failure);
+        }
+        let who = done
+            .who
+            .ok_or_else(|| ApiError::Internal("no chunk was run".into()))?;
+        Ok((done.parts.into_iter().flatten().collect(), who))
+    }
+
+    /// Chunk `i` through a worker, its times moved to where it starts in the recording.
+    fn chunk(&self, i: usize) -> Result<(Transcript, Who), ApiError> {
+        let range = self.ranges[i].clone();
+        let offset = range.start as f64 / f64::from(Pcm::RATE);
+        let seconds = range.len() as f64 / f64::from(Pcm::RATE);
+        let form = self
+            .engine
+            .form(self.call, self.pcm.wav(range), "audio.wav".into());
+        let deadline = self
+            .engine
+            .deadline(self.budget, Some(seconds), self.started, i == 0);
+        let (mut transcript, who) =
+            self.engine
+                .call_worker(self.call, &form, deadline, Some(seconds))?;
+        transcript.shift(offset);
+        Ok((transcript, who))
+    }
+
+    /// Files a chunk's outcome and reports every chunk that is now next in order.
+    fn finish(&self, i: usize, outcome: Result<(Transcript, Who), ApiError>, done: &Mutex<Done>) {
+        let mut done = lock(done);
+        match outcome {
+            Ok((transcript, who)) => {
+                done.parts[i] = Some(transcript);
+                done.who = Some(who);
+                let chunks_done = self.tracker.chunk_done();
+                while let Some(Some(t)) = done.parts.get(done.next_to_report) {
+                    (self.progress)(Progressed {
+                        transcript: t,
+                        chunks_done,
+                        chunks_total: self.ranges.len(),
+                    });
+                    done.next_to_report += 1;
+                }
+            }
+            Err(e) if done.failure.is_none() => {
+                log::warn!("chunk {} of {} failed: {e}", i + 1, self.ranges.len());
+                done.failure = Some(e);
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Stage 4 of a detection: whisper-server names the language and gives its probability.
@@ -331,30 +602,6 @@ fn detection(reply: &Value) -> Result<Detection, ApiError> {
     })
 }
 
-/// Stage 1: decodable, a size worth sending, a container whisper reads.
-fn validate(input: Input, max_bytes: u64) -> Result<Audio, ApiError> {
-    let (bytes, container) = match input {
-        Input::Base64(content) => audio::decode_audio(content).map_err(ApiError::InvalidRequest)?,
-        Input::File(bytes) => {
-            let container = audio::sniff(&bytes).ok_or_else(|| ApiError::InvalidField {
-                field: "file",
-                why: "not audio whisper-server can read: send WAV, MP3, FLAC or Ogg".into(),
-            })?;
-            (bytes, container)
-        }
-    };
-    if bytes.len() < MIN_AUDIO_BYTES {
-        return Err(ApiError::InvalidRequest(format!(
-            "the audio is {} bytes: too short to hold any sound",
-            bytes.len()
-        )));
-    }
-    if bytes.len() as u64 > max_bytes {
-        return Err(ApiError::PayloadTooLarge { limit: max_bytes });
-    }
-    Ok(Audio { bytes, container })
-}
-
 /// `inf-<seconds since epoch, hex>-<counter>`: unique within a run and across restarts.
 fn next_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(1);
@@ -368,50 +615,6 @@ fn next_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::Engine;
-
-    fn b64(bytes: &[u8]) -> String {
-        base64::engine::general_purpose::STANDARD.encode(bytes)
-    }
-
-    #[test]
-    fn validation_refuses_empty_short_junk_and_oversized_audio() {
-        assert!(matches!(
-            validate(Input::Base64(""), 1000),
-            Err(ApiError::InvalidRequest(_))
-        ));
-        assert!(matches!(
-            validate(Input::Base64(&b64(b"RIFF\0\0\0\0WAVE")), 1000),
-            Err(ApiError::InvalidRequest(_))
-        ));
-        assert!(matches!(
-            validate(Input::Base64(&b64(&[7u8; 100])), 1000),
-            Err(ApiError::InvalidRequest(_))
-        ));
-        let wav = crate::audio::tests::silent_wav(100);
-        assert!(matches!(
-            validate(Input::Base64(&b64(&wav)), 100),
-            Err(ApiError::PayloadTooLarge { limit: 100 })
-        ));
-        let audio = validate(Input::Base64(&b64(&wav)), 10_000).unwrap();
-        assert_eq!(
-            (audio.container, audio.wav_duration()),
-            (Container::Wav, Some(100.0 / 16_000.0))
-        );
-    }
-
-    #[test]
-    fn an_uploaded_file_that_is_not_audio_names_the_file_field() {
-        match validate(Input::File(b"hello, not audio".to_vec()), 1000) {
-            Err(ApiError::InvalidField { field, .. }) => assert_eq!(field, "file"),
-            other => panic!("{other:?}"),
-        }
-        let wav = crate::audio::tests::silent_wav(100);
-        assert_eq!(
-            validate(Input::File(wav), 10_000).unwrap().container,
-            Container::Wav
-        );
-    }
 
     #[test]
     fn a_detection_is_a_code_and_a_probability() {

@@ -12,14 +12,17 @@
 //! - `languages`: whisper's language codes and names.
 //! - `history`: the bounded ring of past runs and their statistics.
 
+pub mod decode;
 pub mod history;
 pub mod inference;
 pub mod languages;
 pub mod operations;
+pub mod progress;
 pub mod transcript;
 
 use std::sync::Arc;
 
+use crate::audio::ffmpeg::Ffmpeg;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
@@ -33,16 +36,28 @@ pub struct Engine {
     pub pool: Arc<Pool>,
     pub history: History,
     pub metrics: Metrics,
+    /// The transcriptions running now, with their chunks done (`/api/v1/status`).
+    pub progress: progress::Progress,
+    /// What decodes uploads that are not WAV: `None` when `audio.ffmpeg` is `""` or names
+    /// nothing usable (then the start-up log said why).
+    pub ffmpeg: Option<Ffmpeg>,
     /// Seconds since the epoch when this run started: tells this run's request ids from
     /// earlier runs', and is the `created` of `/v1/models`.
     pub boot_id: u64,
 }
 
 impl Engine {
-    pub fn new(settings: Settings, pool: Arc<Pool>, boot_id: u64) -> Engine {
+    pub fn new(
+        settings: Settings,
+        pool: Arc<Pool>,
+        ffmpeg: Option<Ffmpeg>,
+        boot_id: u64,
+    ) -> Engine {
         Engine {
             history: History::new(settings.inference.history_size),
             metrics: Metrics::default(),
+            progress: progress::Progress::default(),
+            ffmpeg,
             settings,
             pool,
             boot_id,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::inference::{Input, Job, Options};
+use super::inference::{Budget, Input, Job, Options};
 use super::transcript::Transcript;
 use super::Engine;
 use crate::error::ApiError;
@@ -97,10 +97,12 @@ impl Engine {
             model,
             input: Input::Base64(&request.input_data),
             options: Options::checked(options.language.as_deref(), None, None, false)?,
-            deadline: now + client_timeout.map_or(server_timeout, |c| c.max(server_timeout)),
-            client_deadline: client_timeout
-                .filter(|c| *c < server_timeout)
-                .map(|c| now + c),
+            budget: Budget::Whole {
+                server: now + client_timeout.map_or(server_timeout, |c| c.max(server_timeout)),
+                client: client_timeout
+                    .filter(|c| *c < server_timeout)
+                    .map(|c| now + c),
+            },
         };
         let outcome = self.transcribe(job)?;
         let t = &outcome.result;

@@ -60,10 +60,21 @@ pub struct Word {
     pub end: f64,
 }
 
+/// A detected language (`POST /api/v1/languages/detect`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    /// An ISO 639-1 code.
+    pub language: String,
+    /// The detector's probability for it, 0 to 1.
+    pub probability: f64,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transcript {
     /// `true` when the worker translated into English.
     pub translated: bool,
+    /// The language whisper's detector found, when it was asked to detect one.
+    pub detected: Option<Detection>,
     pub text: String,
     /// An ISO 639-1 code: the one asked for, or the one the worker detected.
     pub language: String,
@@ -104,6 +115,7 @@ impl Transcript {
             .unwrap_or_else(|| segments.last().map_or(0.0, |s| s.end));
         Transcript {
             translated: reply.get("task").and_then(Value::as_str) == Some("translate"),
+            detected: None,
             text,
             language,
             duration,
@@ -111,17 +123,32 @@ impl Transcript {
         }
     }
 
-    /// The transcripts of consecutive chunks of one recording, each with the time its chunk
-    /// starts at, as one: times offset to the whole recording, segments renumbered, texts
-    /// joined with a space (chunks are cut in pauses and never overlap, so no word is doubled
-    /// or lost at a seam). The language is the one spoken longest; `duration` the whole length.
-    pub fn merge(parts: Vec<(f64, Transcript)>, duration: f64) -> Transcript {
+    /// Moves every time `offset` seconds later: a chunk's transcript placed where the chunk
+    /// starts in its recording.
+    pub fn shift(&mut self, offset: f64) {
+        for segment in &mut self.segments {
+            segment.start += offset;
+            segment.end += offset;
+            for token in &mut segment.tokens {
+                token.start += offset;
+                token.end += offset;
+            }
+        }
+    }
+
+    /// The transcripts of consecutive chunks of one recording, in order and already
+    /// `shift`ed, as one: segments renumbered, texts joined with a space (chunks are cut in
+    /// pauses and never overlap, so no word is doubled or lost at a seam). The language is the
+    /// one spoken longest; `duration` the whole length.
+    pub fn merge(parts: Vec<Transcript>, duration: f64) -> Transcript {
         let mut by_language: Vec<(String, f64)> = Vec::new();
         let mut segments = Vec::new();
         let mut texts = Vec::new();
         let mut translated = false;
-        for (offset, part) in parts {
+        let mut detected = None;
+        for part in parts {
             translated |= part.translated;
+            detected = detected.or(part.detected);
             match by_language.iter_mut().find(|(l, _)| *l == part.language) {
                 Some((_, seconds)) => *seconds += part.duration,
                 None => by_language.push((part.language.clone(), part.duration)),
@@ -131,17 +158,12 @@ impl Transcript {
             }
             for mut segment in part.segments {
                 segment.id = segments.len() as u64;
-                segment.start += offset;
-                segment.end += offset;
-                for token in &mut segment.tokens {
-                    token.start += offset;
-                    token.end += offset;
-                }
                 segments.push(segment);
             }
         }
         Transcript {
             translated,
+            detected,
             text: texts.join(" "),
             // The first of the longest-spoken, on a tie.
             language: by_language
@@ -460,7 +482,9 @@ pub(crate) mod tests {
     fn chunks_merge_with_their_offsets() {
         let first = Transcript::from_verbose_json(&jfk(), None, None);
         let second = Transcript::from_verbose_json(&jfk(), Some("de"), None);
-        let merged = Transcript::merge(vec![(0.0, first.clone()), (30.0, second)], 42.0);
+        let mut second = second;
+        second.shift(30.0);
+        let merged = Transcript::merge(vec![first.clone(), second], 42.0);
         assert_eq!(merged.text, format!("{} {}", first.text, first.text));
         assert_eq!(merged.segments.len(), 4);
         assert_eq!(

@@ -2,6 +2,7 @@
 //! worker in a bounded FIFO queue, send the inference, and retry once on another worker when
 //! the first one dies under the request.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::client::{self, CallError, InferenceForm, WorkerReply};
@@ -31,6 +32,12 @@ pub struct Deadline {
     /// No worker is leased after this: a request with almost no time left would only waste
     /// the worker (and, on the server's deadline, get a healthy one recycled).
     pub lease_by: Instant,
+    /// The worker's time for this call, counted from its lease, when the call has its own
+    /// (a chunk of a recording: `audio.chunkTimeoutFactor`); then `at` bounds only the wait.
+    pub per_call: Option<Duration>,
+    /// Waits past `inference.queueTimeoutMs` (up to `lease_by`): a later chunk of a recording
+    /// that is under way waits for its turn rather than failing the whole recording.
+    pub patient: bool,
 }
 
 impl Deadline {
@@ -45,7 +52,40 @@ impl Deadline {
             at,
             client_chosen: client.is_some(),
             lease_by: at - budget / 4,
+            per_call: None,
+            patient: false,
         }
+    }
+
+    /// A call that may wait for a worker until `wait_until` and then has `inference` to run,
+    /// from its lease: a chunk of a recording, whose deadline fits its length.
+    pub fn per_call(wait_until: Instant, inference: Duration, patient: bool) -> Deadline {
+        Deadline {
+            at: wait_until,
+            client_chosen: false,
+            lease_by: wait_until,
+            per_call: Some(inference),
+            patient,
+        }
+    }
+
+    /// How long the worker has for the call, from now (its lease).
+    fn for_call(&self) -> Duration {
+        self.per_call
+            .unwrap_or_else(|| self.at.saturating_duration_since(Instant::now()))
+    }
+}
+
+/// One request's turn in the queue, however many calls (chunks) it makes: waiting calls take
+/// workers group by group, the group served longest ago first. Forgotten on drop.
+pub struct Group<'p> {
+    pool: &'p Pool,
+    id: u64,
+}
+
+impl Drop for Group<'_> {
+    fn drop(&mut self) {
+        self.pool.lock().end_group(self.id);
     }
 }
 
@@ -58,18 +98,29 @@ pub struct Served {
 }
 
 impl Pool {
-    /// Waits until an idle healthy worker of `model` is free and leases it: FIFO among the
-    /// waiters for the same model, at most `maxQueue` waiting in all, at most
-    /// `queueTimeoutMs` or until `lease_by` (then 504: too little time is left to run it).
-    /// Waiters for different models do not block each other; the global cap of
-    /// `maxConcurrentInferences` applies to all.
-    fn acquire(&self, model: &str, lease_by: Instant) -> Result<Lease, ApiError> {
+    /// A new request's turn in the queue.
+    pub fn group(&self) -> Group<'_> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Group {
+            pool: self,
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Waits until an idle healthy worker of `model` is free and leases it: the waiting
+    /// requests take turns (`PoolState::is_next`), at most `maxQueue` requests wait in all,
+    /// each call at most `queueTimeoutMs` or until `lease_by` (then 504: too little time is
+    /// left to run it). Waiters for different models do not block each other; the global cap
+    /// of `maxConcurrentInferences` applies to all.
+    fn acquire(&self, model: &str, deadline: &Deadline, group: u64) -> Result<Lease, ApiError> {
+        let lease_by = deadline.lease_by;
         let mut state = self.lock();
         if Instant::now() >= lease_by {
             return Err(out_of_time());
         }
         if !state.has_waiting(model) {
             if let Some(lease) = state.take_idle(model) {
+                state.served(group);
                 return Ok(lease);
             }
         }
@@ -78,7 +129,7 @@ impl Pool {
                 retry_after: state.next_spawn_in(model, Instant::now()),
             });
         }
-        if state.queue_len() >= self.config.max_queue {
+        if state.queue_len() >= self.config.max_queue && !state.group_is_waiting(group) {
             return Err(ApiError::CapacityExceeded {
                 retry_after: Duration::from_secs(1),
                 reason: format!(
@@ -87,13 +138,18 @@ impl Pool {
                 ),
             });
         }
-        let ticket = state.enqueue(model);
-        let queue_give_up = Instant::now() + self.config.queue_timeout;
+        let ticket = state.enqueue(model, group);
+        let queue_give_up = if deadline.patient {
+            lease_by
+        } else {
+            Instant::now() + self.config.queue_timeout
+        };
         let give_up_at = lease_by.min(queue_give_up);
         loop {
-            if state.is_first(ticket, model) {
+            if state.is_next(ticket, model) {
                 if let Some(lease) = state.take_idle(model) {
                     state.dequeue(ticket);
+                    state.served(group);
                     // The next in line may find another idle worker.
                     self.notify_changed();
                     return Ok(lease);
@@ -148,11 +204,12 @@ impl Pool {
         model: &str,
         form: &InferenceForm,
         deadline: Deadline,
+        group: &Group,
     ) -> Result<Served, ApiError> {
         let mut last_failure = String::new();
         for attempt in 1..=2 {
-            let lease = self.acquire(model, deadline.lease_by)?;
-            let remaining = deadline.at.saturating_duration_since(Instant::now());
+            let lease = self.acquire(model, &deadline, group.id)?;
+            let remaining = deadline.for_call();
             match client::inference(lease.port, form, remaining) {
                 Ok(reply) if reply.status < 500 => {
                     self.release(&lease, Outcome::Completed);

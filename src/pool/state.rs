@@ -178,6 +178,15 @@ struct ModelEntry {
     last_used: Option<SystemTime>,
 }
 
+/// A call waiting for an idle worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Waiter {
+    ticket: u64,
+    model: String,
+    /// The request it belongs to: chunks of one recording share a group.
+    group: u64,
+}
+
 /// A worker handed to one request; give it back with `PoolState::finish`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -277,8 +286,13 @@ pub struct ModelStatus {
 pub struct PoolState {
     workers: Vec<Worker>,
     slots: Vec<Slot>,
-    /// Requests waiting for an idle worker, oldest first: (ticket, model).
-    queue: VecDeque<(u64, String)>,
+    /// Calls waiting for an idle worker, oldest first.
+    queue: VecDeque<Waiter>,
+    /// Per group (one request, however many chunks it has), when it was last given a worker,
+    /// as a count of leases: the next worker goes to the waiting group served longest ago.
+    last_served: BTreeMap<u64, u64>,
+    /// Leases given so far: the clock of `last_served`.
+    leases: u64,
     rules: Rules,
     /// The model served by default: its workers start with the service, and eviction spares it.
     default_model: String,
@@ -303,6 +317,8 @@ impl PoolState {
             workers: Vec::new(),
             slots: (0..pool_size).map(|_| Slot::new(model, 0, now)).collect(),
             queue: VecDeque::new(),
+            last_served: BTreeMap::new(),
+            leases: 0,
             rules,
             default_model: model.to_string(),
             models: BTreeMap::new(),
@@ -381,30 +397,65 @@ impl PoolState {
             .unwrap_or_default()
     }
 
+    /// Requests waiting, however many calls each has waiting: what `maxQueue` limits.
     pub fn queue_len(&self) -> usize {
-        self.queue.len()
+        let mut groups: Vec<u64> = self.queue.iter().map(|w| w.group).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        groups.len()
     }
 
-    /// Whether a request for `model` is already waiting (a newcomer must queue behind it).
+    /// Whether a call for `model` is already waiting (a newcomer must queue behind it).
     pub fn has_waiting(&self, model: &str) -> bool {
-        self.queue.iter().any(|(_, m)| m == model)
+        self.queue.iter().any(|w| w.model == model)
     }
 
-    /// Puts a request for `model` at the back of the queue; returns its ticket.
-    pub fn enqueue(&mut self, model: &str) -> u64 {
+    /// Whether `group` already has a call waiting (its next one adds no request to the queue).
+    pub fn group_is_waiting(&self, group: u64) -> bool {
+        self.queue.iter().any(|w| w.group == group)
+    }
+
+    /// Puts a call of `group` for `model` at the back of the queue; returns its ticket.
+    pub fn enqueue(&mut self, model: &str, group: u64) -> u64 {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
-        self.queue.push_back((ticket, model.to_string()));
+        self.queue.push_back(Waiter {
+            ticket,
+            model: model.to_string(),
+            group,
+        });
         ticket
     }
 
-    /// Whether `ticket` is the first waiter for `model`.
-    pub fn is_first(&self, ticket: u64, model: &str) -> bool {
-        self.queue.iter().find(|(_, m)| m == model).map(|(t, _)| *t) == Some(ticket)
+    /// Whether `ticket` is next for a worker of `model`: of the waiting calls for it, the one
+    /// whose group was served longest ago (never beats ever), the oldest on a tie. So requests
+    /// take turns, a call each: a short clip waits for at most one chunk of a long recording.
+    pub fn is_next(&self, ticket: u64, model: &str) -> bool {
+        self.queue
+            .iter()
+            .filter(|w| w.model == model)
+            .min_by_key(|w| {
+                (
+                    self.last_served.get(&w.group).copied().unwrap_or(0),
+                    w.ticket,
+                )
+            })
+            .is_some_and(|w| w.ticket == ticket)
     }
 
     pub fn dequeue(&mut self, ticket: u64) {
-        self.queue.retain(|(t, _)| *t != ticket);
+        self.queue.retain(|w| w.ticket != ticket);
+    }
+
+    /// Notes that `group` was just given a worker.
+    pub fn served(&mut self, group: u64) {
+        self.leases += 1;
+        self.last_served.insert(group, self.leases);
+    }
+
+    /// Forgets a finished request's turn.
+    pub fn end_group(&mut self, group: u64) {
+        self.last_served.remove(&group);
     }
 
     /// Gives a leased worker back and applies what the request learned about it. Returns
@@ -852,7 +903,7 @@ impl PoolState {
             healthy: self.healthy_count(),
             total: self.count(|w| w.state != WorkerState::Stopped),
             in_flight: self.in_flight(),
-            queue_depth: self.queue.len(),
+            queue_depth: self.queue_len(),
         }
     }
 
@@ -865,7 +916,7 @@ impl PoolState {
             restarts: self.slots.iter().map(|s| s.restarts).sum(),
             rotations: self.rotations,
             in_flight: self.in_flight(),
-            queue_depth: self.queue.len(),
+            queue_depth: self.queue_len(),
         }
     }
 }

@@ -433,7 +433,11 @@ where
                 Some(TransferEncoding::Chunked) => {
                     use chunked_transfer::Encoder;
 
-                    let mut writer = Encoder::new(writer);
+                    // PATCHED: every read of the body goes out as a chunk at once, flushed to
+                    // the socket, so a body that is produced over time (server-sent events)
+                    // reaches the client as it is produced. Upstream buffers 8 KiB per chunk
+                    // and flushes only at the end.
+                    let mut writer = Encoder::with_flush_after_write(FlushEach(writer));
                     io::copy(&mut reader, &mut writer)?;
                 }
 
@@ -570,5 +574,21 @@ impl Clone for Response<io::Empty> {
             data_length: self.data_length,
             chunked_threshold: self.chunked_threshold,
         }
+    }
+}
+
+/// PATCHED: a writer that flushes after every write, so each chunk of a streamed body leaves
+/// the process's buffers when it is written.
+struct FlushEach<W: Write>(W);
+
+impl<W: Write> Write for FlushEach<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.0.write(data)?;
+        self.0.flush()?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
     }
 }

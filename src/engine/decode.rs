@@ -1,0 +1,218 @@
+//! Stage 1 of a run: the upload becomes audio a worker can take, or a clear refusal.
+//!
+//! - A WAV file is read by the manager (`audio::wav`): any rate and channel count, resampled to
+//!   16 kHz mono; one already at 16 kHz mono 16-bit is copied as it is.
+//! - Anything else goes through ffmpeg (`audio::ffmpeg`) when `audio.ffmpeg` names one: m4a,
+//!   webm/opus, ogg/opus, mp3, flac, amr, wma, the audio of a video, ...
+//! - Without ffmpeg, MP3, FLAC and Ogg Vorbis, which whisper-server decodes by itself, go to a
+//!   worker whole (and so cannot be cut into chunks); anything else is 415, naming the format
+//!   seen and saying to install ffmpeg.
+//!
+//! Decoded audio is 16 kHz mono PCM, bounded by `audio.maxSeconds` while it is decoded.
+
+use super::inference::Input;
+use crate::audio::ffmpeg::{ConvertError, Ffmpeg};
+use crate::audio::pcm::Pcm;
+use crate::audio::wav::{self, WavError};
+use crate::audio::{self, Container};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// Fewer bytes than a WAV header cannot be audio worth sending to a worker.
+const MIN_AUDIO_BYTES: usize = 44;
+
+/// Audio ready for the workers.
+#[derive(Debug)]
+pub enum Audio {
+    /// 16 kHz mono PCM: cut into chunks when long.
+    Pcm(Pcm),
+    /// A format whisper-server decodes by itself, sent as it came (no ffmpeg here).
+    Whole {
+        bytes: Vec<u8>,
+        container: Container,
+    },
+}
+
+impl Audio {
+    /// Seconds of audio, when known before a worker says.
+    pub fn seconds(&self) -> Option<f64> {
+        match self {
+            Audio::Pcm(pcm) => Some(pcm.seconds()),
+            Audio::Whole { .. } => None,
+        }
+    }
+}
+
+/// What decoding needs: the limits and the converter.
+pub struct Decoder<'a> {
+    pub ffmpeg: Option<&'a Ffmpeg>,
+    pub max_bytes: u64,
+    pub max_seconds: u64,
+    pub metrics: &'a Metrics,
+}
+
+impl Decoder<'_> {
+    pub fn decode(&self, input: Input) -> Result<Audio, ApiError> {
+        let from_file = matches!(input, Input::File(_));
+        let bytes = match input {
+            Input::Base64(content) => {
+                audio::decode_base64(content).map_err(ApiError::InvalidRequest)?
+            }
+            Input::File(bytes) => bytes,
+        };
+        if bytes.len() < MIN_AUDIO_BYTES {
+            return Err(refusal(
+                from_file,
+                format!(
+                    "the audio is {} bytes: too short to hold any sound",
+                    bytes.len()
+                ),
+            ));
+        }
+        if bytes.len() as u64 > self.max_bytes {
+            return Err(ApiError::PayloadTooLarge {
+                limit: self.max_bytes,
+            });
+        }
+        let limit = self.max_seconds as f64;
+        match (audio::sniff(&bytes), self.ffmpeg) {
+            (Some(Container::Wav), _) => wav::decode(&bytes, limit)
+                .map(Audio::Pcm)
+                .map_err(|e| self.wav_refusal(e, from_file)),
+            (_, Some(ffmpeg)) => ffmpeg
+                .decode(&bytes, limit)
+                .map(Audio::Pcm)
+                .map_err(|e| self.conversion_refusal(e, &bytes, from_file)),
+            (Some(container), None) => Ok(Audio::Whole { bytes, container }),
+            (None, None) => Err(ApiError::UnsupportedMediaType(format!(
+                "the upload looks like {}, which only ffmpeg can decode, and conversion is off \
+                 (audio.ffmpeg); install ffmpeg (apt-get install ffmpeg), or send WAV, MP3, FLAC \
+                 or Ogg Vorbis",
+                audio::sniff_kind(&bytes)
+            ))),
+        }
+    }
+
+    fn wav_refusal(&self, e: WavError, from_file: bool) -> ApiError {
+        match e {
+            WavError::TooLong { seconds, .. } => ApiError::AudioTooLong {
+                seconds,
+                limit: self.max_seconds,
+            },
+            other => refusal(from_file, other.to_string()),
+        }
+    }
+
+    fn conversion_refusal(&self, e: ConvertError, bytes: &[u8], from_file: bool) -> ApiError {
+        self.metrics.record_conversion_failure();
+        match e {
+            ConvertError::TooLong { seconds, .. } => ApiError::AudioTooLong {
+                seconds,
+                limit: self.max_seconds,
+            },
+            ConvertError::Undecodable(reason) => refusal(
+                from_file,
+                format!(
+                    "the upload (it looks like {}) is not audio ffmpeg can decode: {reason}",
+                    audio::sniff_kind(bytes)
+                ),
+            ),
+            ConvertError::Busy => ApiError::CapacityExceeded {
+                retry_after: std::time::Duration::from_secs(2),
+                reason: "every audio conversion slot is busy (audio.maxConversions)".into(),
+            },
+            ConvertError::Timeout(after) => ApiError::Timeout(format!(
+                "converting the audio took longer than {} s (audio.conversionTimeoutMs)",
+                after.as_secs()
+            )),
+            ConvertError::Io(e) => ApiError::Internal(format!("running ffmpeg failed: {e}")),
+        }
+    }
+}
+
+/// A 400 naming the field the audio came in.
+fn refusal(from_file: bool, why: String) -> ApiError {
+    if from_file {
+        ApiError::InvalidField { field: "file", why }
+    } else {
+        ApiError::InvalidRequest(why)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    fn decoder(metrics: &Metrics) -> Decoder<'_> {
+        Decoder {
+            ffmpeg: None,
+            max_bytes: 100_000,
+            max_seconds: 2,
+            metrics,
+        }
+    }
+
+    #[test]
+    fn without_ffmpeg_wav_is_decoded_mp3_goes_whole_and_the_rest_is_415() {
+        let metrics = Metrics::default();
+        let d = decoder(&metrics);
+        let wav = crate::audio::tests::silent_wav(1600);
+        match d.decode(Input::Base64(&b64(&wav))).unwrap() {
+            Audio::Pcm(pcm) => assert_eq!(pcm.samples.len(), 1600),
+            other => panic!("{other:?}"),
+        }
+        let mut mp3 = b"ID3\x04".to_vec();
+        mp3.resize(500, 0);
+        assert!(matches!(
+            d.decode(Input::File(mp3)).unwrap(),
+            Audio::Whole {
+                container: Container::Mp3,
+                ..
+            }
+        ));
+        let mut m4a = b"\0\0\0\x20ftypM4A ".to_vec();
+        m4a.resize(500, 0);
+        match d.decode(Input::File(m4a)) {
+            Err(ApiError::UnsupportedMediaType(why)) => {
+                assert!(
+                    why.contains("m4a") && why.contains("install ffmpeg"),
+                    "{why}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_field_and_the_limits() {
+        let metrics = Metrics::default();
+        let d = decoder(&metrics);
+        assert!(matches!(
+            d.decode(Input::Base64("")),
+            Err(ApiError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            d.decode(Input::File(b"RIFF".to_vec())),
+            Err(ApiError::InvalidField { field: "file", .. })
+        ));
+        let big = crate::audio::tests::silent_wav(16_000 * 4);
+        assert!(matches!(
+            d.decode(Input::File(big)),
+            Err(ApiError::PayloadTooLarge { .. })
+        ));
+        let d = Decoder {
+            max_bytes: 1_000_000,
+            ..decoder(&metrics)
+        };
+        let long = crate::audio::tests::silent_wav(16_000 * 3);
+        assert!(matches!(
+            d.decode(Input::File(long)),
+            Err(ApiError::AudioTooLong { limit: 2, .. })
+        ));
+    }
+}

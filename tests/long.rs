@@ -187,6 +187,89 @@ fn progress_shows_in_the_status_while_a_recording_runs() {
     );
 }
 
+/// The events of a server-sent event stream: (name, data) pairs; `name` is "" for a `data:`
+/// line without an `event:`.
+fn events(body: &str) -> Vec<(String, serde_json::Value)> {
+    body.split("\n\n")
+        .filter(|block| block.contains("data: "))
+        .map(|block| {
+            let name = block
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap_or("");
+            let data = block
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap();
+            (name.to_string(), serde_json::from_str(data).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn a_stream_sends_segments_in_order_as_chunks_finish_then_the_result() {
+    let manager = long_setup().stub(&["--delay-ms", "200"]).start();
+    manager.wait_healthy(2);
+    let audio = numbered_speech(30, 0.6, 0.4);
+    let body = json!({ "content": b64(&audio), "stream": true, "metadata": { "job": "7" } });
+    let mut stream = connect_with(
+        manager.port,
+        format!(
+            "POST /api/v1/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.to_string().len()
+        )
+        .as_bytes(),
+    );
+    // The first segment arrives while the recording is still being transcribed.
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&received).contains("event: segment") {
+        let n = std::io::Read::read(&mut stream, &mut buf).unwrap();
+        assert!(
+            n > 0,
+            "the stream ended before a segment: {}",
+            String::from_utf8_lossy(&received)
+        );
+        received.extend_from_slice(&buf[..n]);
+    }
+    let running = manager.status()["transcriptions"].as_array().unwrap().len();
+    assert_eq!(running, 1, "a segment came before the transcription ended");
+    std::io::Read::read_to_end(&mut stream, &mut received).unwrap();
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.to_lowercase()
+            .contains("content-type: text/event-stream"),
+        "{text}"
+    );
+    // Undo the chunked transfer encoding enough to read events: drop the size lines.
+    let payload: String = text
+        .split("\r\n\r\n")
+        .skip(1)
+        .collect::<Vec<_>>()
+        .join("\r\n\r\n")
+        .split("\r\n")
+        .filter(|l| !l.chars().all(|c| c.is_ascii_hexdigit()) || l.is_empty())
+        .collect();
+    let events = events(&payload);
+    assert_eq!(events[0].0, "begin");
+    let segments: Vec<&str> = events
+        .iter()
+        .filter(|(name, _)| name == "segment")
+        .map(|(_, data)| data["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(segments, expected_words(30));
+    let (last, result) = events.last().unwrap();
+    assert_eq!(last, "result");
+    assert_eq!(result["result"]["text"], expected_words(30).join(" "));
+    assert_eq!(result["result"]["metadata"]["job"], "7");
+    let progress: Vec<u64> = events
+        .iter()
+        .filter_map(|(_, data)| data["chunksDone"].as_u64())
+        .collect();
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+}
+
 #[test]
 fn recordings_past_the_limit_or_not_audio_are_refused_before_any_inference() {
     let manager = long_setup()

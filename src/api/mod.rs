@@ -24,6 +24,7 @@ pub mod openapi;
 pub mod routes;
 pub mod rpc;
 pub mod status;
+pub mod stream;
 pub mod transcriptions;
 
 use std::sync::Arc;

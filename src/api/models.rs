@@ -1,13 +1,15 @@
 //! `GET /api/models`, `POST /api/models/:id/load`, `POST /api/models/:id/unload` (README
 //! "Models"), over the pool's model manager.
 
+use std::sync::Arc;
+
 use serde_json::json;
 
 use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::http::{Incoming, Reply};
 
-pub fn list(engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
+pub fn list(engine: &Arc<Engine>, _rq: &mut Incoming) -> Result<Reply, ApiError> {
     let models: Vec<_> = engine
         .pool
         .model_views()
@@ -26,10 +28,10 @@ pub fn list(engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
 }
 
 /// Returns once the model's workers are healthy.
-pub fn load(engine: &Engine, rq: &mut Incoming) -> Result<Reply, ApiError> {
+pub fn load(engine: &Arc<Engine>, rq: &mut Incoming) -> Result<Reply, ApiError> {
     Ok(Reply::ok(&engine.load_model(rq.param(0))?))
 }
 
-pub fn unload(engine: &Engine, rq: &mut Incoming) -> Result<Reply, ApiError> {
+pub fn unload(engine: &Arc<Engine>, rq: &mut Incoming) -> Result<Reply, ApiError> {
     Ok(Reply::ok(&engine.unload_model(rq.param(0))?))
 }

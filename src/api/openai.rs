@@ -6,10 +6,13 @@
 //! (history, metrics, limits), and every `response_format` is derived from the one answer the
 //! engine asks the worker for (`engine::transcript`).
 
+use std::sync::Arc;
+
 use std::time::Instant;
 
 use serde_json::{json, Value};
 
+use super::stream::{self, Shape};
 use crate::engine::inference::{Budget, Input, Job, Options};
 use crate::engine::transcript::Transcript;
 use crate::engine::Engine;
@@ -41,6 +44,8 @@ struct AudioForm {
     words: bool,
     /// `include[]=logprobs`.
     logprobs: bool,
+    /// `stream=true`: server-sent events as the transcript is made.
+    stream: bool,
 }
 
 /// Which of the two audio routes.
@@ -51,15 +56,15 @@ enum Task {
     Translate,
 }
 
-pub fn transcriptions(engine: &Engine, rq: &mut Incoming) -> Result<Reply, ApiError> {
+pub fn transcriptions(engine: &Arc<Engine>, rq: &mut Incoming) -> Result<Reply, ApiError> {
     audio(engine, rq, Task::Transcribe)
 }
 
-pub fn translations(engine: &Engine, rq: &mut Incoming) -> Result<Reply, ApiError> {
+pub fn translations(engine: &Arc<Engine>, rq: &mut Incoming) -> Result<Reply, ApiError> {
     audio(engine, rq, Task::Translate)
 }
 
-fn audio(engine: &Engine, rq: &mut Incoming, task: Task) -> Result<Reply, ApiError> {
+fn audio(engine: &Arc<Engine>, rq: &mut Incoming, task: Task) -> Result<Reply, ApiError> {
     let deadline = Instant::now() + engine.settings.server.request_timeout();
     let boundary = rq
         .header("Content-Type")
@@ -87,18 +92,35 @@ fn audio(engine: &Engine, rq: &mut Incoming, task: Task) -> Result<Reply, ApiErr
         Task::Transcribe => form.language.as_deref(),
         Task::Translate => None,
     };
+    let model = engine.resolve_model(form.model.as_deref())?.to_string();
+    let options = Options::checked(
+        language,
+        form.prompt,
+        form.temperature,
+        task == Task::Translate,
+    )?;
+    let budget = Budget::PerChunk {
+        wait_until: deadline,
+    };
+    if form.stream && task == Task::Transcribe {
+        let engine = Arc::clone(engine);
+        let file = form.file;
+        return stream::start(Shape::OpenAi, move |progress| {
+            let job = Job {
+                model: &model,
+                input: Input::File(file),
+                options,
+                budget,
+            };
+            let text = engine.transcribe_streaming(job, progress)?.result.text;
+            Ok(json!({ "type": "transcript.text.done", "text": text }))
+        });
+    }
     let job = Job {
-        model: engine.resolve_model(form.model.as_deref())?,
+        model: &model,
         input: Input::File(form.file),
-        options: Options::checked(
-            language,
-            form.prompt,
-            form.temperature,
-            task == Task::Translate,
-        )?,
-        budget: Budget::PerChunk {
-            wait_until: deadline,
-        },
+        options,
+        budget,
     };
     let transcript = engine.transcribe(job)?.result;
     Ok(shape(&transcript, format, &detail))
@@ -163,6 +185,11 @@ impl AudioForm {
                         }
                     }
                 }
+                "stream" => match text(&part, "stream")?.as_str() {
+                    "true" => form.stream = true,
+                    "false" => form.stream = false,
+                    other => return Err(invalid("stream", other, "`true` or `false`")),
+                },
                 "include[]" | "include" => match text(&part, "include[]")?.as_str() {
                     "logprobs" => form.logprobs = true,
                     other => return Err(invalid("include[]", other, "`logprobs`")),
@@ -192,6 +219,12 @@ impl AudioForm {
             return Err(ApiError::InvalidField {
                 field: "include[]",
                 why: "logprobs needs response_format json".into(),
+            });
+        }
+        if self.stream && !matches!(format, "json" | "text") {
+            return Err(ApiError::InvalidField {
+                field: "stream",
+                why: "streams text deltas, so it needs response_format json or text".into(),
             });
         }
         Ok(())
@@ -238,7 +271,7 @@ fn response_format(part: &Part) -> Result<&'static str, ApiError> {
 }
 
 /// `GET /v1/models`: every configured model and every alias, each as a model.
-pub fn models(engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
+pub fn models(engine: &Arc<Engine>, _rq: &mut Incoming) -> Result<Reply, ApiError> {
     let data: Vec<Value> = engine
         .pool
         .config
@@ -251,13 +284,13 @@ pub fn models(engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
 }
 
 /// `GET /v1/models/{id}`: one model or alias, or OpenAI's 404.
-pub fn model(engine: &Engine, rq: &mut Incoming) -> Result<Reply, ApiError> {
+pub fn model(engine: &Arc<Engine>, rq: &mut Incoming) -> Result<Reply, ApiError> {
     let name = rq.param(0);
     engine.pool.known_model(name)?;
     Ok(Reply::ok(&model_object(engine, name)))
 }
 
-fn model_object(engine: &Engine, name: &str) -> Value {
+fn model_object(engine: &Arc<Engine>, name: &str) -> Value {
     json!({ "id": name, "object": "model", "created": engine.boot_id, "owned_by": "inference-server-manager" })
 }
 

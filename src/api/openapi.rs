@@ -2,6 +2,8 @@
 //! `GET /openapi`: an HTML page rendered from that same document, with no script or stylesheet
 //! from elsewhere, so it works on an air-gapped machine.
 
+use std::sync::Arc;
+
 use std::fmt::Write;
 use std::sync::OnceLock;
 
@@ -24,11 +26,11 @@ pub fn spec() -> &'static Value {
     })
 }
 
-pub fn document(_engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
+pub fn document(_engine: &Arc<Engine>, _rq: &mut Incoming) -> Result<Reply, ApiError> {
     Ok(Reply::ok(spec()))
 }
 
-pub fn page(_engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
+pub fn page(_engine: &Arc<Engine>, _rq: &mut Incoming) -> Result<Reply, ApiError> {
     static PAGE: OnceLock<String> = OnceLock::new();
     Ok(Reply::html(PAGE.get_or_init(|| render(spec())).clone()))
 }

@@ -2,6 +2,8 @@
 //! and the matching of a request against it. `ROUTES` is also what the OpenAPI test checks
 //! the document against, so a route cannot be added without being documented.
 
+use std::sync::Arc;
+
 use tiny_http::Method;
 
 use super::{capacity, inference, metrics, models, openai, openapi, rpc, status, transcriptions};
@@ -10,7 +12,7 @@ use crate::error::ApiError;
 use crate::http::{Incoming, Reply};
 
 /// A route handler: parses the request, calls the engine, shapes the reply.
-pub type Handler = fn(&Engine, &mut Incoming) -> Result<Reply, ApiError>;
+pub type Handler = fn(&Arc<Engine>, &mut Incoming) -> Result<Reply, ApiError>;
 
 pub struct Route {
     pub method: Method,

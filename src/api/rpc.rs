@@ -1,5 +1,7 @@
 //! `POST /rpc`: JSON-RPC 2.0 over HTTP, the same dispatcher rack mode serves on TCP.
 
+use std::sync::Arc;
+
 use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::http::{Incoming, Reply};
@@ -7,7 +9,7 @@ use crate::http::{Incoming, Reply};
 /// 200 with the JSON-RPC answer, method errors included; 400 with the JSON-RPC error when the
 /// body is not a JSON-RPC message at all (unparsable, or not a request); 204 when it held only
 /// notifications, which get no answer.
-pub fn call(engine: &Engine, rq: &mut Incoming) -> Result<Reply, ApiError> {
+pub fn call(engine: &Arc<Engine>, rq: &mut Incoming) -> Result<Reply, ApiError> {
     let body = rq.body()?;
     let text = String::from_utf8_lossy(&body);
     let message = crate::rpc::parse(&text);

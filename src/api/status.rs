@@ -1,6 +1,8 @@
 //! The service's own routes: `GET /`, `GET /health`, `GET /livez`, `GET /readyz`,
 //! `GET /api/v1/providers`, `GET /api/v1/status` (README "API").
 
+use std::sync::Arc;
+
 use serde_json::json;
 
 use crate::audio;
@@ -10,7 +12,7 @@ use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::http::{Incoming, Reply};
 
-pub fn index(_engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
+pub fn index(_engine: &Arc<Engine>, _rq: &mut Incoming) -> Result<Reply, ApiError> {
     Ok(Reply::ok(&json!({
         "success": true,
         "service": SERVICE_NAME,
@@ -23,7 +25,7 @@ pub fn index(_engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
 
 /// 200 while a worker of the default model is healthy, 503 when none is, so a load balancer
 /// can use this as its readiness check.
-pub fn health(engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
+pub fn health(engine: &Arc<Engine>, _rq: &mut Incoming) -> Result<Reply, ApiError> {
     let health = engine.health()?;
     Ok(Reply::json(
         if health.serving { 200 } else { 503 },
@@ -33,12 +35,12 @@ pub fn health(engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
 
 /// Liveness: the process serves HTTP. Nothing about the workers, so an orchestrator restarts
 /// the manager only when the manager itself is stuck.
-pub fn livez(_engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
+pub fn livez(_engine: &Arc<Engine>, _rq: &mut Incoming) -> Result<Reply, ApiError> {
     Ok(Reply::ok(&json!({ "status": "alive" })))
 }
 
 /// Readiness: 200 when a worker of the default model can take a request now, else 503.
-pub fn readyz(engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
+pub fn readyz(engine: &Arc<Engine>, _rq: &mut Incoming) -> Result<Reply, ApiError> {
     let readiness = engine.readiness();
     Ok(Reply::json(
         if readiness.serving { 200 } else { 503 },
@@ -46,7 +48,7 @@ pub fn readyz(engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
     ))
 }
 
-pub fn providers(engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
+pub fn providers(engine: &Arc<Engine>, _rq: &mut Incoming) -> Result<Reply, ApiError> {
     let healthy = engine.pool.snapshot().healthy;
     Ok(Reply::ok(&json!({
         "success": true,
@@ -75,7 +77,7 @@ pub fn providers(engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError>
     })))
 }
 
-pub fn status(engine: &Engine, _rq: &mut Incoming) -> Result<Reply, ApiError> {
+pub fn status(engine: &Arc<Engine>, _rq: &mut Incoming) -> Result<Reply, ApiError> {
     let snapshot = engine.pool.snapshot();
     Ok(Reply::ok(&json!({
         "healthyWorkers": snapshot.healthy,

@@ -1,15 +1,18 @@
 //! `POST /api/v1/transcriptions`: base64 audio in JSON, a transcript out, in the shapes of the
-//! original transcription service (README "API"); and `POST /api/v1/languages/detect`, which
-//! takes the same body.
+//! original transcription service (README "API"), or streamed as it is made (`"stream":
+//! true`); and `POST /api/v1/languages/detect`, which takes the same body.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::engine::inference::{Budget, Input, Job, Options};
+use super::stream::{self, Shape};
+use crate::engine::inference::{Budget, Input, Job, Options, Outcome};
 use crate::engine::operations::seed_segments;
+use crate::engine::transcript::Transcript;
 use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::http::{Incoming, Reply};
@@ -25,6 +28,8 @@ struct TranscriptionRequest {
     prompt: Option<String>,
     temperature: Option<f64>,
     translate: Option<bool>,
+    /// Answer with server-sent events as the transcript is made.
+    stream: Option<bool>,
 }
 
 impl TranscriptionRequest {
@@ -33,14 +38,53 @@ impl TranscriptionRequest {
         Ok(Job {
             model: engine.resolve_model(self.model.as_deref())?,
             input: Input::Base64(&self.content),
-            options: Options::checked(
-                self.language.as_deref(),
-                self.prompt.clone(),
-                self.temperature,
-                self.translate.unwrap_or(false),
-            )?,
+            options: self.options()?,
             budget: Budget::PerChunk {
                 wait_until: deadline,
+            },
+        })
+    }
+
+    fn options(&self) -> Result<Options, ApiError> {
+        Options::checked(
+            self.language.as_deref(),
+            self.prompt.clone(),
+            self.temperature,
+            self.translate.unwrap_or(false),
+        )
+    }
+
+    /// The answer's body, as the original service shaped it.
+    fn result_body(self, outcome: &Outcome<Transcript>) -> Value {
+        let mut metadata = self.metadata.unwrap_or_default();
+        metadata.insert("worker_id".into(), outcome.worker_id.clone());
+        metadata.insert(
+            "worker_url".into(),
+            format!("http://127.0.0.1:{}", outcome.worker_port),
+        );
+        let t = &outcome.result;
+        let segments: Vec<Value> = if self.timestamps.unwrap_or(true) {
+            seed_segments(t)
+                .into_iter()
+                .map(|mut s| {
+                    s["speaker"] = Value::Null;
+                    s
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        json!({
+            "success": true,
+            "message": "Transcription completed successfully",
+            "result": {
+                "text": t.text,
+                "language": t.language,
+                "duration": t.duration,
+                "confidence": t.confidence(),
+                "provider": "whisper-server",
+                "segments": segments,
+                "metadata": metadata,
             },
         })
     }
@@ -51,46 +95,42 @@ fn deadline(engine: &Engine) -> Instant {
     Instant::now() + engine.settings.server.request_timeout()
 }
 
-pub fn create(engine: &Engine, rq: &mut Incoming) -> Result<Reply, ApiError> {
+pub fn create(engine: &Arc<Engine>, rq: &mut Incoming) -> Result<Reply, ApiError> {
     let deadline = deadline(engine);
     let request: TranscriptionRequest = super::json_body(rq)?;
+    if request.stream.unwrap_or(false) {
+        return create_streaming(engine, request, deadline);
+    }
     let outcome = engine.transcribe(request.job(engine, deadline)?)?;
-    let mut metadata = request.metadata.unwrap_or_default();
-    metadata.insert("worker_id".into(), outcome.worker_id.clone());
-    metadata.insert(
-        "worker_url".into(),
-        format!("http://127.0.0.1:{}", outcome.worker_port),
-    );
-    let t = &outcome.result;
-    let segments: Vec<Value> = if request.timestamps.unwrap_or(true) {
-        seed_segments(t)
-            .into_iter()
-            .map(|mut s| {
-                s["speaker"] = Value::Null;
-                s
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    Ok(Reply::ok(&json!({
-        "success": true,
-        "message": "Transcription completed successfully",
-        "result": {
-            "text": t.text,
-            "language": t.language,
-            "duration": t.duration,
-            "confidence": t.confidence(),
-            "provider": "whisper-server",
-            "segments": segments,
-            "metadata": metadata,
-        },
-    })))
+    Ok(Reply::ok(&request.result_body(&outcome)))
+}
+
+/// `"stream": true`: a `segment` event per segment as chunks finish, then `result`.
+fn create_streaming(
+    engine: &Arc<Engine>,
+    request: TranscriptionRequest,
+    deadline: Instant,
+) -> Result<Reply, ApiError> {
+    let model = engine.resolve_model(request.model.as_deref())?.to_string();
+    let options = request.options()?;
+    let engine = Arc::clone(engine);
+    stream::start(Shape::Seed, move |progress| {
+        let job = Job {
+            model: &model,
+            input: Input::Base64(&request.content),
+            options,
+            budget: Budget::PerChunk {
+                wait_until: deadline,
+            },
+        };
+        let outcome = engine.transcribe_streaming(job, progress)?;
+        Ok(request.result_body(&outcome))
+    })
 }
 
 /// `POST /api/v1/languages/detect`: the same body as a transcription; the language spoken,
 /// from whisper's own detector, and its probability.
-pub fn detect_language(engine: &Engine, rq: &mut Incoming) -> Result<Reply, ApiError> {
+pub fn detect_language(engine: &Arc<Engine>, rq: &mut Incoming) -> Result<Reply, ApiError> {
     let deadline = deadline(engine);
     let request: TranscriptionRequest = super::json_body(rq)?;
     let outcome = engine.detect_language(request.job(engine, deadline)?)?;

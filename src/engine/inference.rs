@@ -152,8 +152,18 @@ pub struct Outcome<T> {
     pub timestamp: String,
 }
 
-/// One chunk transcribed, as a streaming client hears of it: in order, with its times in
-/// the whole recording.
+/// What a streaming client hears of a run, in this order.
+pub enum Event<'t> {
+    /// The audio is decoded and cut: the transcription has begun.
+    Began {
+        chunks_total: usize,
+        /// Seconds of audio, when known before a worker says (not for a file sent whole).
+        seconds: Option<f64>,
+    },
+    /// One more chunk transcribed, in order, with its times in the whole recording.
+    Chunk(Progressed<'t>),
+}
+
 pub struct Progressed<'t> {
     pub transcript: &'t Transcript,
     pub chunks_done: usize,
@@ -178,7 +188,7 @@ impl Engine {
     pub fn transcribe_streaming(
         &self,
         job: Job,
-        progress: &(dyn Fn(Progressed) + Sync),
+        progress: &(dyn Fn(Event) + Sync),
     ) -> Result<Outcome<Transcript>, ApiError> {
         self.run(job, Task::Transcribe, progress)
     }
@@ -212,7 +222,7 @@ impl Engine {
         &self,
         job: Job,
         task: Task,
-        progress: &(dyn Fn(Progressed) + Sync),
+        progress: &(dyn Fn(Event) + Sync),
     ) -> Result<Outcome<Transcript>, ApiError> {
         let started = Instant::now();
         let inference_id = next_id();
@@ -275,10 +285,14 @@ impl Engine {
         budget: Budget,
         started: Instant,
         inference_id: &str,
-        progress: &(dyn Fn(Progressed) + Sync),
+        progress: &(dyn Fn(Event) + Sync),
     ) -> Result<(Transcript, Who), ApiError> {
         let pcm = match audio {
             Audio::Whole { bytes, container } => {
+                progress(Event::Began {
+                    chunks_total: 1,
+                    seconds: None,
+                });
                 let form = self.form(call, bytes, container.file_name());
                 let deadline = self.deadline(budget, None, started, true);
                 let (t, who) = self.call_worker(call, &form, deadline, None)?;
@@ -296,6 +310,10 @@ impl Engine {
         let tracker = self
             .progress
             .start(inference_id, call.model, pcm.seconds(), ranges.len());
+        progress(Event::Began {
+            chunks_total: ranges.len(),
+            seconds: Some(pcm.seconds()),
+        });
         let chunked = Chunked {
             engine: self,
             call,
@@ -370,19 +388,14 @@ impl Engine {
         ))
     }
 
-    fn report(
-        &self,
-        progress: &(dyn Fn(Progressed) + Sync),
-        t: &Transcript,
-        done: usize,
-        total: usize,
-    ) {
-        progress(Progressed {
+    fn report(&self, progress: &(dyn Fn(Event) + Sync), t: &Transcript, done: usize, total: usize) {
+        progress(Event::Chunk(Progressed {
             transcript: t,
             chunks_done: done,
             chunks_total: total,
-        });
+        }));
     }
+
     /// An English-only model cannot translate or detect a language; whisper-server would
     /// silently answer an English transcript (or a meaningless guess) instead.
     fn check_model_can(&self, model: &str, task: Task, options: &Options) -> Result<(), ApiError> {
@@ -478,7 +491,7 @@ struct Chunked<'a> {
     ranges: &'a [Range<usize>],
     budget: Budget,
     started: Instant,
-    progress: &'a (dyn Fn(Progressed) + Sync),
+    progress: &'a (dyn Fn(Event) + Sync),
     tracker: &'a super::progress::Tracker<'a>,
 }
 
@@ -560,11 +573,11 @@ impl Chunked<'_> {
                 done.who = Some(who);
                 let chunks_done = self.tracker.chunk_done();
                 while let Some(Some(t)) = done.parts.get(done.next_to_report) {
-                    (self.progress)(Progressed {
+                    (self.progress)(Event::Chunk(Progressed {
                         transcript: t,
                         chunks_done,
                         chunks_total: self.ranges.len(),
-                    });
+                    }));
                     done.next_to_report += 1;
                 }
             }

@@ -74,7 +74,7 @@ impl Progress {
                 ..run.clone()
             })
             .collect();
-        runs.sort_by(|a, b| b.elapsed.cmp(&a.elapsed));
+        runs.sort_by_key(|run| std::cmp::Reverse(run.elapsed));
         runs
     }
 }

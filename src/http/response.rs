@@ -1,16 +1,31 @@
 //! `Reply`: what a handler returns, and its conversion into a `tiny_http` response with the
 //! headers every response carries (CORS, `X-Request-Id`).
 
-use tiny_http::{Header, Response};
+use std::io::{Cursor, Read};
+
+use tiny_http::{Header, Response, StatusCode};
 
 /// A complete response, built before any byte is written, so a panicking handler can still
-/// be answered with a clean 500.
-#[derive(Debug, Clone, PartialEq)]
+/// be answered with a clean 500. A streamed one (`Reply::stream`) has its head decided too;
+/// only its body comes later.
+#[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Vec<u8>,
     pub headers: Vec<(&'static str, String)>,
+    /// A body produced over time (server-sent events), sent as it is read, in chunks; `body`
+    /// is then empty.
+    pub stream: Option<Stream>,
+}
+
+/// A body read as it is produced; EOF ends the response.
+pub struct Stream(pub Box<dyn Read + Send>);
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Stream")
+    }
 }
 
 impl Reply {
@@ -20,6 +35,7 @@ impl Reply {
             content_type: "application/json",
             body: serde_json::to_vec(value).expect("a Value always serializes"),
             headers: Vec::new(),
+            stream: None,
         }
     }
 
@@ -33,6 +49,7 @@ impl Reply {
             content_type: "text/html; charset=utf-8",
             body: body.into_bytes(),
             headers: Vec::new(),
+            stream: None,
         }
     }
 
@@ -42,6 +59,7 @@ impl Reply {
             content_type: "text/plain",
             body: Vec::new(),
             headers: Vec::new(),
+            stream: None,
         }
     }
 
@@ -51,6 +69,18 @@ impl Reply {
             content_type,
             body,
             headers: Vec::new(),
+            stream: None,
+        }
+    }
+
+    /// A 200 whose body is `body`, sent as it is read (chunked transfer).
+    pub fn stream(content_type: &'static str, body: Box<dyn Read + Send>) -> Reply {
+        Reply {
+            status: 200,
+            content_type,
+            body: Vec::new(),
+            headers: Vec::new(),
+            stream: Some(Stream(body)),
         }
     }
 
@@ -60,6 +90,9 @@ impl Reply {
         self
     }
 }
+
+/// A response body: bytes in memory, or a stream.
+pub type Body = Box<dyn Read + Send>;
 
 /// Headers added to every response, whatever the route.
 #[derive(Debug, Clone)]
@@ -72,12 +105,25 @@ pub const CORS_HEADERS: &str = "Content-Type, Authorization";
 
 /// Builds the `tiny_http` response. Header values come from our code or from a sanitised
 /// request id, so a value that `tiny_http` refuses is a bug and is dropped with a log line.
-pub fn to_tiny(
-    reply: Reply,
-    common: &CommonHeaders,
-    request_id: &str,
-) -> Response<std::io::Cursor<Vec<u8>>> {
-    let mut response = Response::from_data(reply.body).with_status_code(reply.status);
+pub fn to_tiny(reply: Reply, common: &CommonHeaders, request_id: &str) -> Response<Body> {
+    let mut response = match reply.stream {
+        Some(Stream(reader)) => {
+            Response::new(StatusCode(reply.status), Vec::new(), reader, None, None)
+        }
+        None => {
+            let length = reply.body.len();
+            let body: Body = Box::new(Cursor::new(reply.body));
+            // Sent with its Content-Length whatever its size: chunks are for streams.
+            Response::new(
+                StatusCode(reply.status),
+                Vec::new(),
+                body,
+                Some(length),
+                None,
+            )
+            .with_chunked_threshold(usize::MAX)
+        }
+    };
     let mut headers: Vec<(&str, &str)> = vec![
         ("Content-Type", reply.content_type),
         ("Access-Control-Allow-Origin", &common.cors_origin),

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use tiny_http::Method;
 
 use super::request::{header_value, BodyLimits, Incoming, WorkPermits};
-use super::response::{to_tiny, CommonHeaders, Reply};
+use super::response::{to_tiny, Body, CommonHeaders, Reply};
 use super::work_permit_cap;
 
 /// Work permits: a request other than GET, HEAD and OPTIONS (the ones that read a body, queue
@@ -592,7 +592,7 @@ fn is_chunked(request: &tiny_http::Request) -> bool {
 /// at once the request thread drains it itself.
 fn refuse_unread(
     request: tiny_http::Request,
-    response: tiny_http::Response<std::io::Cursor<Vec<u8>>>,
+    response: tiny_http::Response<Body>,
     shared: &Shared,
 ) {
     if shared.drainers.fetch_add(1, Ordering::AcqRel) >= MAX_DRAINERS {

@@ -75,6 +75,13 @@ assert len(set(steered) & set(words(expected))) >= 0.8 * len(set(words(expected)
 with_logprobs = transcribe("json", include=["logprobs"])
 assert with_logprobs.logprobs and all(p.logprob <= 0 for p in with_logprobs.logprobs), with_logprobs
 
+# A stream: text deltas in order, then the whole text, read by the SDK unchanged.
+with open(audio_path, "rb") as audio:
+    events = list(client.audio.transcriptions.create(model="whisper-1", file=audio, stream=True))
+deltas = "".join(e.delta for e in events if e.type == "transcript.text.delta")
+done = [e for e in events if e.type == "transcript.text.done"]
+assert len(done) == 1 and done[0].text == expected and deltas == expected, events
+
 # Translation into English, in two formats; or, on an English-only model, a 400 saying why.
 def translate(**extra):
     with open(audio_path, "rb") as audio:
@@ -121,7 +128,7 @@ after = metrics()
 route = "/v1/audio/transcriptions"
 served = sample(after, "ism_http_requests", "ism_http_requests_total", route=route, status="200") - sample(
     before, "ism_http_requests", "ism_http_requests_total", route=route, status="200")
-assert served == 7, served
+assert served == 8, served
 translations = sample(after, "ism_http_requests", "ism_http_requests_total", route="/v1/audio/translations", status="200" if translated else "400")
 assert translations >= (2 if translated else 1), translations
 assert sample(after, "ism_http_requests", "ism_http_requests_total", route=route, status="404") >= 1

@@ -95,7 +95,7 @@ fn the_seed_routes_keep_every_documented_field_and_type() {
 
 #[test]
 fn without_ffmpeg_the_providers_list_what_workers_decode() {
-    let manager = Setup::new().set("audio", "ffmpeg", json!("")).start();
+    let manager = Setup::new().start();
     manager.wait_healthy(2);
     let providers = manager.get("/api/v1/providers").json();
     let formats = &providers["providers"][0]["capabilities"]["supportedFormats"];
@@ -117,7 +117,10 @@ fn without_ffmpeg_the_providers_list_what_workers_decode() {
 #[ignore = "needs ffmpeg (apt-get install ffmpeg)"]
 fn with_ffmpeg_every_listed_format_is_transcribed() {
     needs::program("ffmpeg", "apt-get install ffmpeg");
-    let manager = Setup::new().stub(&["--words-from-pcm"]).start();
+    let manager = Setup::new()
+        .with_ffmpeg()
+        .stub(&["--words-from-pcm"])
+        .start();
     manager.wait_healthy(2);
     let providers = manager.get("/api/v1/providers").json();
     let formats: Vec<String> = providers["providers"][0]["capabilities"]["supportedFormats"]

@@ -272,10 +272,7 @@ fn a_stream_sends_segments_in_order_as_chunks_finish_then_the_result() {
 
 #[test]
 fn recordings_past_the_limit_or_not_audio_are_refused_before_any_inference() {
-    let manager = long_setup()
-        .set("audio", "maxSeconds", json!(10))
-        .set("audio", "ffmpeg", json!(""))
-        .start();
+    let manager = long_setup().set("audio", "maxSeconds", json!(10)).start();
     manager.wait_healthy(2);
     let too_long = manager.transcribe(&numbered_speech(12, 0.6, 0.4));
     assert_eq!(too_long.status, 413, "{}", too_long.text());
@@ -296,7 +293,7 @@ fn recordings_past_the_limit_or_not_audio_are_refused_before_any_inference() {
 #[ignore = "needs ffmpeg (apt-get install ffmpeg)"]
 fn hostile_files_get_ffmpegs_reason_and_nothing_is_read_for_them() {
     needs::program("ffmpeg", "apt-get install ffmpeg");
-    let manager = long_setup().start();
+    let manager = long_setup().with_ffmpeg().start();
     manager.wait_healthy(2);
     let playlist =
         b"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nfile:///etc/passwd\n#EXT-X-ENDLIST\n";

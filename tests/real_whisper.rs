@@ -342,3 +342,91 @@ fn a_multilingual_model_detects_and_translates_german() {
     );
     assert_eq!(result["language"], "de", "the audio's language");
 }
+
+/// `wav` encoded by ffmpeg into `file` (its extension picks the container) with `codec`.
+fn encode(wav: &Path, file: &Path, codec: &[&str]) {
+    let ok = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
+        .arg(wav)
+        .args(codec)
+        .arg(file)
+        .status()
+        .expect("ffmpeg runs")
+        .success();
+    assert!(ok, "ffmpeg could not make {}", file.display());
+}
+
+#[test]
+#[ignore = "needs the build of scripts/setup-whisper.sh and ffmpeg"]
+fn phone_browser_and_voice_note_formats_transcribe_like_the_wav() {
+    let dir = needs::real_whisper();
+    needs::program("ffmpeg", "apt-get install ffmpeg");
+    let manager = Setup::new().pool(2).real_worker(&dir).with_ffmpeg().start();
+    manager.wait_healthy(2);
+    let scratch = TempDir::new("formats");
+    let jfk = dir.join("jfk.wav");
+    for (name, codec) in [
+        ("phone.m4a", &["-c:a", "aac", "-b:a", "64k"][..]),
+        ("browser.webm", &["-c:a", "libopus"]),
+        ("voice-note.ogg", &["-c:a", "libopus"]),
+        ("podcast.mp3", &["-c:a", "libmp3lame"]),
+    ] {
+        let file = scratch.0.join(name);
+        encode(&jfk, &file, codec);
+        let text = text_of(&manager, &std::fs::read(&file).unwrap());
+        let rate = wer(JFK, &text);
+        eprintln!("{name}: WER {rate:.3}: {text}");
+        assert!(rate <= 0.05, "{name} came back as {text:?}");
+    }
+}
+
+#[test]
+#[ignore = "needs the build of scripts/setup-whisper.sh and sox"]
+fn a_twenty_minute_recording_finishes_with_default_settings() {
+    let dir = needs::real_whisper();
+    needs::program("sox", "apt-get install sox");
+    // jfk.wav and 2 s of silence, again and again, for 20 minutes.
+    let scratch = TempDir::new("twenty");
+    let (jfk, pause, long) = (
+        dir.join("jfk.wav"),
+        scratch.0.join("pause.wav"),
+        scratch.0.join("twenty.wav"),
+    );
+    assert!(Command::new("sox")
+        .args(["-n", "-r", "16000", "-c", "1", "-b", "16"])
+        .arg(&pause)
+        .args(["trim", "0", "2"])
+        .status()
+        .unwrap()
+        .success());
+    let repeats = 20 * 60 / 13;
+    let mut parts = Vec::new();
+    for _ in 0..repeats {
+        parts.push(jfk.clone());
+        parts.push(pause.clone());
+    }
+    assert!(Command::new("sox")
+        .args(&parts)
+        .arg(&long)
+        .status()
+        .unwrap()
+        .success());
+    let manager = Setup::new().pool(2).real_worker(&dir).start();
+    manager.wait_healthy(2);
+    let started = std::time::Instant::now();
+    let result = transcribe(&manager, &std::fs::read(&long).unwrap(), true);
+    let seconds = result["duration"].as_f64().unwrap();
+    let expected = std::iter::repeat_n(JFK, repeats)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let rate = wer(&expected, result["text"].as_str().unwrap());
+    eprintln!(
+        "{seconds:.0} s of audio in {:.1} s with 2 workers, WER {rate:.3}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!((seconds - repeats as f64 * 13.0).abs() < 1.0, "{seconds}");
+    assert!(
+        rate <= 0.05,
+        "the repeated sentence, every time: WER {rate}"
+    );
+}

@@ -246,10 +246,12 @@ pub struct AudioSettings {
     pub max_conversions: usize,
     /// 5 minutes for one conversion: ffmpeg decodes hours of compressed audio in far less.
     pub conversion_timeout_ms: u64,
-    /// A chunk's inference deadline, in seconds per second of its audio (at least 10 s): 4
-    /// leaves a CPU worker of a large model room, and only a worker that passes it is
-    /// recycled as hung.
+    /// A chunk's inference deadline, in seconds per second of its audio: 4 leaves a CPU
+    /// worker of a large model room, and only a worker that passes it is recycled as hung.
     pub chunk_timeout_factor: u64,
+    /// The shortest chunk deadline, 10 s: a worker's fixed cost per request (the HTTP round
+    /// trip, the encoder's first window) is seconds on a loaded CPU whatever the length.
+    pub chunk_timeout_min_ms: u64,
 }
 
 impl AudioSettings {
@@ -259,15 +261,10 @@ impl AudioSettings {
 
     /// The inference deadline of a chunk of `seconds` of audio.
     pub fn chunk_timeout(&self, seconds: f64) -> Duration {
-        Duration::from_secs_f64(
-            (seconds * self.chunk_timeout_factor as f64).max(MIN_CHUNK_TIMEOUT_SECS),
-        )
+        Duration::from_secs_f64(seconds * self.chunk_timeout_factor as f64)
+            .max(ms(self.chunk_timeout_min_ms))
     }
 }
-
-/// The shortest chunk deadline: a worker's fixed cost per request (model warm-up, the HTTP
-/// round trip) is seconds on a loaded CPU whatever the chunk's length.
-const MIN_CHUNK_TIMEOUT_SECS: f64 = 10.0;
 
 impl Default for AudioSettings {
     fn default() -> Self {
@@ -278,6 +275,7 @@ impl Default for AudioSettings {
             max_conversions: 2,
             conversion_timeout_ms: 300_000,
             chunk_timeout_factor: 4,
+            chunk_timeout_min_ms: 10_000,
         }
     }
 }
@@ -501,6 +499,7 @@ fn validate(s: &Settings) -> Result<(), SettingsError> {
         ("audio.maxConversions", s.audio.max_conversions as u64),
         ("audio.conversionTimeoutMs", s.audio.conversion_timeout_ms),
         ("audio.chunkTimeoutFactor", s.audio.chunk_timeout_factor),
+        ("audio.chunkTimeoutMinMs", s.audio.chunk_timeout_min_ms),
     ];
     if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
         return Err(SettingsError::plain(key, "must be at least 1"));
@@ -635,6 +634,18 @@ mod tests {
             validate(&s).is_err(),
             "an alias may not be another model's id"
         );
+    }
+
+    #[test]
+    fn a_chunks_deadline_fits_its_length_above_a_floor() {
+        let audio = AudioSettings::default();
+        assert_eq!(audio.chunk_timeout(30.0), Duration::from_secs(120));
+        assert_eq!(audio.chunk_timeout(0.5), Duration::from_secs(10));
+        let quick = AudioSettings {
+            chunk_timeout_min_ms: 1500,
+            ..AudioSettings::default()
+        };
+        assert_eq!(quick.chunk_timeout(0.1), Duration::from_millis(1500));
     }
 
     #[test]

@@ -37,6 +37,9 @@ impl Setup {
                     "auditIntervalMs": 500, "startupTimeoutMs": 5000, "drainTimeoutMs": 3000,
                     "backoffBaseMs": 100, "backoffMaxMs": 800,
                 },
+                // Whether ffmpeg is installed must not change what a test sees: conversion is
+                // off unless a test (one that needs ffmpeg) turns it on with `with_ffmpeg`.
+                "audio": { "ffmpeg": "" },
             }),
             env: Vec::new(),
             stub_args: Vec::new(),
@@ -52,6 +55,11 @@ impl Setup {
         }
         self.settings[section][key] = value;
         self
+    }
+
+    /// Uploads decoded by ffmpeg, as by default outside the tests.
+    pub fn with_ffmpeg(self) -> Setup {
+        self.set("audio", "ffmpeg", json!("ffmpeg"))
     }
 
     /// Sets a top-level key (`defaultModel`, `editor`) in the settings file.

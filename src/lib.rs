@@ -17,10 +17,10 @@
 //! | [`http`] | a small HTTP library handed a `Handler`: acceptor, request threads, bounded bodies, replies, multipart |
 //! | [`api`] | the route table, `Api` (the `Handler`: routing, keys, error shapes, access log) and the handlers by family |
 //! | [`rpc`] | JSON-RPC 2.0 over the engine's operations (`POST /rpc`, rack mode's TCP), orchestrator registration |
-//! | [`engine`] | `Engine`, the request context; the operations both transports call; transcription in stages; history |
+//! | [`engine`] | `Engine`, the request context; the operations both transports call; transcription in stages (decode, chunks in parallel, merge); progress; history |
 //! | [`pool`] | `Pool` and its private `PoolState`; the monitor thread; dispatch and queue; models; processes; worker client |
 //! | [`metrics`] | Prometheus counters and histograms with bounded labels; the `/metrics` page |
-//! | [`audio`] | lenient base64, audio container sniffing, WAV duration |
+//! | [`audio`] | base64 and container sniffing; 16 kHz PCM; WAV decoding and resampling; ffmpeg as a child process; cutting at pauses |
 //! | [`auth`] | constant-time API key check |
 //! | [`error`] | `ApiError`, what went wrong with one request, and its status and JSON bodies |
 //! | [`clock`] | RFC 3339 timestamps |

@@ -49,35 +49,6 @@ fn text_of(manager: &Manager, audio: &[u8]) -> String {
     result["text"].as_str().unwrap().to_string()
 }
 
-/// Lower-case words without punctuation.
-fn words(text: &str) -> Vec<String> {
-    text.split_whitespace()
-        .map(|w| {
-            w.chars()
-                .filter(|c| c.is_alphanumeric() || *c == '\'')
-                .collect::<String>()
-                .to_lowercase()
-        })
-        .filter(|w| !w.is_empty())
-        .collect()
-}
-
-/// Word error rate: word-level edit distance over the reference length.
-fn wer(reference: &str, hypothesis: &str) -> f64 {
-    let (r, h) = (words(reference), words(hypothesis));
-    let mut row: Vec<usize> = (0..=h.len()).collect();
-    for i in 1..=r.len() {
-        let mut previous = row[0];
-        row[0] = i;
-        for j in 1..=h.len() {
-            let substitution = previous + usize::from(r[i - 1] != h[j - 1]);
-            previous = row[j];
-            row[j] = substitution.min(row[j] + 1).min(row[j - 1] + 1);
-        }
-    }
-    row[h.len()] as f64 / r.len().max(1) as f64
-}
-
 /// `text` spoken by espeak-ng as 16 kHz mono WAV (the rate whisper works at).
 fn speak(text: &str, scratch: &TempDir) -> Vec<u8> {
     speak_in("en", text, scratch)

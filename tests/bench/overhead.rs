@@ -15,6 +15,13 @@
 //!    the manager with and without timestamps against the same worker binary called directly
 //!    for `json` and for plain `verbose_json`. Target: `timestamps: true` within 5% of a direct
 //!    `json` call (the manager asks every request for the same, cheap `verbose_json`).
+//! 6. Long form, on the real whisper-server: 10 minutes of speech (`jfk.wav` and a second of
+//!    silence, over and over) through the manager's pool of 2 workers x 1 thread, streamed,
+//!    against the same recording sent straight to one worker with 1 thread and with 2.
+//!    Targets: parallel efficiency (one worker's time over 2 x the manager's) at least 1.0; the
+//!    manager at least 1.4x faster than one worker with 2 threads; first streamed segment
+//!    within 10 s; the chunked transcript's word error rate within 0.01 of the unchunked one's;
+//!    the manager's peak RSS under 2x the decoded PCM + 30 MB.
 //!
 //! nginx (`nginx-light`) and wrk are Debian packages; without them those rows say so.
 
@@ -434,12 +441,13 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let sections: [(&str, fn()); 5] = [
+    let sections: [(&str, fn()); 6] = [
         ("proxy_overhead", proxy_overhead),
         ("pool_scaling", pool_scaling),
         ("large_uploads", large_uploads),
         ("control_plane", control_plane),
         ("transcript_shape", transcript_shape),
+        ("long_form", long_form),
     ];
     for (name, run) in sections {
         if wanted.is_empty() || wanted.iter().any(|w| name.contains(w.as_str())) {
@@ -515,5 +523,162 @@ fn transcript_shape() {
     println!(
         "\ntimestamps: true costs {ratio:.3}x a direct json call (target <= 1.05): {}",
         verdict(ratio <= 1.05)
+    );
+}
+
+/// `jfk.wav` then a second of silence, `repeats` times, as one 16 kHz mono WAV.
+fn repeated_speech(jfk: &[u8], repeats: usize) -> Vec<u8> {
+    let at = jfk
+        .windows(4)
+        .position(|w| w == b"data")
+        .expect("jfk.wav has a data chunk");
+    let speech = &jfk[at + 8..];
+    let mut samples = Vec::new();
+    for _ in 0..repeats {
+        samples.extend_from_slice(speech);
+        samples.extend(std::iter::repeat_n(0u8, 32_000));
+    }
+    let mut wav = jfk[..at + 4].to_vec();
+    wav.extend_from_slice(&(samples.len() as u32).to_le_bytes());
+    wav.extend_from_slice(&samples);
+    let riff = (wav.len() - 8) as u32;
+    wav[4..8].copy_from_slice(&riff.to_le_bytes());
+    wav
+}
+
+/// Seconds for one worker with `threads` threads to transcribe `audio` whole, and its text.
+fn straight_to_a_worker(dir: &std::path::Path, audio: &[u8], threads: usize) -> (f64, String) {
+    let port = free_port_base();
+    let _worker = Spawned::start(
+        Command::new(dir.join("whisper-server"))
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--threads",
+            ])
+            .arg(threads.to_string())
+            .arg("-m")
+            .arg(dir.join("ggml-tiny.en.bin"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    assert!(wait_ok(&format!("http://127.0.0.1:{port}/health")));
+    let form = Form::new()
+        .file("long.wav", audio)
+        .text("response_format", "json")
+        .text("language", "en");
+    let started = Instant::now();
+    let (status, answer) = post(
+        &new_agent(),
+        &format!("http://127.0.0.1:{port}/inference"),
+        &form_content_type(),
+        &form.finish(),
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    let text = serde_json::from_slice::<serde_json::Value>(&answer).unwrap()["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (started.elapsed().as_secs_f64(), text)
+}
+
+fn long_form() {
+    const JFK: &str = "and so my fellow americans ask not what your country can do for you ask what you can do for your country";
+    println!("\n## 6. Long form (real whisper-server, tiny.en, 10 minutes of speech)\n");
+    let dir = match needs::find_real_whisper() {
+        Ok(dir) => dir,
+        Err(why) => return println!("| not measured: {why}; run scripts/setup-whisper.sh |"),
+    };
+    let repeats = 50; // 12 s each: 10 minutes
+    let audio = repeated_speech(&std::fs::read(dir.join("jfk.wav")).unwrap(), repeats);
+    let pcm_mb = (audio.len() - 44) as f64 / 1e6;
+    let reference = std::iter::repeat_n(JFK, repeats)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let (one_thread, whole_text) = straight_to_a_worker(&dir, &audio, 1);
+    let (two_threads, _) = straight_to_a_worker(&dir, &audio, 2);
+    let manager = Setup::new()
+        .pool(2)
+        .real_worker(&dir)
+        .env(
+            "WHISPER_SERVER_ARGS",
+            &format!("-m {} -t 1", dir.join("ggml-tiny.en.bin").display()),
+        )
+        .start();
+    manager.wait_healthy(2);
+    let body = json!({ "content": b64(&audio), "language": "en", "stream": true }).to_string();
+    let started = Instant::now();
+    let mut stream = connect_with(
+        manager.port,
+        format!(
+            "POST /api/v1/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let mut received = Vec::new();
+    let mut buf = [0u8; 65536];
+    let mut first_segment = None;
+    loop {
+        let n = stream.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&buf[..n]);
+        if first_segment.is_none() && String::from_utf8_lossy(&received).contains("event: segment")
+        {
+            first_segment = Some(started.elapsed().as_secs_f64());
+        }
+    }
+    let through_manager = started.elapsed().as_secs_f64();
+    let answer = String::from_utf8_lossy(&received);
+    let result_line = answer
+        .lines()
+        .skip_while(|l| *l != "event: result")
+        .find_map(|l| l.strip_prefix("data: "))
+        .expect("a result event");
+    let result: serde_json::Value = serde_json::from_str(result_line).unwrap();
+    let chunked_wer = wer(&reference, result["result"]["text"].as_str().unwrap());
+    let whole_wer = wer(&reference, &whole_text);
+    let peak_mb = rss_mb(manager.child.id()).1;
+    let first = first_segment.unwrap_or(f64::NAN);
+    println!("| | seconds | over the manager |");
+    println!("|---|---|---|");
+    println!(
+        "| one worker, 1 thread, whole file | {one_thread:.1} | {:.2}x |",
+        one_thread / through_manager
+    );
+    println!(
+        "| one worker, 2 threads, whole file | {two_threads:.1} | {:.2}x |",
+        two_threads / through_manager
+    );
+    println!("| manager, 2 workers x 1 thread, chunked, streamed | {through_manager:.1} | 1.00x |");
+    let efficiency = one_thread / (2.0 * through_manager);
+    let speedup = two_threads / through_manager;
+    let rss_limit = 2.0 * pcm_mb + 30.0;
+    println!();
+    println!("| target | result |");
+    println!("|---|---|");
+    println!(
+        "| parallel efficiency at least 1.0 | {}: {efficiency:.2} |",
+        verdict(efficiency >= 1.0)
+    );
+    println!(
+        "| at least 1.4x one worker with 2 threads | {}: {speedup:.2}x |",
+        verdict(speedup >= 1.4)
+    );
+    println!(
+        "| first segment within 10 s | {}: {first:.1} s |",
+        verdict(first < 10.0)
+    );
+    println!(
+        "| WER within 0.01 of the whole file's | {}: {chunked_wer:.3} chunked, {whole_wer:.3} whole |",
+        verdict(chunked_wer <= whole_wer + 0.01)
+    );
+    println!(
+        "| peak RSS under 2 x {pcm_mb:.1} MB of PCM + 30 MB = {rss_limit:.0} MB | {}: {peak_mb:.0} MB |",
+        verdict(peak_mb < rss_limit)
     );
 }

@@ -25,6 +25,7 @@ pub mod multipart;
 pub mod needs;
 pub mod process;
 pub mod procfs;
+pub mod text;
 
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener};
@@ -36,7 +37,7 @@ use serde_json::Value;
 
 // One `use support::*` brings all of it; a test file that needs only some leaves the rest.
 #[allow(unused_imports)]
-pub use {http::*, load::*, manager::*, multipart::*, process::*};
+pub use {http::*, load::*, manager::*, multipart::*, process::*, text::*};
 
 /// Generous bound for anything that should happen "soon": the machines are shared and slow.
 pub const SOON: Duration = Duration::from_secs(20);

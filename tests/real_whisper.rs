@@ -401,3 +401,44 @@ fn a_twenty_minute_recording_finishes_with_default_settings() {
         "the repeated sentence, every time: WER {rate}"
     );
 }
+
+#[test]
+#[ignore = "needs the build of scripts/setup-whisper.sh and sox"]
+fn a_real_worker_killed_mid_recording_loses_no_chunk() {
+    let dir = needs::real_whisper();
+    needs::program("sox", "apt-get install sox");
+    let scratch = TempDir::new("killed");
+    let (pause, long) = (scratch.0.join("pause.wav"), scratch.0.join("long.wav"));
+    assert!(Command::new("sox")
+        .args(["-n", "-r", "16000", "-c", "1", "-b", "16"])
+        .arg(&pause)
+        .args(["trim", "0", "1"])
+        .status()
+        .unwrap()
+        .success());
+    let repeats = 12; // 12 s each: over two minutes, five chunks or more
+    let parts: Vec<_> = (0..repeats)
+        .flat_map(|_| [dir.join("jfk.wav"), pause.clone()])
+        .collect();
+    assert!(Command::new("sox")
+        .args(&parts)
+        .arg(&long)
+        .status()
+        .unwrap()
+        .success());
+    let manager = Setup::new().pool(2).real_worker(&dir).start();
+    manager.wait_healthy(2);
+    let audio = std::fs::read(&long).unwrap();
+    std::thread::scope(|scope| {
+        let request = scope.spawn(|| transcribe(&manager, &audio, true));
+        let busy = manager.busy_worker();
+        signal(pid_of(&busy), "KILL");
+        let result = request.join().unwrap();
+        let expected = std::iter::repeat_n(JFK, repeats)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let rate = wer(&expected, result["text"].as_str().unwrap());
+        assert!(rate <= 0.05, "WER {rate}: {result}");
+    });
+    manager.wait_healthy(2);
+}

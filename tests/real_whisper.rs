@@ -153,26 +153,8 @@ fn the_manager_returns_what_the_worker_says() {
     let through_manager = text_of(&manager, &jfk);
     drop(manager);
     // The same binary, model and thread count, called straight.
-    let port = free_port_base();
-    let model = dir.join("ggml-tiny.en.bin");
-    let _direct = Spawned::start(
-        Command::new(dir.join("whisper-server"))
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--threads",
-                "2",
-                "-m",
-            ])
-            .arg(&model),
-    );
+    let (_direct, port) = direct_whisper_server(&dir, 2);
     let url = format!("http://127.0.0.1:{port}");
-    assert!(
-        wait_ok(&format!("{url}/health")),
-        "the direct whisper-server never became ready"
-    );
     let body = Form::new()
         .file("jfk.wav", &jfk)
         .text("language", "en")
@@ -314,6 +296,33 @@ fn a_multilingual_model_detects_and_translates_german() {
     assert_eq!(result["language"], "de", "the audio's language");
 }
 
+/// `jfk.wav` and `pause_s` of silence, `repeats` times, as one WAV in `scratch` (made by sox).
+fn jfk_with_pauses(
+    dir: &Path,
+    scratch: &TempDir,
+    repeats: usize,
+    pause_s: u32,
+) -> std::path::PathBuf {
+    let (pause, long) = (scratch.0.join("pause.wav"), scratch.0.join("long.wav"));
+    assert!(Command::new("sox")
+        .args(["-n", "-r", "16000", "-c", "1", "-b", "16"])
+        .arg(&pause)
+        .args(["trim", "0", &pause_s.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let parts: Vec<_> = (0..repeats)
+        .flat_map(|_| [dir.join("jfk.wav"), pause.clone()])
+        .collect();
+    assert!(Command::new("sox")
+        .args(&parts)
+        .arg(&long)
+        .status()
+        .unwrap()
+        .success());
+    long
+}
+
 /// `wav` encoded by ffmpeg into `file` (its extension picks the container) with `codec`.
 fn encode(wav: &Path, file: &Path, codec: &[&str]) {
     let ok = Command::new("ffmpeg")
@@ -358,30 +367,8 @@ fn a_twenty_minute_recording_finishes_with_default_settings() {
     needs::program("sox", "apt-get install sox");
     // jfk.wav and 2 s of silence, again and again, for 20 minutes.
     let scratch = TempDir::new("twenty");
-    let (jfk, pause, long) = (
-        dir.join("jfk.wav"),
-        scratch.0.join("pause.wav"),
-        scratch.0.join("twenty.wav"),
-    );
-    assert!(Command::new("sox")
-        .args(["-n", "-r", "16000", "-c", "1", "-b", "16"])
-        .arg(&pause)
-        .args(["trim", "0", "2"])
-        .status()
-        .unwrap()
-        .success());
     let repeats = 20 * 60 / 13;
-    let mut parts = Vec::new();
-    for _ in 0..repeats {
-        parts.push(jfk.clone());
-        parts.push(pause.clone());
-    }
-    assert!(Command::new("sox")
-        .args(&parts)
-        .arg(&long)
-        .status()
-        .unwrap()
-        .success());
+    let long = jfk_with_pauses(&dir, &scratch, repeats, 2);
     let manager = Setup::new().pool(2).real_worker(&dir).start();
     manager.wait_healthy(2);
     let started = std::time::Instant::now();
@@ -408,24 +395,8 @@ fn a_real_worker_killed_mid_recording_loses_no_chunk() {
     let dir = needs::real_whisper();
     needs::program("sox", "apt-get install sox");
     let scratch = TempDir::new("killed");
-    let (pause, long) = (scratch.0.join("pause.wav"), scratch.0.join("long.wav"));
-    assert!(Command::new("sox")
-        .args(["-n", "-r", "16000", "-c", "1", "-b", "16"])
-        .arg(&pause)
-        .args(["trim", "0", "1"])
-        .status()
-        .unwrap()
-        .success());
     let repeats = 12; // 12 s each: over two minutes, five chunks or more
-    let parts: Vec<_> = (0..repeats)
-        .flat_map(|_| [dir.join("jfk.wav"), pause.clone()])
-        .collect();
-    assert!(Command::new("sox")
-        .args(&parts)
-        .arg(&long)
-        .status()
-        .unwrap()
-        .success());
+    let long = jfk_with_pauses(&dir, &scratch, repeats, 1);
     let manager = Setup::new().pool(2).real_worker(&dir).start();
     manager.wait_healthy(2);
     let audio = std::fs::read(&long).unwrap();

@@ -548,23 +548,7 @@ fn repeated_speech(jfk: &[u8], repeats: usize) -> Vec<u8> {
 
 /// Seconds for one worker with `threads` threads to transcribe `audio` whole, and its text.
 fn straight_to_a_worker(dir: &std::path::Path, audio: &[u8], threads: usize) -> (f64, String) {
-    let port = free_port_base();
-    let _worker = Spawned::start(
-        Command::new(dir.join("whisper-server"))
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--threads",
-            ])
-            .arg(threads.to_string())
-            .arg("-m")
-            .arg(dir.join("ggml-tiny.en.bin"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    assert!(wait_ok(&format!("http://127.0.0.1:{port}/health")));
+    let (_worker, port) = direct_whisper_server(dir, threads);
     let form = Form::new()
         .file("long.wav", audio)
         .text("response_format", "json")

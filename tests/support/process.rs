@@ -75,3 +75,30 @@ impl Drop for Spawned {
         let _ = self.child.wait();
     }
 }
+
+/// The real whisper-server of the build in `dir` (`needs::real_whisper`) with its tiny.en
+/// model and `threads` threads, started straight (no manager) on a free port; ready when this
+/// returns, killed on drop. Returns it and its port.
+pub fn direct_whisper_server(dir: &std::path::Path, threads: usize) -> (Spawned, u16) {
+    let port = super::free_port_base();
+    let worker = Spawned::start(
+        Command::new(dir.join("whisper-server"))
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--threads",
+            ])
+            .arg(threads.to_string())
+            .arg("-m")
+            .arg(dir.join("ggml-tiny.en.bin"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    assert!(
+        super::wait_ok(&format!("http://127.0.0.1:{port}/health")),
+        "the direct whisper-server never became ready"
+    );
+    (worker, port)
+}

@@ -58,12 +58,24 @@ pub fn wait_ok(url: &str) -> bool {
     .is_some()
 }
 
-/// One HTTP/1.1 request on a fresh connection; any status is a `Reply`.
+/// One HTTP/1.1 request on a fresh connection; any status is a `Reply`. A minute at most,
+/// so a hung service fails a test instead of stalling it.
 pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> Reply {
+    request_within(Duration::from_secs(60), method, url, headers, body)
+}
+
+/// [`request`] for work that takes longer than a minute (a long recording on real workers).
+pub fn request_within(
+    limit: Duration,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> Reply {
     let agent = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
+            .timeout_global(Some(limit))
             .allow_non_standard_methods(true)
             .build(),
     );

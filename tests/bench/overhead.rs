@@ -617,7 +617,7 @@ fn long_form() {
         }
     }
     let through_manager = started.elapsed().as_secs_f64();
-    let answer = String::from_utf8_lossy(&received);
+    let answer = String::from_utf8(dechunk(&received).1).unwrap();
     let result_line = answer
         .lines()
         .skip_while(|l| *l != "event: result")

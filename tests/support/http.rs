@@ -170,3 +170,29 @@ fn complete(answer: &[u8]) -> bool {
     });
     length.is_some_and(|n| body.len() >= n)
 }
+
+/// The head and the decoded body of a raw HTTP/1.1 response whose body is sent with chunked
+/// transfer encoding (a stream of server-sent events).
+pub fn dechunk(raw: &[u8]) -> (String, Vec<u8>) {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut rest = &raw[split + 4..];
+    let mut body = Vec::new();
+    loop {
+        let line_end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a chunk size line");
+        let size_text = String::from_utf8_lossy(&rest[..line_end]);
+        let size = usize::from_str_radix(size_text.trim(), 16).expect("a hex chunk size");
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return (head, body);
+        }
+        body.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}

@@ -148,11 +148,15 @@ impl From<BodyError> for ApiError {
     }
 }
 
-/// Reads a JSON body into `T`; a body that is not the expected JSON is a 400 saying why.
+/// Reads a JSON body into `T` as it arrives (a recording's base64 is tens of megabytes: it is
+/// held once, in `T`, not also as raw bytes); a body that is not the expected JSON is a 400
+/// saying why, and the body's limits (size, time) are reported as themselves.
 fn json_body<T: serde::de::DeserializeOwned>(rq: &mut Incoming) -> Result<T, ApiError> {
-    let body = rq.body()?;
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::InvalidRequest(format!("the body is not the expected JSON: {e}")))
+    rq.with_body(|body| {
+        serde_json::from_reader(std::io::BufReader::new(body)).map_err(|e| {
+            ApiError::InvalidRequest(format!("the body is not the expected JSON: {e}"))
+        })
+    })
 }
 
 #[cfg(test)]

@@ -33,11 +33,11 @@ struct TranscriptionRequest {
 }
 
 impl TranscriptionRequest {
-    /// The model and options, checked, and the job for the engine.
-    fn job<'a>(&'a self, engine: &'a Engine, deadline: Instant) -> Result<Job<'a>, ApiError> {
+    /// The model and options, checked, and the job for the engine, which takes the audio.
+    fn job<'a>(&mut self, engine: &'a Engine, deadline: Instant) -> Result<Job<'a>, ApiError> {
         Ok(Job {
             model: engine.resolve_model(self.model.as_deref())?,
-            input: Input::Base64(&self.content),
+            input: Input::Base64(std::mem::take(&mut self.content)),
             options: self.options()?,
             budget: Budget::PerChunk {
                 wait_until: deadline,
@@ -97,7 +97,7 @@ fn deadline(engine: &Engine) -> Instant {
 
 pub fn create(engine: &Arc<Engine>, rq: &mut Incoming) -> Result<Reply, ApiError> {
     let deadline = deadline(engine);
-    let request: TranscriptionRequest = super::json_body(rq)?;
+    let mut request: TranscriptionRequest = super::json_body(rq)?;
     if request.stream.unwrap_or(false) {
         return create_streaming(engine, request, deadline);
     }
@@ -108,7 +108,7 @@ pub fn create(engine: &Arc<Engine>, rq: &mut Incoming) -> Result<Reply, ApiError
 /// `"stream": true`: a `segment` event per segment as chunks finish, then `result`.
 fn create_streaming(
     engine: &Arc<Engine>,
-    request: TranscriptionRequest,
+    mut request: TranscriptionRequest,
     deadline: Instant,
 ) -> Result<Reply, ApiError> {
     let model = engine.resolve_model(request.model.as_deref())?.to_string();
@@ -117,7 +117,7 @@ fn create_streaming(
     stream::start(Shape::Seed, move |progress| {
         let job = Job {
             model: &model,
-            input: Input::Base64(&request.content),
+            input: Input::Base64(std::mem::take(&mut request.content)),
             options,
             budget: Budget::PerChunk {
                 wait_until: deadline,
@@ -132,7 +132,7 @@ fn create_streaming(
 /// from whisper's own detector, and its probability.
 pub fn detect_language(engine: &Arc<Engine>, rq: &mut Incoming) -> Result<Reply, ApiError> {
     let deadline = deadline(engine);
-    let request: TranscriptionRequest = super::json_body(rq)?;
+    let mut request: TranscriptionRequest = super::json_body(rq)?;
     let outcome = engine.detect_language(request.job(engine, deadline)?)?;
     Ok(Reply::ok(&json!({
         "success": true,

@@ -56,7 +56,7 @@ impl Decoder<'_> {
         let from_file = matches!(input, Input::File(_));
         let bytes = match input {
             Input::Base64(content) => {
-                audio::decode_base64(content).map_err(ApiError::InvalidRequest)?
+                audio::decode_base64(&content).map_err(ApiError::InvalidRequest)?
             }
             Input::File(bytes) => bytes,
         };
@@ -162,7 +162,7 @@ mod tests {
         let metrics = Metrics::default();
         let d = decoder(&metrics);
         let wav = crate::audio::tests::silent_wav(1600);
-        match d.decode(Input::Base64(&b64(&wav))).unwrap() {
+        match d.decode(Input::Base64(b64(&wav))).unwrap() {
             Audio::Pcm(pcm) => assert_eq!(pcm.samples.len(), 1600),
             other => panic!("{other:?}"),
         }
@@ -193,7 +193,7 @@ mod tests {
         let metrics = Metrics::default();
         let d = decoder(&metrics);
         assert!(matches!(
-            d.decode(Input::Base64("")),
+            d.decode(Input::Base64(String::new())),
             Err(ApiError::InvalidRequest(_))
         ));
         assert!(matches!(

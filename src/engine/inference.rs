@@ -33,11 +33,13 @@ use crate::error::ApiError;
 use crate::pool::client::InferenceForm;
 use crate::pool::dispatch::{Deadline, Group, Served};
 
-/// The audio as a transport received it.
+/// The audio as a transport received it, owned, so each form is freed as soon as the next is
+/// made (the base64 text once decoded, the bytes once turned into PCM): a long recording is
+/// tens of megabytes in each.
 #[derive(Debug)]
-pub enum Input<'a> {
+pub enum Input {
     /// Base64 in a JSON field (`content`, `inputData`); refusals name the JSON.
-    Base64(&'a str),
+    Base64(String),
     /// The bytes of an uploaded file (the multipart `file` part); refusals name `file`.
     File(Vec<u8>),
 }
@@ -127,7 +129,7 @@ pub enum Budget {
 pub struct Job<'a> {
     /// A model id already checked against the settings.
     pub model: &'a str,
-    pub input: Input<'a>,
+    pub input: Input,
     pub options: Options,
     pub budget: Budget,
 }

@@ -95,7 +95,7 @@ impl Engine {
         let now = Instant::now();
         let job = Job {
             model,
-            input: Input::Base64(&request.input_data),
+            input: Input::Base64(request.input_data),
             options: Options::checked(options.language.as_deref(), None, None, false)?,
             budget: Budget::Whole {
                 server: now + client_timeout.map_or(server_timeout, |c| c.max(server_timeout)),

@@ -163,17 +163,21 @@ impl<'a> Incoming<'a> {
             eof: false,
         };
         let mut result = parse(&mut reader);
-        if result.is_ok() && !reader.eof {
-            // What the parser left (a multipart epilogue, usually a line break) is read here,
-            // within the same limits, so dropping the request costs nothing.
+        if !reader.eof && reader.broken.is_none() {
+            // What the parser left is read here, within the same limits: a multipart epilogue
+            // (usually a line break), or the rest of a body the parser refused early, so that
+            // a body over its size or time limit is reported as that, and dropping the request
+            // costs nothing.
             if let Err(e) = std::io::copy(&mut reader, &mut std::io::sink()) {
-                result = Err(BodyError::Read(e.to_string()).into());
+                if result.is_ok() {
+                    result = Err(BodyError::Read(e.to_string()).into());
+                }
             }
         }
         if let Some(limit) = reader.broken {
             return Err(limit.into());
         }
-        self.body_read = result.is_ok() && reader.eof;
+        self.body_read = reader.eof;
         result
     }
 

@@ -33,6 +33,10 @@ use crate::error::ApiError;
 use crate::pool::client::InferenceForm;
 use crate::pool::dispatch::{Deadline, Group, Served};
 
+/// 16 kbit/s, below which no MP3, FLAC or Ogg Vorbis speech file goes: a file sent whole, of
+/// unknown length, is at most its size over this many seconds long.
+const LOWEST_BYTES_PER_SECOND: f64 = 2_000.0;
+
 /// The audio as a transport received it, owned, so each form is freed as soon as the next is
 /// made (the base64 text once decoded, the bytes once turned into PCM): a long recording is
 /// tens of megabytes in each.
@@ -295,8 +299,12 @@ impl Engine {
                     chunks_total: 1,
                     seconds: None,
                 });
+                // Its length is unknown until the worker says: the deadline assumes the longest
+                // it can be, at the lowest bitrate in use.
+                let longest = (bytes.len() as f64 / LOWEST_BYTES_PER_SECOND)
+                    .min(self.settings.audio.max_seconds as f64);
                 let form = self.form(call, bytes, container.file_name());
-                let deadline = self.deadline(budget, None, started, true);
+                let deadline = self.deadline(budget, Some(longest), started, true);
                 let (t, who) = self.call_worker(call, &form, deadline, None)?;
                 self.report(progress, &t, 1, 1);
                 return Ok((t, who));
@@ -526,18 +534,24 @@ impl Chunked<'_> {
             who: None,
             failure: None,
         });
-        std::thread::scope(|scope| {
-            for _ in 0..runners {
-                scope.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total || lock(&done).failure.is_some() {
-                        return;
-                    }
-                    let outcome = self.chunk(i);
-                    self.finish(i, outcome, &done);
-                });
+        let runner = || loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= total || lock(&done).failure.is_some() {
+                return;
             }
-        });
+            let outcome = self.chunk(i);
+            self.finish(i, outcome, &done);
+        };
+        if runners == 1 {
+            // Most requests are one chunk: no thread for it.
+            runner();
+        } else {
+            std::thread::scope(|scope| {
+                for _ in 0..runners {
+                    scope.spawn(runner);
+                }
+            });
+        }
         let done = done.into_inner().unwrap_or_else(|p| p.into_inner());
         if let Some(failure) = done.failure {
             return Err(failure);

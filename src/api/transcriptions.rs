@@ -2,6 +2,7 @@
 //! original transcription service (README "API"), or streamed as it is made (`"stream":
 //! true`); and `POST /api/v1/languages/detect`, which takes the same body.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,10 +18,12 @@ use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::http::{Incoming, Reply};
 
-/// The body, as the original service took it, plus the decoder options a client may set.
+/// The body as it arrives: `content` is borrowed from the body where it needs no unescaping, so
+/// a recording's tens of megabytes of base64 are not copied before they are decoded.
 #[derive(Debug, Deserialize)]
-struct TranscriptionRequest {
-    content: String,
+struct Raw<'a> {
+    #[serde(borrow)]
+    content: Cow<'a, str>,
     language: Option<String>,
     timestamps: Option<bool>,
     metadata: Option<BTreeMap<String, String>>,
@@ -32,12 +35,47 @@ struct TranscriptionRequest {
     stream: Option<bool>,
 }
 
+/// The body, as the original service took it, plus the decoder options a client may set; the
+/// audio decoded from its base64.
+#[derive(Debug)]
+struct TranscriptionRequest {
+    audio: Vec<u8>,
+    language: Option<String>,
+    timestamps: Option<bool>,
+    metadata: Option<BTreeMap<String, String>>,
+    model: Option<String>,
+    prompt: Option<String>,
+    temperature: Option<f64>,
+    translate: Option<bool>,
+    stream: Option<bool>,
+}
+
+/// Reads the body, decodes its base64 and lets the body go: at no time are the body, the
+/// base64 text and the audio all held at once.
+fn read_request(rq: &mut Incoming) -> Result<TranscriptionRequest, ApiError> {
+    let body = rq.body()?;
+    let raw: Raw = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::InvalidRequest(format!("the body is not the expected JSON: {e}")))?;
+    let audio = crate::audio::decode_base64(&raw.content).map_err(ApiError::InvalidRequest)?;
+    Ok(TranscriptionRequest {
+        audio,
+        language: raw.language,
+        timestamps: raw.timestamps,
+        metadata: raw.metadata,
+        model: raw.model,
+        prompt: raw.prompt,
+        temperature: raw.temperature,
+        translate: raw.translate,
+        stream: raw.stream,
+    })
+}
+
 impl TranscriptionRequest {
     /// The model and options, checked, and the job for the engine, which takes the audio.
     fn job<'a>(&mut self, engine: &'a Engine, deadline: Instant) -> Result<Job<'a>, ApiError> {
         Ok(Job {
             model: engine.resolve_model(self.model.as_deref())?,
-            input: Input::Base64(std::mem::take(&mut self.content)),
+            input: Input::Decoded(std::mem::take(&mut self.audio)),
             options: self.options()?,
             budget: Budget::PerChunk {
                 wait_until: deadline,
@@ -97,7 +135,7 @@ fn deadline(engine: &Engine) -> Instant {
 
 pub fn create(engine: &Arc<Engine>, rq: &mut Incoming) -> Result<Reply, ApiError> {
     let deadline = deadline(engine);
-    let mut request: TranscriptionRequest = super::json_body(rq)?;
+    let mut request = read_request(rq)?;
     if request.stream.unwrap_or(false) {
         return create_streaming(engine, request, deadline);
     }
@@ -117,7 +155,7 @@ fn create_streaming(
     stream::start(Shape::Seed, move |progress| {
         let job = Job {
             model: &model,
-            input: Input::Base64(std::mem::take(&mut request.content)),
+            input: Input::Decoded(std::mem::take(&mut request.audio)),
             options,
             budget: Budget::PerChunk {
                 wait_until: deadline,
@@ -132,7 +170,7 @@ fn create_streaming(
 /// from whisper's own detector, and its probability.
 pub fn detect_language(engine: &Arc<Engine>, rq: &mut Incoming) -> Result<Reply, ApiError> {
     let deadline = deadline(engine);
-    let mut request: TranscriptionRequest = super::json_body(rq)?;
+    let mut request = read_request(rq)?;
     let outcome = engine.detect_language(request.job(engine, deadline)?)?;
     Ok(Reply::ok(&json!({
         "success": true,

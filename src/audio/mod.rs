@@ -12,6 +12,8 @@ pub mod wav;
 
 pub mod chunk;
 
+use std::borrow::Cow;
+
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 
@@ -56,16 +58,20 @@ impl Container {
 
 /// Decodes `content` as base64 audio. Returns a client-facing reason on failure.
 pub fn decode_base64(content: &str) -> Result<Vec<u8>, String> {
-    let payload = strip_data_url(content);
-    let compact: String = payload
-        .chars()
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
+    let payload = strip_data_url(content).as_bytes();
+    // A recording is tens of megabytes of base64: copied only when it has line breaks to drop.
+    let compact: Cow<[u8]> = if payload.iter().any(u8::is_ascii_whitespace) {
+        let mut compact = Vec::with_capacity(payload.len());
+        compact.extend(payload.iter().filter(|b| !b.is_ascii_whitespace()));
+        Cow::Owned(compact)
+    } else {
+        Cow::Borrowed(payload)
+    };
     if compact.is_empty() {
         return Err("`content` is empty".into());
     }
     LENIENT_BASE64
-        .decode(compact.as_bytes())
+        .decode(&compact)
         .map_err(|e| format!("`content` is not valid base64 ({e})"))
 }
 

@@ -58,7 +58,7 @@ impl Decoder<'_> {
             Input::Base64(content) => {
                 audio::decode_base64(&content).map_err(ApiError::InvalidRequest)?
             }
-            Input::File(bytes) => bytes,
+            Input::Decoded(bytes) | Input::File(bytes) => bytes,
         };
         if bytes.len() < MIN_AUDIO_BYTES {
             return Err(refusal(

@@ -42,8 +42,11 @@ const LOWEST_BYTES_PER_SECOND: f64 = 2_000.0;
 /// tens of megabytes in each.
 #[derive(Debug)]
 pub enum Input {
-    /// Base64 in a JSON field (`content`, `inputData`); refusals name the JSON.
+    /// Base64 in a JSON field (`inputData`); refusals name the JSON.
     Base64(String),
+    /// Audio from a JSON field whose base64 the transport decoded (`content`); refusals name
+    /// the JSON.
+    Decoded(Vec<u8>),
     /// The bytes of an uploaded file (the multipart `file` part); refusals name `file`.
     File(Vec<u8>),
 }

@@ -118,10 +118,8 @@ fn transcription_without_timestamps_makes_the_same_worker_call() {
     assert_eq!(result["duration"], 0.5);
     // The worker was asked for one shape whatever the request: verbose_json without the
     // language probabilities that double its cost, cut on word boundaries.
-    let log = manager.worker_logs();
-    assert!(
-        log.contains("response_format=verbose_json split_on_word=true no_language_probabilities=true language=en"),
-        "{log}"
+    manager.wait_worker_logs(
+        "response_format=verbose_json split_on_word=true no_language_probabilities=true language=en",
     );
 }
 
@@ -144,11 +142,7 @@ fn prompt_temperature_and_translate_are_checked_then_sent() {
         "{result}"
     );
     assert_eq!(result["language"], "de", "the language of the audio");
-    let log = manager.worker_logs();
-    assert!(
-        log.contains("language=de prompt=Grüße, Stella temperature=0.2 translate=true"),
-        "{log}"
-    );
+    manager.wait_worker_logs("language=de prompt=Grüße, Stella temperature=0.2 translate=true");
     for (body, field) in [
         (
             json!({ "content": audio, "temperature": 1.5 }),
@@ -188,10 +182,8 @@ fn the_decoder_settings_go_with_every_request() {
         .start();
     manager.wait_healthy(2);
     assert_eq!(manager.transcribe(&wav(2_000, 1)).status, 200);
-    let log = manager.worker_logs();
-    assert!(
-        log.contains("entropy_thold=2.4 logprob_thold=-0.8 no_speech_thold=0.45 best_of=3 beam_size=4 suppress_nst=true"),
-        "{log}"
+    manager.wait_worker_logs(
+        "entropy_thold=2.4 logprob_thold=-0.8 no_speech_thold=0.45 best_of=3 beam_size=4 suppress_nst=true",
     );
 }
 
@@ -214,7 +206,7 @@ fn language_detection_names_the_code_and_its_probability() {
         reply.json(),
         json!({ "success": true, "language": "de", "probability": 0.875 })
     );
-    assert!(manager.worker_logs().contains("detect_language=true"));
+    manager.wait_worker_logs("detect_language=true");
     let english_only = manager.post_json(
         "/api/v1/languages/detect",
         &json!({ "content": audio, "model": "tiny" }),

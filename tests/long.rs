@@ -63,13 +63,17 @@ fn long_setup() -> Setup {
         .set("audio", "chunkSeconds", json!(5))
 }
 
-/// Workers that ran at least one inference, from their logs.
-fn workers_used(manager: &Manager) -> usize {
-    manager
-        .workers()
-        .iter()
-        .filter(|w| manager.worker_log(&w["port"]).contains("inference 1:"))
-        .count()
+/// Waits until `n` workers have run an inference, by their logs (written a moment after).
+fn workers_used(manager: &Manager, n: usize) -> bool {
+    wait_for(SOON, || {
+        let used = manager
+            .workers()
+            .iter()
+            .filter(|w| manager.worker_log(&w["port"]).contains("inference 1:"))
+            .count();
+        (used >= n).then_some(())
+    })
+    .is_some()
 }
 
 #[test]
@@ -100,8 +104,11 @@ fn a_long_recording_is_cut_at_pauses_run_on_every_worker_and_merged_in_order() {
             "word {k} starts at {start}: its chunk's offset was applied"
         );
     }
-    assert_eq!(workers_used(&manager), 2, "both workers took chunks");
-    let chunks = manager.worker_logs().matches(" s, words ").count();
+    assert!(workers_used(&manager, 2), "both workers took chunks");
+    let chunks = manager
+        .wait_worker_logs(" s, words ")
+        .matches(" s, words ")
+        .count();
     assert!(chunks >= 8, "{chunks} chunks");
 }
 
@@ -121,7 +128,7 @@ fn a_short_clip_waits_for_at_most_one_chunk_of_a_long_recording() {
         let clip = pcm_wav(&vec![7000i16; RATE / 2]);
         let reply = manager.transcribe(&clip);
         assert_eq!(reply.json()["result"]["text"], "w7000", "{}", reply.text());
-        let log = manager.worker_logs();
+        let log = manager.wait_worker_logs("words w7000");
         let position = log
             .lines()
             .filter(|l| l.contains("inference "))

@@ -353,7 +353,7 @@ fn translations_need_a_multilingual_model() {
         body["text"],
         format!("english: [ggml-base.bin] {}", stub_text(&audio))
     );
-    assert!(manager.worker_logs().contains("translate=true"));
+    manager.wait_worker_logs("translate=true");
     let refused = upload_to(
         &manager,
         "/v1/audio/translations",

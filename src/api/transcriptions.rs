@@ -24,6 +24,14 @@ use crate::http::{Incoming, Reply};
 struct Raw<'a> {
     #[serde(borrow)]
     content: Cow<'a, str>,
+    #[serde(flatten)]
+    fields: Fields,
+}
+
+/// The body's fields besides the audio: the original service's, plus the decoder options a
+/// client may set.
+#[derive(Debug, Deserialize)]
+struct Fields {
     language: Option<String>,
     timestamps: Option<bool>,
     metadata: Option<BTreeMap<String, String>>,
@@ -35,19 +43,11 @@ struct Raw<'a> {
     stream: Option<bool>,
 }
 
-/// The body, as the original service took it, plus the decoder options a client may set; the
-/// audio decoded from its base64.
+/// A transcription request: the audio decoded from its base64, and the other fields.
 #[derive(Debug)]
 struct TranscriptionRequest {
     audio: Vec<u8>,
-    language: Option<String>,
-    timestamps: Option<bool>,
-    metadata: Option<BTreeMap<String, String>>,
-    model: Option<String>,
-    prompt: Option<String>,
-    temperature: Option<f64>,
-    translate: Option<bool>,
-    stream: Option<bool>,
+    fields: Fields,
 }
 
 /// Reads the body, decodes its base64 and lets the body go: at no time are the body, the
@@ -59,14 +59,7 @@ fn read_request(rq: &mut Incoming) -> Result<TranscriptionRequest, ApiError> {
     let audio = crate::audio::decode_base64(&raw.content).map_err(ApiError::InvalidRequest)?;
     Ok(TranscriptionRequest {
         audio,
-        language: raw.language,
-        timestamps: raw.timestamps,
-        metadata: raw.metadata,
-        model: raw.model,
-        prompt: raw.prompt,
-        temperature: raw.temperature,
-        translate: raw.translate,
-        stream: raw.stream,
+        fields: raw.fields,
     })
 }
 
@@ -74,7 +67,7 @@ impl TranscriptionRequest {
     /// The model and options, checked, and the job for the engine, which takes the audio.
     fn job<'a>(&mut self, engine: &'a Engine, deadline: Instant) -> Result<Job<'a>, ApiError> {
         Ok(Job {
-            model: engine.resolve_model(self.model.as_deref())?,
+            model: engine.resolve_model(self.fields.model.as_deref())?,
             input: Input::Decoded(std::mem::take(&mut self.audio)),
             options: self.options()?,
             budget: Budget::PerChunk {
@@ -85,23 +78,23 @@ impl TranscriptionRequest {
 
     fn options(&self) -> Result<Options, ApiError> {
         Options::checked(
-            self.language.as_deref(),
-            self.prompt.clone(),
-            self.temperature,
-            self.translate.unwrap_or(false),
+            self.fields.language.as_deref(),
+            self.fields.prompt.clone(),
+            self.fields.temperature,
+            self.fields.translate.unwrap_or(false),
         )
     }
 
     /// The answer's body, as the original service shaped it.
     fn result_body(self, outcome: &Outcome<Transcript>) -> Value {
-        let mut metadata = self.metadata.unwrap_or_default();
+        let mut metadata = self.fields.metadata.unwrap_or_default();
         metadata.insert("worker_id".into(), outcome.worker_id.clone());
         metadata.insert(
             "worker_url".into(),
             format!("http://127.0.0.1:{}", outcome.worker_port),
         );
         let t = &outcome.result;
-        let segments: Vec<Value> = if self.timestamps.unwrap_or(true) {
+        let segments: Vec<Value> = if self.fields.timestamps.unwrap_or(true) {
             seed_segments(t)
                 .into_iter()
                 .map(|mut s| {
@@ -136,7 +129,7 @@ fn deadline(engine: &Engine) -> Instant {
 pub fn create(engine: &Arc<Engine>, rq: &mut Incoming) -> Result<Reply, ApiError> {
     let deadline = deadline(engine);
     let mut request = read_request(rq)?;
-    if request.stream.unwrap_or(false) {
+    if request.fields.stream.unwrap_or(false) {
         return create_streaming(engine, request, deadline);
     }
     let outcome = engine.transcribe(request.job(engine, deadline)?)?;
@@ -149,7 +142,9 @@ fn create_streaming(
     mut request: TranscriptionRequest,
     deadline: Instant,
 ) -> Result<Reply, ApiError> {
-    let model = engine.resolve_model(request.model.as_deref())?.to_string();
+    let model = engine
+        .resolve_model(request.fields.model.as_deref())?
+        .to_string();
     let options = request.options()?;
     let engine = Arc::clone(engine);
     stream::start(Shape::Seed, move |progress| {

@@ -230,6 +230,17 @@ impl Manager {
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
+    /// What every worker has written once one of them has written `needle` (a worker's log
+    /// is written by the manager's log pump, a moment after the worker prints it); panics if
+    /// none does soon.
+    pub fn wait_worker_logs(&self, needle: &str) -> String {
+        wait_for(SOON, || {
+            let logs = self.worker_logs();
+            logs.contains(needle).then_some(logs)
+        })
+        .unwrap_or_else(|| panic!("no worker logged {needle:?}:\n{}", self.worker_logs()))
+    }
+
     /// What every worker wrote, from their log files, one after another.
     pub fn worker_logs(&self) -> String {
         let dir = self.data_dir().join("logs/workers");

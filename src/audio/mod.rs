@@ -3,14 +3,15 @@
 //! 400 here instead of a confusing failure inside whisper-server.
 //!
 //! Decoding any upload to 16 kHz mono PCM: [`pcm`] (the result), [`wav`] (WAV in the manager)
-//! and [`ffmpeg`] (everything else, through an `ffmpeg` child process); [`sniff_kind`] names
-//! what arrived, for messages.
-
-pub mod ffmpeg;
-pub mod pcm;
-pub mod wav;
+//! and [`ffmpeg`] (everything else, through an `ffmpeg` child process, with `mp4` moving an
+//! MP4's index to the front first); [`sniff_kind`] names what arrived, for messages. [`chunk`]
+//! cuts a long recording at its pauses.
 
 pub mod chunk;
+pub mod ffmpeg;
+mod mp4;
+pub mod pcm;
+pub mod wav;
 
 use std::borrow::Cow;
 

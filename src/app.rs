@@ -49,6 +49,8 @@ pub enum Error {
     /// `whisperServer.args` choose a model with `-m` while `models` name files: the `-m` in the
     /// arguments would silently override every model's path (exit 2).
     ModelInArgs,
+    /// Another manager runs on the same data directory, or its lock cannot be taken (exit 1).
+    DataDir(process::LockError),
     /// The SIGINT/SIGTERM handler could not be installed (exit 1).
     Signals(ctrlc::Error),
     /// The HTTP port could not be opened (exit 1).
@@ -100,6 +102,7 @@ impl std::fmt::Display for Error {
                  the path of every entry of `models`: remove -m from the arguments and name the file in \
                  `models` (with `defaultModel`) instead",
             ),
+            Error::DataDir(e) => write!(f, "{e}"),
             Error::Signals(e) => write!(f, "cannot install the signal handler: {e}"),
             Error::Http(e) => write!(f, "{e}"),
             Error::Rack { addr, source } => {
@@ -117,6 +120,7 @@ impl std::error::Error for Error {
             Error::Settings(e) => Some(e),
             Error::WorkerCommand(e) => Some(e),
             Error::Signals(e) => Some(e),
+            Error::DataDir(e) => Some(e),
             Error::Http(e) => Some(e),
             Error::Rack { source, .. } | Error::Thread { source, .. } => Some(source),
             Error::NoWorker { .. } | Error::ModelInArgs | Error::Editor { .. } => None,
@@ -256,6 +260,8 @@ fn threads_in_args(args: &[String]) -> Option<usize> {
 pub fn serve(settings: Settings, paths: &Paths, mode: Mode) -> Result<(), Error> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let plan = plan_workers(&settings, paths, cores)?;
+    // Held until the process exits: the pid records and workers under it are this manager's.
+    let _data_dir = process::lock_data_dir(&paths.data_dir).map_err(Error::DataDir)?;
     // Installed before any worker exists, so a signal can never leave one behind.
     let signals = signal_channel()?;
     for warning in &plan.warnings {

@@ -441,8 +441,10 @@ fn slow_and_idle_rack_connections_hold_up_nobody() {
          {cut} of the 8 cut off at the 3 s message deadline",
         before.threads, with_idle.threads
     ));
+    // A thread per idle connection would add 100; the margin is for the manager's own
+    // short-lived threads (health probes, log pumps), which a sample can catch (36 seen once).
     assert!(
-        with_idle.threads < before.threads + 5,
+        with_idle.threads < before.threads + 20,
         "idle connections own threads: {before:?} -> {with_idle:?}"
     );
     assert!(answered < Duration::from_secs(2), "{answered:?}");

@@ -338,6 +338,30 @@ fn orphans_of_a_killed_manager_are_reaped_on_the_next_start() {
 }
 
 #[test]
+fn a_second_manager_on_the_same_data_dir_refuses_and_leaves_the_first_alone() {
+    let first = Setup::new().start();
+    let pids: Vec<u32> = workers(&first.wait_healthy(2)).iter().map(pid_of).collect();
+    let config = TempDir::new("second");
+    let output = command(&config.0, &[], &[])
+        .env("XDG_DATA_HOME", first.data_dir().parent().unwrap())
+        .env("WHISPER_SERVER_CMD", STUB)
+        .args(["serve", "--port", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("another manager already runs on this data directory"),
+        "{stderr}"
+    );
+    for pid in &pids {
+        assert!(alive(*pid), "worker {pid} of the first manager was killed");
+    }
+    assert_eq!(recorded_pids(&first.data_dir()).len(), 2);
+    first.wait_healthy(2);
+}
+
+#[test]
 fn a_slot_recovers_when_its_command_starts_working() {
     let blocker = TempDir::new("blocker");
     let flag = blocker.0.join("fail");

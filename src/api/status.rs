@@ -62,7 +62,7 @@ pub fn providers(engine: &Arc<Engine>, _rq: &mut Incoming) -> Result<Reply, ApiE
             "capabilities": {
                 "batch": false,
                 "diarization": false,
-                "streaming": false,
+                "streaming": true,
                 "wordTimestamps": true,
                 "languages": languages::codes(),
                 "supportedFormats": if engine.ffmpeg.is_some() {

@@ -404,6 +404,57 @@ fn parse_stat(stat: &str) -> Option<Stat> {
     })
 }
 
+/// The exclusive claim of one manager on the pid records under a data directory, held for as
+/// long as the value lives; the kernel lets go of it when the manager exits, however it exits.
+pub struct DataDirLock {
+    _held: nix::fcntl::Flock<File>,
+}
+
+/// Why the data directory could not be claimed.
+#[derive(Debug)]
+pub enum LockError {
+    /// Another manager runs on this data directory: starting would reap its live workers.
+    Held(PathBuf),
+    Io(PathBuf, std::io::Error),
+}
+
+impl std::fmt::Display for LockError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LockError::Held(path) => write!(
+                f,
+                "another manager already runs on this data directory (it holds {}): stop it, or \
+                 give this one its own data directory with XDG_DATA_HOME or XDG_DIR_NAME",
+                path.display()
+            ),
+            LockError::Io(path, e) => write!(f, "cannot lock {}: {e}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for LockError {}
+
+/// Claims `data_dir` for this manager, before it reads or writes any pid record there. Two
+/// managers on one directory would each take the other's workers for orphans of a crash. The
+/// file stays after exit: only the lock on it says a manager runs.
+pub fn lock_data_dir(data_dir: &Path) -> Result<DataDirLock, LockError> {
+    use nix::fcntl::{Flock, FlockArg};
+    let path = data_dir.join("manager.lock");
+    let io = |e| LockError::Io(path.clone(), e);
+    std::fs::create_dir_all(data_dir).map_err(io)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(held) => Ok(DataDirLock { _held: held }),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(LockError::Held(path)),
+        Err((_, errno)) => Err(io(errno.into())),
+    }
+}
+
 /// Kills the workers recorded under `pid_dir` by a previous manager that did not shut down
 /// cleanly: each worker's whole process group, so a worker started through a wrapper (a shell
 /// script, an interpreter) goes with everything it started. A record is acted on only when its

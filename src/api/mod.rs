@@ -13,6 +13,7 @@
 //! - `rpc`: `POST /rpc` (JSON-RPC 2.0, the same dispatcher as rack mode).
 //! - `openai`: `POST /v1/audio/transcriptions` (multipart) and `GET /v1/models`.
 //! - `metrics`: `GET /metrics` (Prometheus).
+//! - `page`: the browser page `GET /` serves to `Accept: text/html` (transcribe, pool).
 //! - `openapi`: `GET /openapi` (HTML) and `GET /openapi/json` (the OpenAPI 3.1 document).
 
 pub mod capacity;
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod models;
 pub mod openai;
 pub mod openapi;
+pub mod page;
 pub mod routes;
 pub mod rpc;
 pub mod status;

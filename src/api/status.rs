@@ -1,10 +1,11 @@
-//! The service's own routes: `GET /`, `GET /health`, `GET /livez`, `GET /readyz`,
+//! The service's own routes: `GET /` (the JSON index, or for a browser the page), `GET /health`, `GET /livez`, `GET /readyz`,
 //! `GET /api/v1/providers`, `GET /api/v1/status` (README "API").
 
 use std::sync::Arc;
 
 use serde_json::json;
 
+use super::page;
 use crate::audio;
 use crate::engine::languages;
 use crate::engine::operations::SERVICE_NAME;
@@ -12,7 +13,11 @@ use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::http::{Incoming, Reply};
 
-pub fn index(_engine: &Arc<Engine>, _rq: &mut Incoming) -> Result<Reply, ApiError> {
+/// The page for a browser (`Accept: text/html`), the JSON index for everyone else.
+pub fn index(_engine: &Arc<Engine>, rq: &mut Incoming) -> Result<Reply, ApiError> {
+    if page::wants_page(rq.header("Accept")) {
+        return Ok(page::reply());
+    }
     Ok(Reply::ok(&json!({
         "success": true,
         "service": SERVICE_NAME,
@@ -20,7 +25,8 @@ pub fn index(_engine: &Arc<Engine>, _rq: &mut Incoming) -> Result<Reply, ApiErro
         "docs": "/openapi",
         "openapi": "/openapi/json",
         "health": "/health",
-    })))
+    }))
+    .with_header("Vary", "Accept".into()))
 }
 
 /// 200 while a worker of the default model is healthy, 503 when none is, so a load balancer

@@ -50,6 +50,21 @@ impl Segment {
     pub fn confidence(&self) -> f64 {
         self.avg_logprob.map_or(0.0, logprob_to_confidence)
     }
+
+    /// The segment with its times cut to `duration`: whisper decodes 30-second windows and
+    /// can time a segment past the audio's end (seen: 0 to 10 s on 1.9 s of silence), which
+    /// would overlap the next chunk once shifted, and run past the recording in subtitles.
+    fn within(mut self, duration: f64) -> Segment {
+        if duration > 0.0 {
+            self.start = self.start.min(duration);
+            self.end = self.end.min(duration);
+            for token in &mut self.tokens {
+                token.start = token.start.min(duration);
+                token.end = token.end.min(duration);
+            }
+        }
+        self
+    }
 }
 
 /// A word with its times, as OpenAI's `timestamp_granularities[]=word` gives them.
@@ -113,6 +128,10 @@ impl Transcript {
             .and_then(Value::as_f64)
             .or(wav_duration)
             .unwrap_or_else(|| segments.last().map_or(0.0, |s| s.end));
+        let segments = segments
+            .into_iter()
+            .map(|s| s.within(duration))
+            .collect();
         Transcript {
             translated: reply.get("task").and_then(Value::as_str) == Some("translate"),
             detected: None,
@@ -450,6 +469,17 @@ pub(crate) mod tests {
         let silence = Transcript::from_verbose_json(&json!({"segments": []}), None, Some(2.0));
         assert_eq!((silence.confidence(), silence.duration), (0.0, 2.0));
         assert_eq!(logprob_to_confidence(0.5), 1.0);
+    }
+
+    #[test]
+    fn no_time_runs_past_the_end_of_the_audio() {
+        let mut past_the_end = jfk();
+        past_the_end["duration"] = json!(4.2);
+        let t = Transcript::from_verbose_json(&past_the_end, None, None);
+        assert_eq!((t.segments[1].start, t.segments[1].end), (3.0, 4.2));
+        let last_word = t.segments[1].tokens.last().unwrap();
+        assert_eq!((last_word.start, last_word.end), (4.2, 4.2));
+        assert_eq!(t.segments[0].end, 3.0, "times inside the audio are kept");
     }
 
     #[test]

@@ -14,9 +14,17 @@ const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=
 #[test]
 fn a_browser_gets_the_page_and_api_clients_the_json() {
     let manager = Setup::new().set("server", "apiKeys", json!(["k"])).start();
-    let page = request("GET", &manager.url("/"), &[("Accept", BROWSER_ACCEPT)], None);
+    let page = request(
+        "GET",
+        &manager.url("/"),
+        &[("Accept", BROWSER_ACCEPT)],
+        None,
+    );
     assert_eq!(page.status, 200);
-    assert_eq!(page.header("content-type").unwrap(), "text/html; charset=utf-8");
+    assert_eq!(
+        page.header("content-type").unwrap(),
+        "text/html; charset=utf-8"
+    );
     let policy = page.header("content-security-policy").unwrap();
     assert!(policy.contains("default-src 'none'") && policy.contains("connect-src 'self'"));
     assert_eq!(page.header("vary").unwrap(), "Accept");
@@ -28,7 +36,11 @@ fn a_browser_gets_the_page_and_api_clients_the_json() {
         let headers: Vec<(&str, &str)> = accept.iter().map(|a| ("Accept", *a)).collect();
         let index = request("GET", &manager.url("/"), &headers, None);
         assert_eq!(index.status, 200);
-        assert_eq!(index.json()["service"], "inference-server-manager", "{accept:?}");
+        assert_eq!(
+            index.json()["service"],
+            "inference-server-manager",
+            "{accept:?}"
+        );
     }
 }
 
@@ -55,7 +67,11 @@ fn the_page_records_uploads_streams_and_watches_the_pool_in_chromium() {
         .with_ffmpeg()
         .env("WHISPER_SERVER_ARGS", "")
         .set("models", "tiny.en", json!({ "path": model }))
-        .set("models", "tiny-copy", json!({ "path": model, "poolSize": 1 }))
+        .set(
+            "models",
+            "tiny-copy",
+            json!({ "path": model, "poolSize": 1 }),
+        )
         .set_top("defaultModel", json!("tiny.en"))
         .set("audio", "chunkSeconds", json!(15))
         .set("workers", "healthIntervalMs", json!(500))

@@ -65,7 +65,9 @@ mod tests {
                         image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7";
         assert!(wants_page(Some(chromium)));
         assert!(wants_page(Some("TEXT/HTML")));
-        assert!(wants_page(Some("application/json;q=0.5, text/html ; q=0.9")));
+        assert!(wants_page(Some(
+            "application/json;q=0.5, text/html ; q=0.9"
+        )));
     }
 
     #[test]
@@ -79,7 +81,14 @@ mod tests {
 
     #[test]
     fn the_page_fetches_nothing_from_elsewhere() {
-        for needle in ["http://", "https://", "src=\"//", "href=\"//", "@import", "url("] {
+        for needle in [
+            "http://",
+            "https://",
+            "src=\"//",
+            "href=\"//",
+            "@import",
+            "url(",
+        ] {
             assert!(!PAGE.contains(needle), "the page contains `{needle}`");
         }
         assert!(PAGE.starts_with("<!doctype html>"));

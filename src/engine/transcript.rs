@@ -128,10 +128,7 @@ impl Transcript {
             .and_then(Value::as_f64)
             .or(wav_duration)
             .unwrap_or_else(|| segments.last().map_or(0.0, |s| s.end));
-        let segments = segments
-            .into_iter()
-            .map(|s| s.within(duration))
-            .collect();
+        let segments = segments.into_iter().map(|s| s.within(duration)).collect();
         Transcript {
             translated: reply.get("task").and_then(Value::as_str) == Some("translate"),
             detected: None,

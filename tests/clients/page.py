@@ -2,7 +2,7 @@
 
 Against a manager with real workers (--url): records jfk.wav from Chromium's fake microphone and
 checks the words; uploads a 36-second file and checks that its segments stream in, with times,
-and download as SRT, VTT and text; shows a service error as worded; loads and unloads a model with the buttons; SIGKILLs a worker
+and download as SRT, VTT and text, and copy; shows a service error as worded; takes a dropped file; loads and unloads a model with the buttons; SIGKILLs a worker
 and watches the pool view show its replacement; uses the tabs from the keyboard. Against a
 manager with an API key (--keyed-url): the page asks for the key once, says when it is refused,
 keeps it in session storage and never puts it in a URL. Saves screenshots of both views at
@@ -69,7 +69,8 @@ def launch(playwright, jfk):
 
 
 def new_page(browser, width, height):
-    page = browser.new_page(viewport={"width": width, "height": height}, accept_downloads=True)
+    page = browser.new_page(viewport={"width": width, "height": height}, accept_downloads=True,
+                            permissions=["clipboard-read", "clipboard-write"])
     page.set_default_timeout(TIMEOUT_MS)
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -168,6 +169,25 @@ def service_error_shown_as_worded(page, base):
     check(True, f"a service error is shown as the service worded it: 400: {worded}")
 
 
+def drop_a_file(page):
+    """A file dropped on the page becomes the audio to transcribe, as one chosen would."""
+    transfer = page.evaluate_handle("""() => {
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([new Uint8Array(44)], 'dropped.m4a', { type: 'audio/mp4' }));
+        return transfer;
+    }""")
+    page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+    expect(page.locator("#source")).to_have_text("dropped.m4a · 44 B")
+    check(True, "a dropped file is taken")
+
+
+def copy_text(page):
+    page.click("#copy")
+    expect(page.locator("#copied")).to_have_text("Copied.")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    check(copied.lower().count("ask what you can do for your country") == 3, "Copy text puts the transcript on the clipboard")
+
+
 def get_json(url):
     with urllib.request.urlopen(url) as response:
         return json.load(response)
@@ -251,8 +271,10 @@ def main():
         record_from_the_microphone(page)
         count = upload_and_watch_it_stream(page, long_wav)
         downloads(page, count)
+        copy_text(page)
         page.screenshot(path=os.path.join(args.screenshots, "transcribe-desktop.png"), full_page=True)
         service_error_shown_as_worded(page, base)
+        drop_a_file(page)
         page.click("#tab-pool")
         expect(page.locator("#history tr")).not_to_have_count(0)
         models_by_buttons(page)

@@ -175,15 +175,6 @@ fn looks_like_text(bytes: &[u8]) -> bool {
             .all(|c| !c.is_control() || matches!(c, '\n' | '\r' | '\t' | '\u{c}'))
 }
 
-/// Decodes and checks that the bytes are audio: the validation every transcription route runs.
-pub fn decode_audio(content: &str) -> Result<(Vec<u8>, Container), String> {
-    let audio = decode_base64(content)?;
-    let container = sniff(&audio).ok_or_else(|| {
-        "`content` is not audio: expected WAV (RIFF/WAVE), MP3, FLAC or Ogg data".to_string()
-    })?;
-    Ok((audio, container))
-}
-
 /// Duration in seconds of a PCM WAV file, from its `fmt ` and `data` chunk headers; `None`
 /// for anything it cannot read with certainty.
 pub fn wav_duration_secs(wav: &[u8]) -> Option<f64> {
@@ -239,15 +230,13 @@ pub(crate) mod tests {
         assert_eq!(decode_base64(&b64).unwrap(), wav);
         assert_eq!(decode_base64(b64.trim_end_matches('=')).unwrap(), wav);
         let url = format!("data:audio/wav;base64,{}\n{}", &b64[..8], &b64[8..]);
-        assert_eq!(decode_audio(&url).unwrap().1, Container::Wav);
+        assert_eq!(decode_base64(&url).unwrap(), wav);
     }
 
     #[test]
-    fn rejects_empty_bad_base64_and_non_audio() {
+    fn rejects_empty_and_bad_base64() {
         assert!(decode_base64("  \n").unwrap_err().contains("empty"));
         assert!(decode_base64("!!!!").unwrap_err().contains("base64"));
-        let text = LENIENT_BASE64.encode(b"hello, this is not audio");
-        assert!(decode_audio(&text).unwrap_err().contains("not audio"));
     }
 
     #[test]

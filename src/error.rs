@@ -48,6 +48,9 @@ pub enum ApiError {
     WorkerRejected(String),
     /// A bug: a handler panicked or an invariant broke. 500.
     Internal(String),
+    /// The client left a streamed transcription; its remaining chunks are not run. Never
+    /// sent (nobody is there to read it); the history records it. 499, nginx's number for it.
+    ClientGone,
 }
 
 impl ApiError {
@@ -66,6 +69,7 @@ impl ApiError {
             ApiError::WorkerError(_) => 502,
             ApiError::NoHealthyWorkers { .. } | ApiError::CapacityExceeded { .. } => 503,
             ApiError::Timeout(_) => 504,
+            ApiError::ClientGone => 499,
         }
     }
 
@@ -89,6 +93,7 @@ impl ApiError {
             ApiError::Timeout(_) => "TIMEOUT",
             ApiError::WorkerError(_) => "WORKER_ERROR",
             ApiError::Internal(_) => "INTERNAL",
+            ApiError::ClientGone => "CLIENT_CLOSED_REQUEST",
         }
     }
 
@@ -173,6 +178,9 @@ impl fmt::Display for ApiError {
             ApiError::WorkerError(what) => write!(f, "Worker error: {what}"),
             ApiError::WorkerRejected(what) => write!(f, "The worker rejected the audio: {what}"),
             ApiError::Internal(what) => write!(f, "Internal error: {what}"),
+            ApiError::ClientGone => f.write_str(
+                "The client left before the transcript was complete; the chunks not yet begun were not run",
+            ),
         }
     }
 }

@@ -270,6 +270,46 @@ fn a_stream_sends_segments_in_order_as_chunks_finish_then_the_result() {
 }
 
 #[test]
+fn a_client_that_leaves_a_stream_stops_the_chunks_not_yet_begun() {
+    let manager = long_setup().pool(1).stub(&["--delay-ms", "300"]).start();
+    manager.wait_healthy(1);
+    let audio = numbered_speech(60, 0.6, 0.4); // 60 s: 12 chunks of 5 s, 300 ms each
+    let body = json!({ "content": b64(&audio), "stream": true });
+    let mut stream = connect_with(
+        manager.port,
+        format!(
+            "POST /api/v1/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.to_string().len()
+        )
+        .as_bytes(),
+    );
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&received).contains("event: segment") {
+        let n = std::io::Read::read(&mut stream, &mut buf).unwrap();
+        assert!(n > 0, "the stream ended before a segment");
+        received.extend_from_slice(&buf[..n]);
+    }
+    drop(stream); // the client leaves, as the page's Cancel does
+    wait_for(SOON, || {
+        manager.status()["transcriptions"]
+            .as_array()?
+            .is_empty()
+            .then_some(())
+    })
+    .expect("the run ends");
+    let history = manager.get("/api/inference/history").json();
+    assert_eq!(history["history"][0]["success"], false, "{history}");
+    assert_eq!(history["history"][0]["error"], "CLIENT_CLOSED_REQUEST");
+    let served = manager.workers()[0]["requestCount"].as_u64().unwrap();
+    // The server learns the client left from the next event or two it cannot deliver.
+    assert!(
+        served <= 5,
+        "{served} of 12 chunks ran after the client left"
+    );
+}
+
+#[test]
 fn recordings_past_the_limit_or_not_audio_are_refused_before_any_inference() {
     let manager = long_setup().set("audio", "maxSeconds", json!(10)).start();
     manager.wait_healthy(2);

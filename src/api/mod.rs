@@ -13,7 +13,8 @@
 //! - `rpc`: `POST /rpc` (JSON-RPC 2.0, the same dispatcher as rack mode).
 //! - `openai`: `POST /v1/audio/transcriptions` (multipart) and `GET /v1/models`.
 //! - `metrics`: `GET /metrics` (Prometheus).
-//! - `page`: the browser page `GET /` serves to `Accept: text/html` (transcribe, pool).
+//! - `page`: the browser page `GET /` serves to `Accept: text/html` (transcribe, pool);
+//!   `sha256` the digests its Content-Security-Policy allows its inline script and style by.
 //! - `openapi`: `GET /openapi` (HTML) and `GET /openapi/json` (the OpenAPI 3.1 document).
 
 pub mod capacity;
@@ -25,6 +26,7 @@ pub mod openapi;
 pub mod page;
 pub mod routes;
 pub mod rpc;
+mod sha256;
 pub mod status;
 pub mod stream;
 pub mod transcriptions;

@@ -46,16 +46,14 @@ enum Message {
 /// service's `result` body).
 pub fn start(
     shape: Shape,
-    run: impl FnOnce(&(dyn Fn(Event) + Sync)) -> Result<Value, ApiError> + Send + 'static,
+    run: impl FnOnce(&(dyn Fn(Event) -> bool + Sync)) -> Result<Value, ApiError> + Send + 'static,
 ) -> Result<Reply, ApiError> {
     let (tx, rx) = channel::<Message>();
     std::thread::Builder::new()
         .name("stream".into())
         .spawn(move || {
-            let sink = |event: Event| {
-                // A client that left closed the channel; the run ends by itself.
-                let _ = tx.send(Message::Events(encode(shape, &event)));
-            };
+            // A client that left closed the channel: the engine hears it and runs no more chunks.
+            let sink = |event: Event| tx.send(Message::Events(encode(shape, &event))).is_ok();
             let last = match run(&sink) {
                 Ok(done) => Message::Events(finish(shape, &done)),
                 Err(e) => Message::Failed(e),

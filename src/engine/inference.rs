@@ -190,14 +190,16 @@ struct Call<'a> {
 impl Engine {
     /// Transcribes (or translates) `job`'s audio and records the run in the history.
     pub fn transcribe(&self, job: Job) -> Result<Outcome<Transcript>, ApiError> {
-        self.transcribe_streaming(job, &|_| {})
+        self.transcribe_streaming(job, &|_| true)
     }
 
     /// `transcribe`, telling `progress` of each chunk, in order, as the transcript grows.
+    /// `progress` answers whether anyone still listens: once it says no (the client of a
+    /// stream left), the chunks not yet begun are not run and the run ends with `ClientGone`.
     pub fn transcribe_streaming(
         &self,
         job: Job,
-        progress: &(dyn Fn(Event) + Sync),
+        progress: &(dyn Fn(Event) -> bool + Sync),
     ) -> Result<Outcome<Transcript>, ApiError> {
         self.run(job, Task::Transcribe, progress)
     }
@@ -205,7 +207,7 @@ impl Engine {
     /// Detects the language spoken in `job`'s audio (its first chunk), with whisper's own
     /// detector.
     pub fn detect_language(&self, job: Job) -> Result<Outcome<Detection>, ApiError> {
-        let outcome = self.run(job, Task::DetectLanguage, &|_| {})?;
+        let outcome = self.run(job, Task::DetectLanguage, &|_| true)?;
         let Outcome {
             inference_id,
             result,
@@ -231,7 +233,7 @@ impl Engine {
         &self,
         job: Job,
         task: Task,
-        progress: &(dyn Fn(Event) + Sync),
+        progress: &(dyn Fn(Event) -> bool + Sync),
     ) -> Result<Outcome<Transcript>, ApiError> {
         let started = Instant::now();
         let inference_id = next_id();
@@ -294,11 +296,11 @@ impl Engine {
         budget: Budget,
         started: Instant,
         inference_id: &str,
-        progress: &(dyn Fn(Event) + Sync),
+        progress: &(dyn Fn(Event) -> bool + Sync),
     ) -> Result<(Transcript, Who), ApiError> {
         let pcm = match audio {
             Audio::Whole { bytes, container } => {
-                progress(Event::Began {
+                let _ = progress(Event::Began {
                     chunks_total: 1,
                     seconds: None,
                 });
@@ -323,7 +325,7 @@ impl Engine {
         let tracker = self
             .progress
             .start(inference_id, call.model, pcm.seconds(), ranges.len());
-        progress(Event::Began {
+        let _ = progress(Event::Began {
             chunks_total: ranges.len(),
             seconds: Some(pcm.seconds()),
         });
@@ -401,8 +403,15 @@ impl Engine {
         ))
     }
 
-    fn report(&self, progress: &(dyn Fn(Event) + Sync), t: &Transcript, done: usize, total: usize) {
-        progress(Event::Chunk(Progressed {
+    fn report(
+        &self,
+        progress: &(dyn Fn(Event) -> bool + Sync),
+        t: &Transcript,
+        done: usize,
+        total: usize,
+    ) {
+        // The last and only chunk: whether anyone still listens changes nothing now.
+        let _ = progress(Event::Chunk(Progressed {
             transcript: t,
             chunks_done: done,
             chunks_total: total,
@@ -504,7 +513,7 @@ struct Chunked<'a> {
     ranges: &'a [Range<usize>],
     budget: Budget,
     started: Instant,
-    progress: &'a (dyn Fn(Event) + Sync),
+    progress: &'a (dyn Fn(Event) -> bool + Sync),
     tracker: &'a super::progress::Tracker<'a>,
 }
 
@@ -592,12 +601,17 @@ impl Chunked<'_> {
                 done.who = Some(who);
                 let chunks_done = self.tracker.chunk_done();
                 while let Some(Some(t)) = done.parts.get(done.next_to_report) {
-                    (self.progress)(Event::Chunk(Progressed {
+                    let listening = (self.progress)(Event::Chunk(Progressed {
                         transcript: t,
                         chunks_done,
                         chunks_total: self.ranges.len(),
                     }));
                     done.next_to_report += 1;
+                    // Nobody reads the rest: the chunks not yet begun are not run (those on a
+                    // worker now finish, each bounded by its deadline).
+                    if !listening && done.failure.is_none() {
+                        done.failure = Some(ApiError::ClientGone);
+                    }
                 }
             }
             Err(e) if done.failure.is_none() => {

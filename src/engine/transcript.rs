@@ -51,19 +51,23 @@ impl Segment {
         self.avg_logprob.map_or(0.0, logprob_to_confidence)
     }
 
-    /// The segment with its times cut to `duration`: whisper decodes 30-second windows and
-    /// can time a segment past the audio's end (seen: 0 to 10 s on 1.9 s of silence), which
-    /// would overlap the next chunk once shifted, and run past the recording in subtitles.
-    fn within(mut self, duration: f64) -> Segment {
-        if duration > 0.0 {
-            self.start = self.start.min(duration);
-            self.end = self.end.min(duration);
-            for token in &mut self.tokens {
-                token.start = token.start.min(duration);
-                token.end = token.end.min(duration);
-            }
+    /// The segment with its times cut to `duration`, or none when it starts at or after it:
+    /// whisper decodes 30-second windows and can time a segment past the audio's end (seen:
+    /// 0 to 10 s on 1.9 s of silence), which would overlap the next chunk once shifted, and run
+    /// past the recording in subtitles.
+    fn within(mut self, duration: f64) -> Option<Segment> {
+        if duration <= 0.0 {
+            return Some(self);
         }
-        self
+        if self.start >= duration {
+            return None;
+        }
+        self.end = self.end.min(duration);
+        for token in &mut self.tokens {
+            token.start = token.start.min(duration);
+            token.end = token.end.min(duration);
+        }
+        Some(self)
     }
 }
 
@@ -111,6 +115,15 @@ impl Transcript {
             .and_then(Value::as_array)
             .map(|s| s.iter().map(segment).collect())
             .unwrap_or_default();
+        let duration = reply
+            .get("duration")
+            .and_then(Value::as_f64)
+            .or(wav_duration)
+            .unwrap_or_else(|| segments.last().map_or(0.0, |s| s.end));
+        let segments: Vec<Segment> = segments
+            .into_iter()
+            .filter_map(|s| s.within(duration))
+            .collect();
         let text = segments
             .iter()
             .map(|s| s.raw_text.as_str())
@@ -123,12 +136,6 @@ impl Transcript {
             .and_then(languages::code_of)
             .or_else(|| languages::code_of(detected))
             .map_or_else(|| detected.to_string(), String::from);
-        let duration = reply
-            .get("duration")
-            .and_then(Value::as_f64)
-            .or(wav_duration)
-            .unwrap_or_else(|| segments.last().map_or(0.0, |s| s.end));
-        let segments = segments.into_iter().map(|s| s.within(duration)).collect();
         Transcript {
             translated: reply.get("task").and_then(Value::as_str) == Some("translate"),
             detected: None,
@@ -477,6 +484,14 @@ pub(crate) mod tests {
         let last_word = t.segments[1].tokens.last().unwrap();
         assert_eq!((last_word.start, last_word.end), (4.2, 4.2));
         assert_eq!(t.segments[0].end, 3.0, "times inside the audio are kept");
+        past_the_end["duration"] = json!(3.0);
+        let t = Transcript::from_verbose_json(&past_the_end, None, None);
+        assert_eq!(
+            t.segments.len(),
+            1,
+            "a segment that starts at the end is dropped"
+        );
+        assert_eq!(t.text, "And so my fellow Americans");
     }
 
     #[test]

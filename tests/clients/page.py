@@ -1,7 +1,7 @@
 """Drives the page at `GET /` in Debian's Chromium, as a person would (tests/page.rs runs it).
 
 Against a manager with real workers (--url): records jfk.wav from Chromium's fake microphone and
-checks the words; uploads a 36-second file and checks that its segments stream in, with times,
+checks the words; uploads a 42-second file and checks that its segments stream in, with times,
 and download as SRT, VTT and text, and copy; shows a service error as worded; takes a dropped file; loads and unloads a model with the buttons; SIGKILLs a worker
 and watches the pool view show its replacement; uses the tabs from the keyboard. Against a
 manager with an API key (--keyed-url): the page asks for the key once, says when it is refused,
@@ -44,7 +44,7 @@ def check(condition, what):
 
 
 def jfk_three_times(jfk, path):
-    """jfk.wav, then three seconds of silence, three times over: 42 s, three 15-second chunks."""
+    """jfk.wav, then three seconds of silence, three times over: 42 s, in 15-second chunks at most."""
     with wave.open(jfk, "rb") as source:
         params = source.getparams()
         frames = source.readframes(params.nframes)
@@ -238,6 +238,13 @@ def api_key(browser, url, key, shots):
     expect(dialog).to_be_visible()
     check(True, "the page asks for the key")
     page.screenshot(path=os.path.join(shots, "key-prompt-desktop.png"))
+    page.click("#key-cancel")
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#pool-error")).to_contain_text("401: Missing or invalid API key")
+    check(True, "closed without a key, the page says the service wants one instead of hanging")
+    page.click("#tab-transcribe")
+    page.click("#tab-pool")
+    expect(dialog).to_be_visible()
     page.fill("#key", "a-wrong-key")
     page.press("#key", "Enter")
     expect(page.locator("#key-why")).to_contain_text("refused")

@@ -11,6 +11,8 @@ const HEALTH_REFRESH_MS = 5000;
 
 /** An answer that was not 2xx, with the service's own wording. */
 class ServiceError extends Error {}
+/** No answer at all: the service is down or the network is. */
+class Unreachable extends Error {}
 
 /** The service's words for a failed answer: `error` in its shape, `error.message` in OpenAI's. */
 async function serviceError(response) {
@@ -33,11 +35,14 @@ async function api(path, options = {}) {
     response = await fetch(path, { ...options, headers });
   } catch (e) {
     if (e.name === "AbortError") throw e;
-    throw new ServiceError(`The service cannot be reached (${e.message}). Is it running?`);
+    throw new Unreachable(`The service cannot be reached (${e.message}). Is it running?`);
   }
   if (response.status === 401) {
     const refused = await serviceError(response);
-    await askForKey(key ? `The service refused that key (${refused.message}).` : "This service asks for an API key.");
+    // A request sent with a key since replaced needs no new one: try again with the current key.
+    if (sessionStorage.getItem(KEY) === key) {
+      await askForKey(key ? `The service refused that key (${refused.message}).` : "This service asks for an API key.", refused);
+    }
     return api(path, options);
   }
   if (!response.ok) throw await serviceError(response);
@@ -48,11 +53,15 @@ const getJson = async (path) => (await api(path)).json();
 
 let keyAsked = null;
 
-/** Shows the key dialog once, however many requests are waiting for it. */
-function askForKey(why) {
+/**
+ * Shows the key dialog once, however many requests are waiting for it: they go on with the
+ * key given, or fail with the service's 401 (`refused`) when the dialog is closed without one.
+ */
+function askForKey(why, refused) {
   if (!keyAsked) {
-    keyAsked = new Promise((resolve) => {
+    keyAsked = new Promise((resolve, reject) => {
       const dialog = $("key-dialog");
+      let given = false;
       $("key-why").textContent = why;
       $("key").value = "";
       $("key-form").onsubmit = (event) => {
@@ -61,12 +70,16 @@ function askForKey(why) {
         if (!key) return;
         sessionStorage.setItem(KEY, key);
         $("forget-key").hidden = false;
+        given = true;
         dialog.close();
-        keyAsked = null;
-        resolve();
       };
-      // Escape would leave the page with nothing to show: keep the dialog until a key is given.
-      dialog.oncancel = (event) => event.preventDefault();
+      $("key-cancel").onclick = () => dialog.close();
+      // However it closes (the form, Cancel, Escape), the waiting requests learn the outcome.
+      dialog.onclose = () => {
+        keyAsked = null;
+        if (given) resolve();
+        else reject(refused);
+      };
       dialog.showModal();
       $("key").focus();
     });
@@ -149,9 +162,16 @@ function row(labels, cells) {
   return tr;
 }
 
+/**
+ * Puts `rows` in `tbody`, or one row saying `nothing`. A control that had the focus (a Load
+ * button, say) has it again in the new rows, so a refresh never throws a keyboard user out.
+ */
 function fill(tbody, rows, nothing) {
+  const focused = tbody.contains(document.activeElement) ? document.activeElement.dataset.focusKey : undefined;
   if (rows.length) {
     tbody.replaceChildren(...rows);
+    const again = focused && tbody.querySelector(`[data-focus-key="${CSS.escape(focused)}"]`);
+    if (again) again.focus();
   } else {
     const tr = document.createElement("tr");
     tr.className = "empty";
@@ -184,30 +204,41 @@ function showTab(name) {
 }
 
 for (const tab of TABS) $(`tab-${tab}`).onclick = () => showTab(tab);
-// Arrow keys move between tabs, as in any tab list.
+// Arrow keys, Home and End move between tabs, as in any tab list.
 document.querySelector(".tabs").onkeydown = (event) => {
-  const step = { ArrowRight: 1, ArrowLeft: -1 }[event.key];
-  if (!step) return;
   const current = TABS.findIndex((tab) => $(`tab-${tab}`).getAttribute("aria-selected") === "true");
-  const next = TABS[(current + step + TABS.length) % TABS.length];
+  const moves = {
+    ArrowRight: (current + 1) % TABS.length,
+    ArrowLeft: (current - 1 + TABS.length) % TABS.length,
+    Home: 0,
+    End: TABS.length - 1,
+  };
+  if (!(event.key in moves)) return;
+  event.preventDefault();
+  const next = TABS[moves[event.key]];
   showTab(next);
   $(`tab-${next}`).focus();
 };
+window.onhashchange = () => showTab(location.hash === "#pool" ? "pool" : "transcribe");
 
 // ---------------------------------------------------------------- health, in the header
 
+/** The default model's health (`/health`, public), while the tab is on screen. */
 async function refreshHealth() {
   let word = "unreachable", detail = "";
   try {
-    // Public, and 503 when no worker serves: read the body either way.
+    // 503 when no worker serves: read the body either way.
     const body = await (await fetch("/health")).json();
     word = body.status;
-    detail = ` · ${body.pool.healthyWorkers}/${body.pool.totalWorkers} workers`;
+    detail = ` · default model: ${body.pool.healthyWorkers}/${body.pool.totalWorkers} workers`;
+    if (choices === "unreachable") loadChoices();
   } catch (_) { /* unreachable */ }
-  const badgeNode = badge(`${word}${detail}`, kindOf(word));
-  $("health").replaceChildren(badgeNode);
-  setTimeout(refreshHealth, HEALTH_REFRESH_MS);
+  const text = `${word}${detail}`;
+  // Replaced only when it changes, so a screen reader hears changes, not every poll.
+  if ($("health").textContent !== text) $("health").replaceChildren(badge(text, kindOf(word)));
+  if (!document.hidden) healthTimer = setTimeout(refreshHealth, HEALTH_REFRESH_MS);
 }
+let healthTimer = null;
 
 // ---------------------------------------------------------------- transcribe: the audio
 
@@ -249,12 +280,16 @@ function setUpRecording() {
 
 async function startRecording() {
   showError($("transcribe-error"), null);
+  // Asking for the microphone takes a moment (and a permission prompt): one request at a time.
+  $("record").disabled = true;
   let stream;
   try {
     stream = await navigator.mediaDevices.getUserMedia({ audio: true });
   } catch (e) {
     showError($("transcribe-error"), new Error(`The microphone is not available: ${e.message || e.name}`));
     return;
+  } finally {
+    $("record").disabled = false;
   }
   const chunks = [];
   const started = Date.now();
@@ -282,6 +317,7 @@ async function startRecording() {
 
 let segments = [];
 let resultText = "";
+let transcriptName = ""; // the file the transcript on screen came from, for download names
 let running = null; // the AbortController of the transcription in progress
 
 /** The file as base64, without the `data:...;base64,` prefix. */
@@ -320,26 +356,48 @@ function addSegment(segment) {
 
 $("timestamps").onchange = () => $("segments").classList.toggle("plain", !$("timestamps").checked);
 
-/** Reads a server-sent event stream, calling `handle(event, data)` for each event. */
+/**
+ * Reads a server-sent event stream, calling `handle(event, data)` for each event. A connection
+ * cut mid-stream is said as such; if `handle` throws, the stream is let go.
+ */
 async function readEvents(response, handle) {
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += value.replace(/\r/g, "");
-    let end;
-    while ((end = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      let event = "message", data = "";
-      for (const line of block.split("\n")) {
-        if (line.startsWith("event:")) event = line.slice(6).trim();
-        else if (line.startsWith("data:")) data += line.slice(5).trim();
+  try {
+    for (;;) {
+      let next;
+      try {
+        next = await reader.read();
+      } catch (e) {
+        if (e.name === "AbortError") throw e;
+        throw new Error(`The connection to the service was cut before the transcript was complete (${e.message}).`);
       }
-      if (data) handle(event, JSON.parse(data));
+      if (next.done) return;
+      buffer += next.value.replace(/\r/g, "");
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        let event = "message", data = "";
+        for (const line of block.split("\n")) {
+          if (line.startsWith("event:")) event = line.slice(6).trim();
+          else if (line.startsWith("data:")) data += line.slice(5).trim();
+        }
+        if (data) handle(event, JSON.parse(data));
+      }
     }
+  } catch (e) {
+    reader.cancel().catch(() => {});
+    throw e;
   }
+}
+
+/** The service's 413 names its byte limit; the page's share of it is smaller, and why. */
+function explained(error) {
+  if (error instanceof ServiceError && error.message.startsWith("413:")) {
+    return new ServiceError(`${error.message} The page sends a file as base64, a third larger than the file itself.`);
+  }
+  return error;
 }
 
 async function transcribe(event) {
@@ -347,13 +405,16 @@ async function transcribe(event) {
   if (!source || running) return;
   segments = [];
   resultText = "";
+  transcriptName = source.name;
   $("segments").replaceChildren();
   $("output").hidden = true;
+  $("partial").hidden = true;
   $("copied").textContent = "";
   showError($("transcribe-error"), null);
   running = new AbortController();
   $("go").disabled = true;
   $("cancel").hidden = false;
+  $("cancel").focus();
   const started = Date.now();
   let finished = false;
   try {
@@ -378,9 +439,10 @@ async function transcribe(event) {
         finished = true;
         const result = data.result;
         resultText = result.text;
-        if (!segments.length) addSegment({ start: 0, end: result.duration, text: result.text || "(nothing recognised)" });
+        if (!segments.length) addSegment({ start: 0, end: result.duration, text: result.text });
         const took = ((Date.now() - started) / 1000).toFixed(1);
-        progress(`Done: ${clock(result.duration)} of audio in ${took} s · language ${result.language}`, 1, 1);
+        const nothing = result.text ? "" : " · nothing recognised";
+        progress(`Done: ${clock(result.duration)} of audio in ${took} s · language ${result.language}${nothing}`, 1, 1);
       } else if (name === "error") {
         throw new ServiceError(data.error && data.error.message ? data.error.message : data.error);
       }
@@ -388,11 +450,14 @@ async function transcribe(event) {
     if (!finished) throw new Error("The stream ended before the transcript was complete (the connection was cut).");
   } catch (e) {
     $("progress-box").hidden = true;
-    showError($("transcribe-error"), e.name === "AbortError" ? new Error("Cancelled.") : e);
+    showError($("transcribe-error"), e.name === "AbortError" ? new Error("Cancelled.") : explained(e));
+    // What arrived stays on screen to read and copy, said to be incomplete.
+    $("partial").hidden = !segments.length;
   } finally {
     running = null;
     $("go").disabled = !source;
     $("cancel").hidden = true;
+    $("go").focus();
   }
 }
 
@@ -408,13 +473,16 @@ function srt() {
     `${i + 1}\n${subtitleTime(s.start, ",")} --> ${subtitleTime(s.end, ",")}\n${s.text}\n`).join("\n");
 }
 
+/** Cue text as WebVTT wants it: `&`, `<` and `>` escaped (so "R&D" stays text, never a tag). */
+const vttText = (text) => text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+
 function vtt() {
   return "WEBVTT\n\n" + segments.map((s) =>
-    `${subtitleTime(s.start, ".")} --> ${subtitleTime(s.end, ".")}\n${s.text}\n`).join("\n");
+    `${subtitleTime(s.start, ".")} --> ${subtitleTime(s.end, ".")}\n${vttText(s.text)}\n`).join("\n");
 }
 
 function download(text, extension, type) {
-  const base = (source ? source.name : "transcript").replace(/\.[^.]*$/, "").replace(/[^\w.-]+/g, "_");
+  const base = (transcriptName || "transcript").replace(/\.[^.]*$/, "").replace(/[^\w.-]+/g, "_");
   const a = document.createElement("a");
   a.href = URL.createObjectURL(new Blob([text], { type }));
   a.download = `${base}.${extension}`;
@@ -438,15 +506,27 @@ $("copy").onclick = async () => {
     area.value = text;
     document.body.append(area);
     area.select();
-    document.execCommand("copy");
+    const copied = document.execCommand("copy");
     area.remove();
+    if (!copied) {
+      $("copied").textContent = "This browser would not copy: select the text and copy it by hand.";
+      return;
+    }
   }
   $("copied").textContent = "Copied.";
 };
 
 // ---------------------------------------------------------------- choices from the service
 
+/** Whether the language and model lists are loading, loaded, or waiting for the service. */
+let choices = "loading";
+
+/**
+ * The language and model lists, from the service. When it could not be reached, the next
+ * health check that reaches it loads them; any other failure is shown, not retried.
+ */
 async function loadChoices() {
+  choices = "loading";
   try {
     const [providers, models] = await Promise.all([getJson("/api/v1/providers"), getJson("/api/models")]);
     const names = typeof Intl.DisplayNames === "function" ? new Intl.DisplayNames(["en"], { type: "language" }) : null;
@@ -457,7 +537,10 @@ async function loadChoices() {
     }).sort((a, b) => a[1].localeCompare(b[1]));
     for (const [code, name] of languages) $("language").append(new Option(`${name} (${code})`, code));
     fillModelChoices(models.models);
+    choices = "loaded";
+    showError($("transcribe-error"), null);
   } catch (e) {
+    choices = e instanceof Unreachable ? "unreachable" : "failed";
     showError($("transcribe-error"), e);
   }
 }
@@ -488,15 +571,22 @@ async function refreshPool() {
     renderHistory(recent);
     fillModelChoices(models.models);
     showError($("pool-error"), null);
+    $("pool").classList.remove("stale");
     $("updated").textContent = `Updated ${new Date().toLocaleTimeString()}; refreshed every ${POOL_REFRESH_MS / 1000} s.`;
   } catch (e) {
     showError($("pool-error"), e);
+    $("pool").classList.add("stale"); // what is still shown is from the last refresh that worked
   }
   // Only while someone looks: a hidden tab asks nothing of the service.
   if (!$("pool").hidden && !document.hidden) poolTimer = setTimeout(refreshPool, POOL_REFRESH_MS);
 }
 
-document.addEventListener("visibilitychange", () => { if (!document.hidden) refreshPool(); });
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden) return;
+  clearTimeout(healthTimer);
+  refreshHealth();
+  refreshPool();
+});
 
 function renderFigures(status, capacity, statistics) {
   $("fig-workers").textContent = `${status.healthyWorkers} / ${status.totalWorkers}`;
@@ -526,6 +616,7 @@ function renderModels(models) {
     button.className = "button small";
     button.textContent = warm ? "Unload" : "Load";
     button.setAttribute("aria-label", `${button.textContent} ${m.id}`);
+    button.dataset.focusKey = m.id;
     button.onclick = () => loadOrUnload(button, m.id, warm ? "unload" : "load");
     const lastUsed = m.lastUsed ? new Date(m.lastUsed).toLocaleString() : "never";
     const tr = row(labels, [m.id, badge(m.state, kindOf(m.state)), m.workers, lastUsed, button]);

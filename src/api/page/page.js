@@ -652,7 +652,7 @@ function renderHistory(history) {
   const labels = ["Finished", "Model", "Time taken", "Result"];
   fill($("history"), history.history.map((h) =>
     row(labels, [new Date(h.timestamp).toLocaleTimeString(), h.modelId, `${h.processingTime} ms`,
-      badge(h.success ? "succeeded" : "failed", h.success ? "good" : "bad")])), "No inference yet.");
+      badge(h.success ? "succeeded" : `failed: ${h.error || "no reason given"}`, h.success ? "good" : "bad")])), "No inference yet.");
 }
 
 // ---------------------------------------------------------------- start

@@ -213,12 +213,12 @@ fn events(body: &str) -> Vec<(String, serde_json::Value)> {
         .collect()
 }
 
-#[test]
-fn a_stream_sends_segments_in_order_as_chunks_finish_then_the_result() {
-    let manager = long_setup().stub(&["--delay-ms", "200"]).start();
-    manager.wait_healthy(2);
-    let audio = numbered_speech(30, 0.6, 0.4);
-    let body = json!({ "content": b64(&audio), "stream": true, "metadata": { "job": "7" } });
+/// Posts `body` to `/api/v1/transcriptions` and reads the stream up to its first segment;
+/// returns the connection and the bytes read so far.
+fn stream_to_first_segment(
+    manager: &Manager,
+    body: &serde_json::Value,
+) -> (std::net::TcpStream, Vec<u8>) {
     let mut stream = connect_with(
         manager.port,
         format!(
@@ -227,7 +227,6 @@ fn a_stream_sends_segments_in_order_as_chunks_finish_then_the_result() {
         )
         .as_bytes(),
     );
-    // The first segment arrives while the recording is still being transcribed.
     let mut received = Vec::new();
     let mut buf = [0u8; 4096];
     while !String::from_utf8_lossy(&received).contains("event: segment") {
@@ -239,6 +238,17 @@ fn a_stream_sends_segments_in_order_as_chunks_finish_then_the_result() {
         );
         received.extend_from_slice(&buf[..n]);
     }
+    (stream, received)
+}
+
+#[test]
+fn a_stream_sends_segments_in_order_as_chunks_finish_then_the_result() {
+    let manager = long_setup().stub(&["--delay-ms", "200"]).start();
+    manager.wait_healthy(2);
+    let audio = numbered_speech(30, 0.6, 0.4);
+    let body = json!({ "content": b64(&audio), "stream": true, "metadata": { "job": "7" } });
+    // The first segment arrives while the recording is still being transcribed.
+    let (mut stream, mut received) = stream_to_first_segment(&manager, &body);
     let running = manager.status()["transcriptions"].as_array().unwrap().len();
     assert_eq!(running, 1, "a segment came before the transcription ended");
     std::io::Read::read_to_end(&mut stream, &mut received).unwrap();
@@ -275,21 +285,7 @@ fn a_client_that_leaves_a_stream_stops_the_chunks_not_yet_begun() {
     manager.wait_healthy(1);
     let audio = numbered_speech(60, 0.6, 0.4); // 60 s: 12 chunks of 5 s, 300 ms each
     let body = json!({ "content": b64(&audio), "stream": true });
-    let mut stream = connect_with(
-        manager.port,
-        format!(
-            "POST /api/v1/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.to_string().len()
-        )
-        .as_bytes(),
-    );
-    let mut received = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&received).contains("event: segment") {
-        let n = std::io::Read::read(&mut stream, &mut buf).unwrap();
-        assert!(n > 0, "the stream ended before a segment");
-        received.extend_from_slice(&buf[..n]);
-    }
+    let (stream, _) = stream_to_first_segment(&manager, &body);
     drop(stream); // the client leaves, as the page's Cancel does
     wait_for(SOON, || {
         manager.status()["transcriptions"]

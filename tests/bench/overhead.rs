@@ -28,6 +28,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod request_path;
+
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -441,13 +443,14 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let sections: [(&str, fn()); 6] = [
+    let sections: [(&str, fn()); 7] = [
         ("proxy_overhead", proxy_overhead),
         ("pool_scaling", pool_scaling),
         ("large_uploads", large_uploads),
         ("control_plane", control_plane),
         ("transcript_shape", transcript_shape),
         ("long_form", long_form),
+        ("request_path", request_path::request_path),
     ];
     for (name, run) in sections {
         if wanted.is_empty() || wanted.iter().any(|w| name.contains(w.as_str())) {

@@ -9,8 +9,12 @@
 //! `dispatch` tells the rare stale socket from a dead worker by asking `/health`.
 
 use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::Duration;
+
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 /// A pooled connection idle longer than this is not reused: whisper-server (cpp-httplib)
 /// closes keep-alive connections after 5 s idle.
@@ -117,8 +121,32 @@ fn agent() -> &'static ureq::Agent {
             .max_idle_age(IDLE_REUSE)
             .max_idle_connections(MAX_IDLE)
             .build();
-        ureq::Agent::new_with_config(config)
+        ureq::Agent::with_parts(config, DefaultConnector::default(), IpLiteral)
     })
+}
+
+/// Workers are called at `127.0.0.1`: the address is in the URL, and nothing is looked up.
+/// ureq's own resolver runs every lookup under a deadline on a thread of its own, so with a
+/// timeout set (always, here) each worker call spawned a thread, even for an IP address and
+/// a pooled connection.
+#[derive(Debug)]
+struct IpLiteral;
+
+impl Resolver for IpLiteral {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        _: &ureq::config::Config,
+        _: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let ip = uri.host().and_then(|host| host.parse::<IpAddr>().ok());
+        let (Some(ip), Some(port)) = (ip, uri.port_u16()) else {
+            return Err(ureq::Error::HostNotFound);
+        };
+        let mut addresses = self.empty();
+        addresses.push(SocketAddr::new(ip, port));
+        Ok(addresses)
+    }
 }
 
 fn classify(error: ureq::Error) -> CallError {
@@ -245,6 +273,19 @@ mod tests {
         assert_eq!(text("language").as_deref(), Some("en"));
         assert_eq!(text("temperature").as_deref(), Some("0.2"));
         assert_eq!(text("prompt"), None);
+    }
+
+    #[test]
+    fn worker_addresses_are_taken_from_the_url() {
+        let resolve = |url: &str| {
+            let uri: ureq::http::Uri = url.parse().unwrap();
+            let config = ureq::config::Config::default();
+            IpLiteral.resolve(&uri, &config, NextTimeout::default())
+        };
+        let addresses = resolve("http://127.0.0.1:39000/inference").unwrap();
+        assert_eq!(addresses.len(), 1);
+        assert_eq!(addresses[0], SocketAddr::from(([127, 0, 0, 1], 39000)));
+        assert!(resolve("http://localhost:39000/").is_err());
     }
 
     #[test]

@@ -25,12 +25,6 @@ use super::{MonitorEvent, Pool};
 /// loopback connect, so 50 ms costs nothing measurable and keeps failover quick.
 const TICK: Duration = Duration::from_millis(50);
 
-/// The monitor's sleep while the pool is settled (`PoolState::settled`: every worker healthy,
-/// no slot to fill) and nothing is under way: then only the health and audit schedules and
-/// events need it, and an exit is an event (the worker's output closes, see
-/// `process::spawn`). An idle service thus wakes the monitor once a second, not twenty times.
-const SETTLED_TICK: Duration = Duration::from_secs(1);
-
 /// Readiness probes of a starting worker are refused in microseconds until it binds; this caps
 /// a probe that hangs on a half-started process.
 const STARTUP_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -70,27 +64,12 @@ impl Monitor {
     fn run(&mut self, events: &Receiver<MonitorEvent>) {
         loop {
             self.tick();
-            match events.recv_timeout(self.next_sleep()) {
+            match events.recv_timeout(TICK) {
                 Ok(MonitorEvent::Wake) | Err(RecvTimeoutError::Timeout) => {}
                 Ok(MonitorEvent::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
             }
         }
         self.stop_all();
-    }
-
-    /// `TICK` while anything is under way, else until the next health round or audit, at
-    /// most `SETTLED_TICK`.
-    fn next_sleep(&self) -> Duration {
-        let under_way = self.health.is_some()
-            || self.readiness.is_some()
-            || self.processes.values().any(|p| p.kill_at.is_some())
-            || !self.pool.lock().settled();
-        if under_way {
-            return TICK;
-        }
-        let now = Instant::now();
-        let due = self.next_health.min(self.next_audit);
-        due.saturating_duration_since(now).clamp(TICK, SETTLED_TICK)
     }
 
     fn tick(&mut self) {
@@ -270,7 +249,6 @@ impl Monitor {
             model_path,
             &config.log_dir,
             &config.pid_dir,
-            &self.pool.monitor,
         ) {
             Ok(p) => p,
             Err(why) => {
@@ -345,20 +323,19 @@ type ProbeResults = Vec<(Probe, Result<(), CallError>)>;
 fn probe_in_parallel(probes: Vec<Probe>, timeout: Duration) -> Receiver<ProbeResults> {
     let (tx, rx) = std::sync::mpsc::channel();
     let round = move || {
+        let mut probes = probes;
+        // The round's own thread probes the last worker, rather than wait idle for the others:
+        // a thread fewer per round, which is most of what an idle service costs.
+        let last = probes.pop();
         let results = std::thread::scope(|scope| {
             let probing: Vec<_> = probes
                 .into_iter()
-                .map(|probe| {
-                    scope.spawn(move || {
-                        let result = client::health(probe.port, timeout);
-                        (probe, result)
-                    })
-                })
+                .map(|probe| scope.spawn(move || probe_one(probe, timeout)))
                 .collect();
-            probing
-                .into_iter()
-                .filter_map(|p| p.join().ok())
-                .collect::<Vec<_>>()
+            let last = last.map(|probe| probe_one(probe, timeout));
+            let mut results: Vec<_> = probing.into_iter().filter_map(|p| p.join().ok()).collect();
+            results.extend(last);
+            results
         });
         let _ = tx.send(results);
     };
@@ -369,6 +346,11 @@ fn probe_in_parallel(probes: Vec<Probe>, timeout: Duration) -> Receiver<ProbeRes
         log::warn!("cannot start a probe round: {e}");
     }
     rx
+}
+
+fn probe_one(probe: Probe, timeout: Duration) -> (Probe, Result<(), CallError>) {
+    let result = client::health(probe.port, timeout);
+    (probe, result)
 }
 
 /// The answers of a round that has finished, leaving `None` for the next one; `None` while it

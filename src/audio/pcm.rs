@@ -1,7 +1,7 @@
 //! Decoded audio in the one shape whisper works at: 16 kHz, mono, signed 16-bit samples.
 //! Every upload becomes a [`Pcm`] (through [`super::wav::decode`] or
 //! [`super::ffmpeg::Ffmpeg::decode`]) before it is cut into the pieces sent to workers, and
-//! [`Pcm::wav`] writes a piece back out as the WAV file a worker is sent.
+//! [`Pcm::write_wav`] writes a piece back out as the WAV file a worker is sent.
 
 use std::ops::Range;
 
@@ -23,15 +23,21 @@ impl Pcm {
         self.samples.len() as f64 / f64::from(Self::RATE)
     }
 
-    /// A WAV file (44-byte header + data) of `samples[range]`: what a worker is sent.
+    /// Bytes of the WAV file `write_wav` writes for `range`.
+    pub fn wav_len(range: &Range<usize>) -> usize {
+        WAV_HEADER_BYTES + range.len() * 2
+    }
+
+    /// Appends to `wav` a WAV file (44-byte header + data) of `samples[range]`: what a worker
+    /// is sent, written straight into the request body.
     ///
     /// Panics when `range` is out of bounds, as slicing does: the caller cuts the ranges.
-    pub fn wav(&self, range: Range<usize>) -> Vec<u8> {
+    pub fn write_wav(&self, range: Range<usize>, wav: &mut Vec<u8>) {
         let samples = &self.samples[range];
         // A RIFF size is 32 bits; 16 kHz mono 16-bit reaches it after 37 hours, far past any
         // piece a worker is sent. Saturate rather than wrap, should it ever happen.
         let data_len = u32::try_from(samples.len() * 2).unwrap_or(u32::MAX - 36);
-        let mut wav = Vec::with_capacity(WAV_HEADER_BYTES + samples.len() * 2);
+        wav.reserve(WAV_HEADER_BYTES + samples.len() * 2);
         wav.extend_from_slice(b"RIFF");
         wav.extend_from_slice(&(36 + data_len).to_le_bytes());
         wav.extend_from_slice(b"WAVEfmt ");
@@ -44,16 +50,26 @@ impl Pcm {
         wav.extend_from_slice(&16u16.to_le_bytes()); // bits per sample
         wav.extend_from_slice(b"data");
         wav.extend_from_slice(&data_len.to_le_bytes());
-        for sample in samples {
-            wav.extend_from_slice(&sample.to_le_bytes());
+        // Sized first and filled in place: a loop the compiler vectorizes, where pushing two
+        // bytes per sample cost a dozen instructions each.
+        let data_starts = wav.len();
+        wav.resize(data_starts + samples.len() * 2, 0);
+        for (bytes, sample) in wav[data_starts..].chunks_exact_mut(2).zip(samples) {
+            bytes.copy_from_slice(&sample.to_le_bytes());
         }
-        wav
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `write_wav` into a buffer of its own.
+    fn wav(pcm: &Pcm, range: Range<usize>) -> Vec<u8> {
+        let mut wav = Vec::new();
+        pcm.write_wav(range, &mut wav);
+        wav
+    }
 
     #[test]
     fn seconds_counts_samples_at_16_khz() {
@@ -69,26 +85,30 @@ mod tests {
         let pcm = Pcm {
             samples: (0..100).map(|i| i * 300 - 15_000).collect(),
         };
-        let wav = pcm.wav(10..30);
-        assert_eq!(wav.len(), WAV_HEADER_BYTES + 40);
-        assert_eq!(&wav[..4], b"RIFF");
-        assert_eq!(u32::from_le_bytes(wav[4..8].try_into().unwrap()), 36 + 40);
+        let file = wav(&pcm, 10..30);
+        assert_eq!(file.len(), Pcm::wav_len(&(10..30)));
+        assert_eq!(file.len(), WAV_HEADER_BYTES + 40);
+        assert_eq!(&file[..4], b"RIFF");
+        assert_eq!(u32::from_le_bytes(file[4..8].try_into().unwrap()), 36 + 40);
         assert_eq!(
-            super::super::sniff(&wav),
+            super::super::sniff(&file),
             Some(super::super::Container::Wav)
         );
-        assert_eq!(super::super::wav_duration_secs(&wav), Some(20.0 / 16_000.0));
-        let back = super::super::wav::decode(&wav, 10.0).unwrap();
+        assert_eq!(
+            super::super::wav_duration_secs(&file),
+            Some(20.0 / 16_000.0)
+        );
+        let back = super::super::wav::decode(&file, 10.0).unwrap();
         assert_eq!(back.samples, pcm.samples[10..30]);
-        assert_eq!(pcm.wav(0..0).len(), WAV_HEADER_BYTES);
+        assert_eq!(wav(&pcm, 0..0).len(), WAV_HEADER_BYTES);
     }
 
     #[test]
     #[should_panic]
     fn wav_of_a_range_past_the_end_panics() {
-        Pcm {
+        let pcm = Pcm {
             samples: vec![0; 4],
-        }
-        .wav(2..5);
+        };
+        wav(&pcm, 2..5);
     }
 }

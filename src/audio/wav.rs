@@ -139,9 +139,13 @@ pub fn decode(bytes: &[u8], max_seconds: f64) -> Result<Pcm, WavError> {
     }
     let samples = if format.rate == Pcm::RATE {
         if format.channels == 1 && format.encoding == Encoding::I16 {
-            data.chunks_exact(2)
-                .map(|b| i16::from_le_bytes([b[0], b[1]]))
-                .collect()
+            // Filled in place, a loop the compiler vectorizes (collecting from the iterator
+            // took seven instructions a sample).
+            let mut samples = vec![0; frames];
+            for (sample, bytes) in samples.iter_mut().zip(data.chunks_exact(2)) {
+                *sample = i16::from_le_bytes([bytes[0], bytes[1]]);
+            }
+            samples
         } else {
             let mut mono = vec![0.0; frames];
             mix(&format, data, 0, &mut mono);

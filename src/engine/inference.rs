@@ -308,7 +308,9 @@ impl Engine {
                 // it can be, at the lowest bitrate in use.
                 let longest = (bytes.len() as f64 / LOWEST_BYTES_PER_SECOND)
                     .min(self.settings.audio.max_seconds as f64);
-                let form = self.form(call, bytes, container.file_name());
+                let form = self.form(call, &container.file_name(), bytes.len(), |body| {
+                    body.extend_from_slice(&bytes)
+                });
                 let deadline = self.deadline(budget, Some(longest), started, true);
                 let (t, who) = self.call_worker(call, &form, deadline, None)?;
                 self.report(progress, &t, 1, 1);
@@ -343,13 +345,16 @@ impl Engine {
         Ok((Transcript::merge(parts, pcm.seconds()), who))
     }
 
-    /// The worker's form for `audio`.
-    fn form(&self, call: &Call, audio: Vec<u8>, file_name: String) -> InferenceForm {
-        InferenceForm {
-            file_name,
-            audio,
-            fields: self.worker_fields(call.task, call.options),
-        }
+    /// The worker's form for a file of `audio_len` bytes, which `write_audio` writes into it.
+    fn form(
+        &self,
+        call: &Call,
+        file_name: &str,
+        audio_len: usize,
+        write_audio: impl Fn(&mut Vec<u8>),
+    ) -> InferenceForm {
+        let fields = self.worker_fields(call.task, call.options);
+        InferenceForm::new(file_name, &fields, audio_len, write_audio)
     }
 
     /// The deadline of one call: the request's wait bound for the first (later chunks wait
@@ -581,7 +586,9 @@ impl Chunked<'_> {
         let seconds = range.len() as f64 / f64::from(Pcm::RATE);
         let form = self
             .engine
-            .form(self.call, self.pcm.wav(range), "audio.wav".into());
+            .form(self.call, "audio.wav", Pcm::wav_len(&range), |body| {
+                self.pcm.write_wav(range.clone(), body)
+            });
         let deadline = self
             .engine
             .deadline(self.budget, Some(seconds), self.started, i == 0);

@@ -1,7 +1,9 @@
 //! A streaming `multipart/form-data` parser (RFC 7578 / RFC 2046 section 5.1).
 //!
 //! It reads the body in chunks from any `Read` and copies each part's bytes once, into the
-//! part, so a form costs the size of its parts and not twice that. It refuses, with a reason
+//! part, so a form costs the size of its parts and not twice that: what it has parsed is
+//! skipped with a cursor, not cut off the front of its buffer (which moved the rest of the
+//! body, once per part). It refuses, with a reason
 //! fit for a 400, anything it cannot read with certainty: no boundary, a part without a
 //! `form-data` name, a header block over `MAX_HEADER_BYTES`, more than `MAX_PARTS` parts, or a
 //! body that ends inside a part. Size and time limits belong to the reader it is given.
@@ -77,8 +79,9 @@ struct Parser<'r> {
     reader: &'r mut dyn Read,
     /// `\r\n--boundary`: what ends a part's data.
     delimiter: Vec<u8>,
-    /// Bytes read and not yet consumed.
-    pending: Vec<u8>,
+    /// Bytes read; those before `at` are consumed.
+    buffer: Vec<u8>,
+    at: usize,
     eof: bool,
 }
 
@@ -89,7 +92,8 @@ impl<'r> Parser<'r> {
         Parser {
             reader,
             delimiter: format!("\r\n--{boundary}").into_bytes(),
-            pending: b"\r\n".to_vec(),
+            buffer: b"\r\n".to_vec(),
+            at: 0,
             eof: false,
         }
     }
@@ -112,33 +116,43 @@ impl<'r> Parser<'r> {
         Ok(parts)
     }
 
-    /// Reads one more chunk into `pending`; `false` at the end of the body. (`read_to_end`
-    /// on a `take` fills spare capacity without zeroing it first.)
+    /// The bytes read and not yet consumed.
+    fn pending(&self) -> &[u8] {
+        &self.buffer[self.at..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.at += n;
+    }
+
+    /// Reads one more chunk after the pending bytes, which move to the front of the buffer
+    /// first; `false` at the end of the body. (`read_to_end` on a `take` fills spare capacity
+    /// without zeroing it first.)
     fn fill(&mut self) -> Result<bool, FormError> {
         if self.eof {
             return Ok(false);
         }
-        let before = self.pending.len();
+        self.buffer.drain(..self.at);
+        self.at = 0;
+        let before = self.buffer.len();
         (&mut *self.reader)
             .take(READ_CHUNK as u64)
-            .read_to_end(&mut self.pending)
+            .read_to_end(&mut self.buffer)
             .map_err(FormError::Read)?;
-        self.eof = self.pending.len() == before;
+        self.eof = self.buffer.len() == before;
         Ok(!self.eof)
     }
 
     /// Discards the preamble up to and including the first delimiter.
     fn skip_to_delimiter(&mut self) -> Result<(), FormError> {
         loop {
-            if let Some(at) = find(&self.pending, &self.delimiter) {
-                self.pending.drain(..at + self.delimiter.len());
+            if let Some(at) = find(self.pending(), &self.delimiter) {
+                self.consume(at + self.delimiter.len());
                 return Ok(());
             }
             // Keep a tail that may hold the start of a split delimiter.
             let keep = self.delimiter.len() - 1;
-            if self.pending.len() > keep {
-                self.pending.drain(..self.pending.len() - keep);
-            }
+            self.consume(self.pending().len().saturating_sub(keep));
             if !self.fill()? {
                 return Err("no multipart boundary in the body".into());
             }
@@ -149,23 +163,23 @@ impl<'r> Parser<'r> {
     /// the next part (`true`).
     fn after_delimiter(&mut self) -> Result<bool, FormError> {
         loop {
-            let padding = self
-                .pending
+            let pending = self.pending();
+            let padding = pending
                 .iter()
                 .take_while(|b| matches!(b, b' ' | b'\t'))
                 .count();
-            let rest = &self.pending[padding..];
-            if self.pending.starts_with(b"--") {
+            let rest = &pending[padding..];
+            if pending.starts_with(b"--") {
                 return Ok(false);
             }
             if let Some(line_break) = [&b"\r\n"[..], b"\n"]
                 .into_iter()
                 .find(|lb| rest.starts_with(lb))
             {
-                self.pending.drain(..padding + line_break.len());
+                self.consume(padding + line_break.len());
                 return Ok(true);
             }
-            let undecided = rest.is_empty() || rest == b"\r" || self.pending == b"-";
+            let undecided = rest.is_empty() || rest == b"\r" || pending == b"-";
             if !undecided || padding > 128 {
                 return Err("malformed multipart boundary line".into());
             }
@@ -178,20 +192,17 @@ impl<'r> Parser<'r> {
     /// The part's header block: its `form-data` name and file name.
     fn headers(&mut self) -> Result<(String, Option<String>), FormError> {
         loop {
-            // Whichever blank line comes first ends the block: CRLF, or a bare LF.
-            let crlf = find(&self.pending, b"\r\n\r\n").map(|at| (at, 4));
-            let lf = find(&self.pending, b"\n\n").map(|at| (at, 2));
-            let end = match (crlf, lf) {
-                (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
-                (a, b) => a.or(b),
-            };
-            if let Some((at, separator)) = end {
-                let block = String::from_utf8_lossy(&self.pending[..at]).into_owned();
-                self.pending.drain(..at + separator);
+            // Only the first `MAX_HEADER_BYTES` can hold the block's end; the part's data
+            // follows it, and searching that too cost a scan of the whole upload.
+            let pending = self.pending();
+            let head = &pending[..pending.len().min(MAX_HEADER_BYTES + 4)];
+            if let Some((at, separator)) = blank_line(head) {
+                let block = String::from_utf8_lossy(&head[..at]).into_owned();
+                self.consume(at + separator);
                 return disposition(&block)
                     .ok_or_else(|| "a multipart part has no form-data name".into());
             }
-            if self.pending.len() > MAX_HEADER_BYTES {
+            if pending.len() > MAX_HEADER_BYTES {
                 return Err(FormError::Malformed(format!(
                     "multipart part headers over {MAX_HEADER_BYTES} bytes"
                 )));
@@ -206,17 +217,15 @@ impl<'r> Parser<'r> {
     fn data(&mut self) -> Result<Vec<u8>, FormError> {
         let mut data = Vec::new();
         loop {
-            if let Some(at) = find(&self.pending, &self.delimiter) {
-                data.extend_from_slice(&self.pending[..at]);
-                self.pending.drain(..at + self.delimiter.len());
+            if let Some(at) = find(self.pending(), &self.delimiter) {
+                data.extend_from_slice(&self.pending()[..at]);
+                self.consume(at + self.delimiter.len());
                 return Ok(data);
             }
             let keep = self.delimiter.len() - 1;
-            if self.pending.len() > keep {
-                let flush = self.pending.len() - keep;
-                data.extend_from_slice(&self.pending[..flush]);
-                self.pending.drain(..flush);
-            }
+            let flush = self.pending().len().saturating_sub(keep);
+            data.extend_from_slice(&self.pending()[..flush]);
+            self.consume(flush);
             if !self.fill()? {
                 return Err("the multipart body ends inside a part".into());
             }
@@ -251,13 +260,31 @@ fn disposition(headers: &str) -> Option<(String, Option<String>)> {
     Some((name?, file_name))
 }
 
+/// The first blank line of a header block: where it starts and how long it is. Whichever
+/// comes first ends the block: CRLF CRLF, or a bare LF LF.
+fn blank_line(head: &[u8]) -> Option<(usize, usize)> {
+    let mut from = 0;
+    while let Some(offset) = position_of(head.get(from..)?, b'\n') {
+        let lf = from + offset;
+        let after = &head[lf + 1..];
+        if after.starts_with(b"\n") {
+            return Some((lf, 2));
+        }
+        if lf > 0 && head[lf - 1] == b'\r' && after.starts_with(b"\r\n") {
+            return Some((lf - 1, 4));
+        }
+        from = lf + 1;
+    }
+    None
+}
+
 /// Where `needle` first occurs in `haystack`. It jumps between occurrences of the needle's
 /// first byte and compares only there: comparing at every position (`windows`) made this
 /// search most of the cost of a request.
 pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     let (&first, rest) = needle.split_first()?;
     let mut from = 0;
-    while let Some(offset) = haystack.get(from..)?.iter().position(|&b| b == first) {
+    while let Some(offset) = position_of(haystack.get(from..)?, first) {
         let at = from + offset;
         if haystack[at + 1..].starts_with(rest) {
             return Some(at);
@@ -265,6 +292,28 @@ pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         from = at + 1;
     }
     None
+}
+
+/// Where `byte` first occurs in `haystack`. Each block of `BLOCK` bytes is tested whole, with
+/// no early exit, which the compiler turns into vector compares; only a block that holds the
+/// byte is then looked at byte by byte. About a tenth of the instructions of `position`, in
+/// the search that passes over every byte of an upload.
+fn position_of(haystack: &[u8], byte: u8) -> Option<usize> {
+    const BLOCK: usize = 32;
+    let mut blocks = haystack.chunks_exact(BLOCK);
+    for (i, block) in blocks.by_ref().enumerate() {
+        if block.iter().fold(false, |seen, &b| seen | (b == byte)) {
+            return block
+                .iter()
+                .position(|&b| b == byte)
+                .map(|at| i * BLOCK + at);
+        }
+    }
+    let tail = blocks.remainder();
+    let tail_start = haystack.len() - tail.len();
+    tail.iter()
+        .position(|&b| b == byte)
+        .map(|at| tail_start + at)
 }
 
 #[cfg(test)]
@@ -405,6 +454,28 @@ Content-Disposition: form-data; name=\"b\"\r\n\r\n\r\n--xx--epilogue";
         assert_eq!(find(b"", b"a"), None);
         assert_eq!(find(b"abc", b""), None);
         assert_eq!(find(b"xx\r\n--b", b"\r\n--b"), Some(2));
+        let long: Vec<u8> = (0..200u8).map(|i| i % 100).collect();
+        assert_eq!(find(&long, &[99, 0, 1]), Some(99));
+        assert_eq!(find(&long, &[150]), None);
+    }
+
+    #[test]
+    fn position_of_looks_in_every_block_and_the_tail() {
+        let bytes: Vec<u8> = (0..=255u8).chain(0..=5).collect();
+        for byte in [0u8, 31, 32, 100, 255] {
+            assert_eq!(position_of(&bytes, byte), Some(usize::from(byte)));
+        }
+        assert_eq!(position_of(&bytes[256..], 5), Some(5));
+        assert_eq!(position_of(&bytes[..200], 250), None);
+        assert_eq!(position_of(&[], 0), None);
+    }
+
+    #[test]
+    fn a_header_block_ends_at_its_first_blank_line() {
+        assert_eq!(blank_line(b"a: b\r\n\r\ndata\n\n"), Some((4, 4)));
+        assert_eq!(blank_line(b"a: b\n\ndata\r\n\r\n"), Some((4, 2)));
+        assert_eq!(blank_line(b"a: b\r\n\n"), Some((5, 2)));
+        assert_eq!(blank_line(b"a: b\r\nc: d\r\n"), None);
     }
 
     #[test]

@@ -10,16 +10,17 @@
 //! or between keep-alive requests) is disconnected; one that stops reading its response is cut
 //! off after `writeTimeoutMs`.
 //!
-//! tiny_http's accept thread exits for good on its first accept error (e.g. EMFILE), or dies
-//! silently on a `try_clone().unwrap()` panic when the fd table fills between an accept and
-//! the clone. The first arrives as an error from `recv`; the second is only visible as a
-//! closed port, so a watcher thread probes the port. Either way one thread binds a fresh
-//! server on the same address (`Listener::replace`) while the others go on.
+//! tiny_http's accept thread exits for good on its first accept error (e.g. EMFILE), and (in
+//! our copy, `src/vendor/tiny_http/PATCHES.md`) reports a panic, such as a failed
+//! `try_clone` when the fd table fills between an accept and the clone, the same way: as an
+//! error from `recv`. The request thread that receives it binds a fresh server on the same
+//! address (`Listener::replace`) and wakes the others, which move to it. Nothing polls: an
+//! idle service has every request thread asleep in `recv`.
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -51,28 +52,6 @@ const MAX_REBIND_PAUSE: Duration = Duration::from_secs(5);
 
 /// A listener that lived this long was a recovery, and the next death starts the pause over.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
-
-/// How often the watcher connects to its own port while requests are arriving, and when the
-/// service has been quiet for `QUIET_AFTER`. Each connection does two jobs: a refused one means
-/// tiny_http's accept thread died (rebind); an accepted one makes tiny_http's connection pool
-/// spawn a thread when none is idle, and that thread then takes a connection the pool had
-/// queued. (tiny_http 0.12 counts a thread as idle until it wakes, so a burst of new keep-alive
-/// connections is queued behind the few idle threads, each of which then serves one
-/// connection for its lifetime; without these spawns the rest would wait for the next new
-/// connection: measured, wrk -c16 on a fresh manager had a p99 of 1.4 s, with them 0.1-0.3 s.)
-/// A burst shows first as requests on the connections that were served, so watching fast
-/// while requests arrive is enough; a quiet service is watched slowly and costs nothing.
-const WATCH_BUSY: Duration = Duration::from_millis(25);
-/// Each probe also wakes an idle thread of tiny_http's connection pool, which only retires
-/// threads idle for 5 s: probing a quiet service every 500 ms keeps at most about ten idle
-/// threads past a burst (at 100 ms it kept fifty, for good).
-const WATCH_QUIET: Duration = Duration::from_millis(500);
-const QUIET_AFTER: Duration = Duration::from_secs(2);
-const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// How long a request thread waits on one server before looking again, so it moves to a
-/// replacement bound after the old one died.
-const RECV_RECHECK: Duration = Duration::from_secs(1);
 
 /// How often the queues of replaced servers are looked at while any exist.
 const RETIRED_POLL: Duration = Duration::from_millis(20);
@@ -142,7 +121,6 @@ pub struct HttpServer {
     pub addr: SocketAddr,
     listener: Arc<Listener>,
     workers: Vec<JoinHandle<()>>,
-    watcher: JoinHandle<()>,
 }
 
 /// The tiny_http server in use, and what replacing it takes.
@@ -161,9 +139,8 @@ struct Listener {
     /// still served: a request left in one would hold its connection, its thread and its
     /// sockets forever. The oldest go past `MAX_RETIRED`.
     retired: Mutex<VecDeque<Arc<tiny_http::Server>>>,
-    /// When a request was last received, in milliseconds since `started`: the watcher's pace.
-    last_request_ms: AtomicU64,
-    started: Instant,
+    /// The request threads, each woken once when the server they wait on is replaced.
+    threads: usize,
 }
 
 /// State the request threads share.
@@ -252,8 +229,7 @@ impl HttpServer {
             recovery: Mutex::new(Recovery::new()),
             leftovers: Mutex::new(VecDeque::new()),
             retired: Mutex::new(VecDeque::new()),
-            last_request_ms: AtomicU64::new(0),
-            started: Instant::now(),
+            threads,
         });
         let workers = (0..threads)
             .map(|i| {
@@ -268,18 +244,10 @@ impl HttpServer {
                     .map_err(StartError::Thread)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let watcher = {
-            let listener = Arc::clone(&listener);
-            std::thread::Builder::new()
-                .name("http-watch".into())
-                .spawn(move || listener.watch())
-                .map_err(StartError::Thread)?
-        };
         Ok(HttpServer {
             addr,
             listener,
             workers,
-            watcher,
         })
     }
 
@@ -308,7 +276,6 @@ impl HttpServer {
             server.unblock();
         }
         drop(server);
-        let _ = self.watcher.join();
         let deadline = Instant::now() + drain;
         while Instant::now() < deadline && self.workers.iter().any(|w| !w.is_finished()) {
             std::thread::sleep(Duration::from_millis(20));
@@ -335,15 +302,24 @@ impl Listener {
             if self.stopping.load(Ordering::SeqCst) {
                 return lock(&self.leftovers).pop_front();
             }
-            let (from_retired, wait) = self.poll_retired();
-            if let Some(request) = from_retired {
-                return Some(self.received(request));
+            let (from_retired, any_retired) = self.poll_retired();
+            if from_retired.is_some() {
+                return from_retired;
             }
             let server = Arc::clone(&lock(&self.current));
-            match server.recv_timeout(wait) {
-                Ok(Some(request)) => return Some(self.received(request)),
+            // Asleep until a request comes, or `replace` or `shutdown` wakes this thread; while
+            // replaced servers still hold connections, awake every `RETIRED_POLL` for those.
+            let received = if any_retired {
+                server.recv_timeout(RETIRED_POLL)
+            } else {
+                server.recv().map(Some)
+            };
+            match received {
+                Ok(Some(request)) => return Some(request),
                 _ if self.stopping.load(Ordering::SeqCst) => continue,
                 Ok(None) => {}
+                // Woken by `replace`: the server was replaced while this thread waited on it.
+                Err(_) if !Arc::ptr_eq(&lock(&self.current), &server) => {}
                 Err(e) => {
                     log::error!(
                         "the HTTP acceptor stopped ({e}); binding a new listener on {}",
@@ -355,49 +331,15 @@ impl Listener {
         }
     }
 
-    fn received(&self, request: tiny_http::Request) -> tiny_http::Request {
-        let now = self.started.elapsed().as_millis() as u64;
-        self.last_request_ms.store(now, Ordering::Relaxed);
-        request
-    }
-
-    /// A request waiting in a retired server's queue, if any, and how long to wait on the
-    /// current server before looking again: briefly while retired servers exist.
-    fn poll_retired(&self) -> (Option<tiny_http::Request>, Duration) {
+    /// A request waiting in a retired server's queue, if any, and whether retired servers
+    /// exist.
+    fn poll_retired(&self) -> (Option<tiny_http::Request>, bool) {
         let retired = lock(&self.retired);
         // Err is the dead acceptor's own error message, already acted on.
         let request = retired
             .iter()
             .find_map(|server| server.try_recv().ok().flatten());
-        let wait = if retired.is_empty() {
-            RECV_RECHECK
-        } else {
-            RETIRED_POLL
-        };
-        (request, wait)
-    }
-
-    /// The watcher thread: a connection to the port every `WATCH_BUSY` or `WATCH_QUIET` (see
-    /// there for why), and a rebind when it is refused.
-    fn watch(&self) {
-        while !self.stopping.load(Ordering::SeqCst) {
-            let since_request = self.started.elapsed().saturating_sub(Duration::from_millis(
-                self.last_request_ms.load(Ordering::Relaxed),
-            ));
-            std::thread::sleep(if since_request < QUIET_AFTER {
-                WATCH_BUSY
-            } else {
-                WATCH_QUIET
-            });
-            let server = Arc::clone(&lock(&self.current));
-            if !self.stopping.load(Ordering::SeqCst) && listener_is_gone(self.addr) {
-                log::error!(
-                    "the HTTP listener on {} is gone (its accept thread died); binding a new one",
-                    self.addr
-                );
-                self.replace(&server);
-            }
-        }
+        (request, !retired.is_empty())
     }
 
     /// Binds a fresh server in place of `dead`, unless another thread already did.
@@ -408,30 +350,17 @@ impl Listener {
         }
         let fresh = recovery.rebind(self.addr, self.deadlines, &self.stopping);
         let old = std::mem::replace(&mut *lock(&self.current), Arc::new(fresh));
+        // Every thread asleep on the dead server wakes (one `unblock` each) and moves to the
+        // fresh one; a wake-up left over is taken, as nothing, from the retired queue later.
+        for _ in 0..self.threads {
+            old.unblock();
+        }
         let mut retired = lock(&self.retired);
         retired.push_back(old);
         if retired.len() > MAX_RETIRED {
             retired.pop_front();
         }
     }
-}
-
-/// Whether nothing listens on `addr` any more: a connection to it is refused. Any other
-/// outcome (accepted, or our own fd table full) counts as alive.
-fn listener_is_gone(addr: SocketAddr) -> bool {
-    let target = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()))
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::from((Ipv6Addr::LOCALHOST, addr.port()))
-        }
-        _ => addr,
-    };
-    matches!(
-        TcpStream::connect_timeout(&target, PROBE_TIMEOUT),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
-    )
 }
 
 /// Rebinding after the acceptor died, with a pause that grows while it keeps dying (a full fd
@@ -632,4 +561,71 @@ fn request_id(request: &tiny_http::Request, shared: &Shared) -> String {
             let n = shared.next_request_id.fetch_add(1, Ordering::Relaxed);
             format!("{}-{n}", shared.config.request_id_prefix)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::TcpStream;
+
+    fn deadlines(each: Duration) -> Deadlines {
+        Deadlines {
+            read: each,
+            write: each,
+        }
+    }
+
+    fn connect_and_ask(port: u16) -> TcpStream {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        stream
+    }
+
+    /// Requests received from `server` within `limit`, held unanswered (so each keeps its
+    /// connection's thread busy), up to `wanted`.
+    fn receive(server: &tiny_http::Server, wanted: usize, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        let mut held = Vec::new();
+        while held.len() < wanted && Instant::now() < deadline {
+            if let Ok(Some(request)) = server.recv_timeout(Duration::from_millis(50)) {
+                held.push(request);
+            }
+        }
+        held.len()
+    }
+
+    const BURST: usize = 64;
+
+    #[test]
+    fn a_burst_of_new_connections_is_read_at_once() {
+        // tiny_http's connection pool used to queue a burst behind the few idle threads that
+        // had not woken yet (PATCHES.md): the other connections waited until one of those
+        // finished its whole keep-alive connection.
+        let server = bind(("127.0.0.1", 0), deadlines(Duration::from_secs(5))).unwrap();
+        let port = server.server_addr().to_ip().unwrap().port();
+        // All connected before any asks, so they reach the accept thread as one burst.
+        let mut clients: Vec<TcpStream> = (0..BURST)
+            .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+            .collect();
+        for client in &mut clients {
+            client
+                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+        }
+        assert_eq!(receive(&server, BURST, Duration::from_secs(2)), BURST);
+    }
+
+    #[test]
+    fn a_quiet_listener_keeps_accepting_past_its_read_deadline() {
+        // Accepted sockets inherit the listener's SO_RCVTIMEO, which accept(2) also honours:
+        // a quiet spell longer than it is a timed-out accept, not a dead acceptor.
+        let server = bind(("127.0.0.1", 0), deadlines(Duration::from_millis(30))).unwrap();
+        let port = server.server_addr().to_ip().unwrap().port();
+        std::thread::sleep(Duration::from_millis(150));
+        let _client = connect_and_ask(port);
+        assert_eq!(receive(&server, 1, Duration::from_secs(2)), 1);
+    }
 }

@@ -9,8 +9,12 @@
 //! `dispatch` tells the rare stale socket from a dead worker by asking `/health`.
 
 use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::Duration;
+
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 /// A pooled connection idle longer than this is not reused: whisper-server (cpp-httplib)
 /// closes keep-alive connections after 5 s idle.
@@ -23,15 +27,52 @@ const MAX_IDLE: usize = 64;
 /// far below this; anything bigger is a broken worker, not a transcript.
 const MAX_REPLY_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Multipart fields for whisper-server's `POST /inference`.
-#[derive(Debug, Clone, Default)]
+/// whisper-server's `POST /inference` form, encoded once as `multipart/form-data` (RFC 7578),
+/// the file part first. The audio is written straight into the body that is sent, and a
+/// retry sends the same bytes.
+#[derive(Debug, Clone)]
 pub struct InferenceForm {
-    pub audio: Vec<u8>,
-    pub file_name: String,
-    /// The other fields, in order, as whisper-server names them (`response_format`,
-    /// `language`, ...). Values are checked before they get here: whisper-server answers a
-    /// malformed number with a 500.
-    pub fields: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+    boundary: String,
+}
+
+impl InferenceForm {
+    /// The form of a file `audio_len` bytes long, which `write_audio` appends to the body
+    /// (again, in the rare case its bytes hold the boundary), and of `fields`, in order, as
+    /// whisper-server names them (`response_format`, `language`, ...). Values are checked
+    /// before they get here: whisper-server answers a malformed number with a 500.
+    pub fn new(
+        file_name: &str,
+        fields: &[(&'static str, String)],
+        audio_len: usize,
+        write_audio: impl Fn(&mut Vec<u8>),
+    ) -> InferenceForm {
+        // The usual fixed prefix plus a counter bumped until the boundary is absent from the
+        // audio (in practice the first try).
+        (0u32..)
+            .find_map(|n| {
+                let boundary = format!("----inference-server-manager-{n:08x}");
+                let mut body = Vec::with_capacity(audio_len + 256 + 64 * fields.len());
+                write_file_head(&mut body, &boundary, file_name);
+                let audio_starts = body.len();
+                write_audio(&mut body);
+                let clash =
+                    crate::http::multipart::find(&body[audio_starts..], boundary.as_bytes());
+                clash.is_none().then(|| {
+                    write_fields(&mut body, &boundary, fields);
+                    InferenceForm { body, boundary }
+                })
+            })
+            .expect("some boundary is absent")
+    }
+
+    pub fn content_type(&self) -> String {
+        format!("multipart/form-data; boundary={}", self.boundary)
+    }
+
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
 }
 
 /// What the worker answered, whatever the status.
@@ -80,8 +121,32 @@ fn agent() -> &'static ureq::Agent {
             .max_idle_age(IDLE_REUSE)
             .max_idle_connections(MAX_IDLE)
             .build();
-        ureq::Agent::new_with_config(config)
+        ureq::Agent::with_parts(config, DefaultConnector::default(), IpLiteral)
     })
+}
+
+/// Workers are called at `127.0.0.1`: the address is in the URL, and nothing is looked up.
+/// ureq's own resolver runs every lookup under a deadline on a thread of its own, so with a
+/// timeout set (always, here) each worker call spawned a thread, even for an IP address and
+/// a pooled connection.
+#[derive(Debug)]
+struct IpLiteral;
+
+impl Resolver for IpLiteral {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        _: &ureq::config::Config,
+        _: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let ip = uri.host().and_then(|host| host.parse::<IpAddr>().ok());
+        let (Some(ip), Some(port)) = (ip, uri.port_u16()) else {
+            return Err(ureq::Error::HostNotFound);
+        };
+        let mut addresses = self.empty();
+        addresses.push(SocketAddr::new(ip, port));
+        Ok(addresses)
+    }
 }
 
 fn classify(error: ureq::Error) -> CallError {
@@ -121,18 +186,13 @@ pub fn inference(
     form: &InferenceForm,
     timeout: Duration,
 ) -> Result<WorkerReply, CallError> {
-    let boundary = boundary_for(&form.audio);
-    let body = multipart_body(form, &boundary);
     let mut response = agent()
         .post(format!("http://127.0.0.1:{port}/inference"))
         .config()
         .timeout_global(Some(timeout))
         .build()
-        .header(
-            "Content-Type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .send(&body[..])
+        .header("Content-Type", form.content_type())
+        .send(form.body())
         .map_err(classify)?;
     let status = response.status().as_u16();
     let content_type = response
@@ -155,35 +215,27 @@ pub fn inference(
     })
 }
 
-/// A boundary that does not occur in the audio: the usual fixed prefix plus a counter bumped
-/// until it is absent (in practice the first try).
-fn boundary_for(audio: &[u8]) -> String {
-    (0u32..)
-        .map(|n| format!("----inference-server-manager-{n:08x}"))
-        .find(|b| crate::http::multipart::find(audio, b.as_bytes()).is_none())
-        .expect("some boundary is absent")
-}
-
-/// Encodes the form as `multipart/form-data` (RFC 7578), the file part first.
-pub fn multipart_body(form: &InferenceForm, boundary: &str) -> Vec<u8> {
-    let mut body = Vec::with_capacity(form.audio.len() + 512);
+/// The opening boundary and the headers of the file part.
+fn write_file_head(body: &mut Vec<u8>, boundary: &str, file_name: &str) {
     body.extend_from_slice(
         format!(
             "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{}\"\r\n\
              Content-Type: application/octet-stream\r\n\r\n",
-            form.file_name.replace(['"', '\r', '\n'], "_")
+            file_name.replace(['"', '\r', '\n'], "_")
         )
         .as_bytes(),
     );
-    body.extend_from_slice(&form.audio);
+}
+
+/// The end of the file part, the text fields and the closing boundary.
+fn write_fields(body: &mut Vec<u8>, boundary: &str, fields: &[(&'static str, String)]) {
     body.extend_from_slice(b"\r\n");
-    for (name, value) in &form.fields {
+    for (name, value) in fields {
         body.extend_from_slice(
             format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes(),
         );
     }
     body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    body
 }
 
 #[cfg(test)]
@@ -192,20 +244,24 @@ mod tests {
 
     #[test]
     fn multipart_round_trips_through_the_parser() {
-        let form = InferenceForm {
-            audio: b"RIFF\x00\x01binary\r\n--not-a-boundary".to_vec(),
-            file_name: "a\"b.wav".into(),
-            fields: vec![
-                ("response_format", "verbose_json".into()),
-                ("language", "en".into()),
-                ("temperature", "0.2".into()),
-            ],
-        };
-        let boundary = boundary_for(&form.audio);
-        let body = multipart_body(&form, &boundary);
-        let parts = crate::http::multipart::parse(&body, &boundary).unwrap();
+        let audio = b"RIFF\x00\x01binary\r\n--not-a-boundary".to_vec();
+        let fields = [
+            ("response_format", "verbose_json".into()),
+            ("language", "en".into()),
+            ("temperature", "0.2".into()),
+        ];
+        let form = InferenceForm::new("a\"b.wav", &fields, audio.len(), |body| {
+            body.extend_from_slice(&audio)
+        });
+        let boundary = form
+            .content_type()
+            .split_once("boundary=")
+            .unwrap()
+            .1
+            .to_string();
+        let parts = crate::http::multipart::parse(form.body(), &boundary).unwrap();
         let file = parts.iter().find(|p| p.name == "file").unwrap();
-        assert_eq!(file.data, form.audio);
+        assert_eq!(file.data, audio);
         assert_eq!(file.file_name.as_deref(), Some("a_b.wav"));
         let text = |n: &str| {
             parts
@@ -220,11 +276,27 @@ mod tests {
     }
 
     #[test]
+    fn worker_addresses_are_taken_from_the_url() {
+        let resolve = |url: &str| {
+            let uri: ureq::http::Uri = url.parse().unwrap();
+            let config = ureq::config::Config::default();
+            IpLiteral.resolve(&uri, &config, NextTimeout::default())
+        };
+        let addresses = resolve("http://127.0.0.1:39000/inference").unwrap();
+        assert_eq!(addresses.len(), 1);
+        assert_eq!(addresses[0], SocketAddr::from(([127, 0, 0, 1], 39000)));
+        assert!(resolve("http://localhost:39000/").is_err());
+    }
+
+    #[test]
     fn boundary_avoids_the_payload() {
         let audio = b"xx----inference-server-manager-00000000yy".to_vec();
+        let form = InferenceForm::new("a.wav", &[], audio.len(), |body| {
+            body.extend_from_slice(&audio)
+        });
         assert_eq!(
-            boundary_for(&audio),
-            "----inference-server-manager-00000001"
+            form.content_type(),
+            "multipart/form-data; boundary=----inference-server-manager-00000001"
         );
     }
 }

@@ -138,7 +138,7 @@ impl Pool {
                 ),
             });
         }
-        let ticket = state.enqueue(model, group);
+        let (ticket, wake) = state.enqueue(model, group);
         let queue_give_up = if deadline.patient {
             lease_by
         } else {
@@ -151,7 +151,7 @@ impl Pool {
                     state.dequeue(ticket);
                     state.served(group);
                     // The next in line may find another idle worker.
-                    self.notify_changed();
+                    state.wake_next();
                     return Ok(lease);
                 }
             }
@@ -159,7 +159,7 @@ impl Pool {
             let dead = !state.has_live_worker(model);
             if now >= give_up_at || dead {
                 state.dequeue(ticket);
-                self.notify_changed();
+                state.wake_next();
                 return Err(if dead {
                     ApiError::NoHealthyWorkers {
                         retry_after: state.next_spawn_in(model, now),
@@ -177,8 +177,7 @@ impl Pool {
                 });
             }
             let wait = give_up_at.saturating_duration_since(now).min(QUEUE_RECHECK);
-            state = self
-                .changed
+            state = wake
                 .wait_timeout(state, wait)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
@@ -187,9 +186,14 @@ impl Pool {
 
     /// Returns a leased worker and wakes whoever can use what changed.
     fn release(&self, lease: &Lease, outcome: Outcome) {
-        let needs_monitor = self.lock().finish(lease, outcome, Instant::now());
-        self.notify_changed();
+        let needs_monitor = {
+            let mut state = self.lock();
+            let needs_monitor = state.finish(lease, outcome, Instant::now());
+            state.wake_next();
+            needs_monitor
+        };
         if needs_monitor {
+            self.notify_changed();
             self.wake_monitor();
         }
     }

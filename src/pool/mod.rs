@@ -85,7 +85,8 @@ pub enum MonitorEvent {
 /// The pool as the rest of the service sees it.
 pub struct Pool {
     state: Mutex<PoolState>,
-    /// Signalled whenever a worker may have become idle or the pool changed, for the queue.
+    /// Signalled whenever the pool changed, for `wait_until` (a model load). Calls waiting
+    /// in the queue each sleep on a condition variable of their own (`PoolState::enqueue`).
     changed: Condvar,
     pub config: PoolConfig,
     monitor: Sender<MonitorEvent>,
@@ -150,8 +151,11 @@ impl Pool {
         }
     }
 
-    /// Wakes the request threads waiting in the queue.
+    /// Wakes every call waiting in the queue and every `wait_until`, after a change other
+    /// than a worker given back (`PoolState::wake_next` covers that). Never called with the
+    /// lock held.
     fn notify_changed(&self) {
+        self.lock().wake_all();
         self.changed.notify_all();
     }
 

@@ -323,20 +323,19 @@ type ProbeResults = Vec<(Probe, Result<(), CallError>)>;
 fn probe_in_parallel(probes: Vec<Probe>, timeout: Duration) -> Receiver<ProbeResults> {
     let (tx, rx) = std::sync::mpsc::channel();
     let round = move || {
+        let mut probes = probes;
+        // The round's own thread probes the last worker, rather than wait idle for the others:
+        // a thread fewer per round, which is most of what an idle service costs.
+        let last = probes.pop();
         let results = std::thread::scope(|scope| {
             let probing: Vec<_> = probes
                 .into_iter()
-                .map(|probe| {
-                    scope.spawn(move || {
-                        let result = client::health(probe.port, timeout);
-                        (probe, result)
-                    })
-                })
+                .map(|probe| scope.spawn(move || probe_one(probe, timeout)))
                 .collect();
-            probing
-                .into_iter()
-                .filter_map(|p| p.join().ok())
-                .collect::<Vec<_>>()
+            let last = last.map(|probe| probe_one(probe, timeout));
+            let mut results: Vec<_> = probing.into_iter().filter_map(|p| p.join().ok()).collect();
+            results.extend(last);
+            results
         });
         let _ = tx.send(results);
     };
@@ -347,6 +346,11 @@ fn probe_in_parallel(probes: Vec<Probe>, timeout: Duration) -> Receiver<ProbeRes
         log::warn!("cannot start a probe round: {e}");
     }
     rx
+}
+
+fn probe_one(probe: Probe, timeout: Duration) -> (Probe, Result<(), CallError>) {
+    let result = client::health(probe.port, timeout);
+    (probe, result)
 }
 
 /// The answers of a round that has finished, leaving `None` for the next one; `None` while it

@@ -153,6 +153,18 @@ impl From<IoError> for Message {
     }
 }
 
+/// PATCHED: reports a panic of the accept thread as an error to `recv`.
+struct ReportPanic(Arc<MessagesQueue<Message>>);
+
+impl Drop for ReportPanic {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            self.0
+                .push(IoError::new(IoErrorKind::Other, "the accept thread panicked").into());
+        }
+    }
+}
+
 impl From<Request> for Message {
     fn from(rq: Request) -> Message {
         Message::NewRequest(rq)
@@ -286,6 +298,11 @@ impl Server {
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
         thread::spawn(move || {
+            // PATCHED: a panic here (cloning an accepted socket when the fd table is full,
+            // spawning a connection thread past the thread limit) ended this thread silently
+            // upstream: the port stayed closed and `recv` blocked forever. It is now reported
+            // as an error from `recv`, like a failed accept.
+            let _report_panic = ReportPanic(inside_messages.clone());
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
 
@@ -338,6 +355,14 @@ impl Server {
                         }));
                     }
 
+                    // PATCHED: an accept that times out (the listener's `SO_RCVTIMEO`, which
+                    // the manager sets so that accepted sockets inherit it) is no error: no
+                    // client came. Upstream ended the accept thread on it.
+                    Err(e)
+                        if matches!(e.kind(), IoErrorKind::WouldBlock | IoErrorKind::TimedOut) =>
+                    {
+                        continue
+                    }
                     Err(e) => {
                         log::error!("Error accepting new client: {}", e);
                         inside_messages.push(e.into());

@@ -69,7 +69,13 @@ impl TaskPool {
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
         let mut queue = self.sharing.todo.lock().unwrap();
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
+        // PATCHED: a waiting thread counts as idle until it wakes and takes the lock, so the
+        // tasks already queued for waiting threads that have not woken yet are subtracted:
+        // upstream compared `waiting_tasks` with 0, and a burst of connections arriving
+        // before the idle threads woke was queued whole behind them, each connection waiting
+        // until a thread finished a whole keep-alive connection (a stall of seconds).
+        // `waiting_tasks` only changes under this lock, so the comparison is exact.
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) <= queue.len() {
             self.add_thread(Some(code));
         } else {
             queue.push_back(code);

@@ -1,0 +1,445 @@
+//! Section 7 of the benchmark, the request path under wrk (issue #15): requests/s, p50, p99
+//! and max latency at 4 and 16 connections, the manager's CPU per request, its idle CPU, and
+//! nginx round-robin over workers fast enough that the proxy is the bottleneck.
+//!
+//! Everything is measured side by side, in one run, interleaved round by round, so load from
+//! the rest of the machine hits every row alike. Each connection count gets a fresh manager,
+//! so the max latency includes what a burst of new connections costs a fresh one.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::support::*;
+use super::{multipart, verdict, worker_ports};
+
+/// Length of each wrk run.
+const RUN_SECONDS: u64 = 5;
+/// Rounds of each row; the median round is reported, with the range.
+const ROUNDS: usize = 3;
+
+/// The original Bun/Elysia service's figures on this machine (issue #15's table; it is not
+/// installed here, so it is not run): req/s at 4 and 16 connections, the midpoints of the
+/// ranges measured. The target is 1.3x these.
+const BUN_RPS: [(usize, f64); 2] = [(4, 3_690.0), (16, 5_085.0)];
+
+/// What whisper-server answers, fixed: the fast worker's whole reply.
+const FIXED_ANSWER: &str = r#"{"task":"transcribe","language":"english","duration":1.0,"text":" stub","segments":[{"id":0,"seek":0,"start":0.0,"end":1.0,"text":" stub","tokens":[1],"temperature":0.0,"avg_logprob":-0.1,"compression_ratio":1.0,"no_speech_prob":0.01,"words":[]}]}"#;
+
+/// One wrk run.
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    requests: u64,
+    /// wrk's socket errors (connect, read, write, timeout) summed: a timeout is a request
+    /// unanswered within wrk's 2 s.
+    socket_errors: u64,
+}
+
+/// A request wrk repeats.
+struct Post {
+    url: String,
+    /// The Lua script that sets wrk's method, headers and body.
+    script: String,
+}
+
+impl Post {
+    fn new(scratch: &Path, name: &str, url: String, content_type: &str, body: &[u8]) -> Post {
+        let body_file = scratch.join(format!("{name}.body"));
+        std::fs::write(&body_file, body).unwrap();
+        let script = scratch.join(format!("{name}.lua"));
+        std::fs::write(
+            &script,
+            format!(
+                "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"{content_type}\"\n\
+                 local f = io.open(\"{}\", \"rb\")\nwrk.body = f:read(\"*a\")\nf:close()\n",
+                body_file.display()
+            ),
+        )
+        .unwrap();
+        Post {
+            url,
+            script: script.display().to_string(),
+        }
+    }
+
+    /// wrk with `connections` connections on 2 threads for `RUN_SECONDS`.
+    fn run(&self, connections: usize) -> Run {
+        let output = Command::new("wrk")
+            .args(["-t2", "--latency", "-s", &self.script])
+            .arg(format!("-c{connections}"))
+            .arg(format!("-d{RUN_SECONDS}s"))
+            .arg(&self.url)
+            .output()
+            .expect("wrk runs");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            !text.contains("Non-2xx"),
+            "{} answered errors under wrk:\n{text}",
+            self.url
+        );
+        parse_wrk(&text)
+    }
+}
+
+/// The figures of wrk's `--latency` report.
+fn parse_wrk(text: &str) -> Run {
+    let words = |prefix: &str| -> Vec<String> {
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .map(|l| l.split_whitespace().map(String::from).collect())
+            .unwrap_or_default()
+    };
+    let ms = |w: Option<&String>| w.map_or(f64::NAN, |w| duration_ms(w));
+    Run {
+        rps: words("Requests/sec:")
+            .get(1)
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(f64::NAN),
+        p50_ms: ms(words("50%").get(1)),
+        p99_ms: ms(words("99%").get(1)),
+        max_ms: ms(words("Latency").get(3)),
+        requests: text
+            .lines()
+            .find(|l| l.contains(" requests in "))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0),
+        socket_errors: words("Socket errors:")
+            .iter()
+            .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
+            .sum(),
+    }
+}
+
+/// `310.52us`, `1.02ms`, `1.50s` in milliseconds.
+fn duration_ms(word: &str) -> f64 {
+    let split = word
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(word.len());
+    let (number, unit) = word.split_at(split);
+    let number: f64 = number.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => number / 1000.0,
+        "ms" => number,
+        "s" => number * 1000.0,
+        "m" => number * 60_000.0,
+        _ => f64::NAN,
+    }
+}
+
+/// CPU seconds `pid` has used, all its threads, from `/proc/PID/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => (user + system) / clock_ticks(),
+        _ => f64::NAN,
+    }
+}
+
+/// `USER_HZ`, the unit of `/proc/PID/stat`'s times.
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Runs `post` and says how many CPU milliseconds `pid` spent per request meanwhile.
+fn run_measuring_cpu(post: &Post, connections: usize, pid: u32) -> (Run, f64) {
+    let before = cpu_seconds(pid);
+    let run = post.run(connections);
+    let cpu_ms = (cpu_seconds(pid) - before) * 1000.0 / run.requests.max(1) as f64;
+    (run, cpu_ms)
+}
+
+fn installed(program: &str, version_flag: &str) -> bool {
+    Command::new(program)
+        .arg(version_flag)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// The median run by req/s, and the range of each figure over the runs.
+struct Summary {
+    median: Run,
+    rps: (f64, f64),
+    p99: (f64, f64),
+    max: (f64, f64),
+    socket_errors: u64,
+}
+
+fn summarize(mut runs: Vec<Run>) -> Summary {
+    let range = |f: fn(&Run) -> f64| {
+        runs.iter()
+            .map(f)
+            .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)))
+    };
+    let (rps, p99, max) = (range(|r| r.rps), range(|r| r.p99_ms), range(|r| r.max_ms));
+    let socket_errors = runs.iter().map(|r| r.socket_errors).sum();
+    runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    Summary {
+        median: runs[runs.len() / 2],
+        rps,
+        p99,
+        max,
+        socket_errors,
+    }
+}
+
+fn row(name: &str, s: &Summary) {
+    let m = &s.median;
+    println!(
+        "| {name:<40} | {:>7.0} ({:.0}-{:.0}) | {:>6.2} | {:>6.2} ({:.2}-{:.2}) | {:>7.1} ({:.1}-{:.1}) |",
+        m.rps, s.rps.0, s.rps.1, m.p50_ms, m.p99_ms, s.p99.0, s.p99.1, m.max_ms, s.max.0, s.max.1
+    );
+    if s.socket_errors > 0 {
+        println!(
+            "|   (wrk counted {} socket errors or timeouts over 2 s) | | | | |",
+            s.socket_errors
+        );
+    }
+}
+
+fn table_head() {
+    println!(
+        "| {:<40} | req/s (range) | p50 ms | p99 ms (range) | max ms (range) |",
+        "path"
+    );
+    println!("|---|---|---|---|---|");
+}
+
+/// The manager with a pool of 2 stub workers answering at once (or `command`'s workers), with
+/// the default 1024 request threads.
+fn fresh_manager(command: Option<&Path>) -> Manager {
+    let mut setup = Setup::new()
+        .pool(2)
+        .set("server", "threads", json!(1024))
+        .set("workers", "rotateThreshold", json!(1_000_000_000u64))
+        .set("inference", "maxConcurrentInferences", json!(64))
+        .env("LOG_LEVEL", "info");
+    if let Some(command) = command {
+        setup = setup
+            .set("workers", "startupTimeoutMs", json!(10_000))
+            .env("WHISPER_SERVER_CMD", command.to_str().unwrap());
+    }
+    let manager = setup.start();
+    manager.wait_healthy(2);
+    manager
+}
+
+pub fn request_path() {
+    println!(
+        "\n## 7. Request path (wrk, 2 threads, {ROUNDS} rounds of {RUN_SECONDS} s interleaved, median and range; 1 s WAV, pool of 2)\n"
+    );
+    if !installed("wrk", "--version") {
+        return println!("| not measured: wrk is not installed (apt-get install wrk) |");
+    }
+    let scratch = TempDir::new("wrk");
+    let audio = wav(16_000, 1);
+    let json_body = transcription(&audio).to_string().into_bytes();
+    let (form_type, form_body) = multipart(&audio, "json");
+    let mut cpu_rows = Vec::new();
+    for connections in [4, 16] {
+        let manager = fresh_manager(None);
+        let pid = manager.child.id();
+        let worker = worker_ports(&manager)[0];
+        let posts = [
+            Post::new(
+                &scratch.0,
+                "direct",
+                format!("http://127.0.0.1:{worker}/inference"),
+                &form_type,
+                &form_body,
+            ),
+            Post::new(
+                &scratch.0,
+                "json",
+                manager.url("/api/v1/transcriptions"),
+                "application/json",
+                &json_body,
+            ),
+            Post::new(
+                &scratch.0,
+                "multipart",
+                manager.url("/v1/audio/transcriptions"),
+                &form_type,
+                &form_body,
+            ),
+        ];
+        let mut runs: [Vec<Run>; 3] = Default::default();
+        let mut cpu_ms = Vec::new();
+        // The manager first, while it is fresh: its max latency includes the burst of new
+        // connections.
+        for _ in 0..ROUNDS {
+            for (i, post) in posts.iter().enumerate().rev() {
+                let (run, cpu) = run_measuring_cpu(post, connections, pid);
+                runs[i].push(run);
+                if i == 1 {
+                    cpu_ms.push(cpu);
+                }
+            }
+        }
+        let [direct, json, multipart] = runs.map(summarize);
+        println!("\n{connections} connections:\n");
+        table_head();
+        row("straight to a worker (stub)", &direct);
+        row("manager /api/v1/transcriptions (JSON)", &json);
+        row("manager /v1/audio/transcriptions (multipart)", &multipart);
+        if let Some((_, bun)) = BUN_RPS.iter().find(|(c, _)| *c == connections) {
+            let ratio = json.median.rps / bun;
+            println!(
+                "\nJSON route over the Bun original's {bun:.0} req/s (issue #15's table, not run here): {ratio:.2}x (target >= 1.3: {})",
+                verdict(ratio >= 1.3)
+            );
+        }
+        if connections == 16 {
+            let max = json.max.1.max(multipart.max.1);
+            println!(
+                "max latency, fresh manager, 16 connections: {max:.1} ms (target < 50 ms: {})",
+                verdict(max < 50.0)
+            );
+        }
+        cpu_rows.push((connections, cpu_ms));
+    }
+    println!("\nmanager CPU per request, JSON route (from /proc/PID/stat over each run):");
+    for (connections, cpu) in &cpu_rows {
+        let (lo, hi) = cpu
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+        println!(
+            "  {connections} connections: {lo:.3}-{hi:.3} ms (target < 0.15 ms: {})",
+            verdict(hi < 0.15)
+        );
+    }
+    idle_cpu();
+    nginx_with_fast_workers(&scratch.0, &json_body);
+}
+
+/// The manager's CPU while nothing happens, over 20 s after 5 s of quiet, with the default
+/// health and audit intervals (the tests' own are much shorter).
+fn idle_cpu() {
+    const QUIET: Duration = Duration::from_secs(5);
+    const MEASURED: Duration = Duration::from_secs(20);
+    let manager = Setup::new()
+        .pool(2)
+        .set("server", "threads", json!(1024))
+        .set("workers", "healthIntervalMs", json!(5000))
+        .set("workers", "healthTimeoutMs", json!(2000))
+        .set("workers", "auditIntervalMs", json!(30_000))
+        .start();
+    manager.wait_healthy(2);
+    std::thread::sleep(QUIET);
+    let before = cpu_seconds(manager.child.id());
+    std::thread::sleep(MEASURED);
+    let share = (cpu_seconds(manager.child.id()) - before) / MEASURED.as_secs_f64() * 100.0;
+    println!(
+        "\nidle CPU (pool of 2, 1024 request threads, health every 5 s, {} s): {share:.3}% of a core (target < 0.1%: {})",
+        MEASURED.as_secs(),
+        verdict(share < 0.1)
+    );
+}
+
+/// A whisper-server stand-in: nginx answering `/inference` with `FIXED_ANSWER` on the port the
+/// manager gives, so the worker costs next to nothing and the proxy in front is what is
+/// measured. Returns the script the manager runs as its worker command.
+fn fast_worker(scratch: &Path) -> std::path::PathBuf {
+    let d = scratch.display();
+    let script = scratch.join("fast-worker.sh");
+    let conf = format!(
+        "master_process off; worker_processes 1; error_log stderr; pid {d}/fast-$port.pid; events {{ worker_connections 1024; }}\n\
+         http {{ access_log off; client_body_temp_path {d}/fast-body; proxy_temp_path {d}/fast-proxy;\n\
+         fastcgi_temp_path {d}/fast-f; uwsgi_temp_path {d}/fast-u; scgi_temp_path {d}/fast-s;\n\
+         keepalive_requests 100000000; default_type application/json;\n\
+         server {{ listen 127.0.0.1:$port; location /health {{ return 200 '{{\"status\":\"ok\"}}'; }}\n\
+         location / {{ return 200 '{FIXED_ANSWER}'; }} }} }}\n"
+    );
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n# nginx answering fixed JSON on the --port it is given (see fast_worker)\n\
+             while [ $# -gt 0 ]; do [ \"$1\" = --port ] && port=$2; shift; done\n\
+             cat > {d}/fast-$port.conf <<EOF\n{conf}EOF\n\
+             exec nginx -p {d} -c {d}/fast-$port.conf -g 'daemon off;'\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+/// nginx round-robin (its default configuration, as in section 1) and the manager over the
+/// same two fast workers.
+fn nginx_with_fast_workers(scratch: &Path, json_body: &[u8]) {
+    const CONNECTIONS: usize = 16;
+    println!("\nnginx round-robin against the manager over the same 2 fast workers (nginx answering fixed JSON), {CONNECTIONS} connections:\n");
+    if !installed("nginx", "-v") {
+        return println!("| not measured: nginx is not installed (apt-get install nginx-light) |");
+    }
+    let manager = fresh_manager(Some(&fast_worker(scratch)));
+    let workers = worker_ports(&manager);
+    let proxy_dir = TempDir::new("nginx-rr");
+    let Some((_nginx, port)) = super::start_nginx(&proxy_dir, &workers) else {
+        return println!("| not measured: nginx did not start |");
+    };
+    let audio = wav(16_000, 1);
+    let (form_type, form_body) = multipart(&audio, "json");
+    let posts = [
+        Post::new(
+            scratch,
+            "fast-nginx",
+            format!("http://127.0.0.1:{port}/inference"),
+            &form_type,
+            &form_body,
+        ),
+        Post::new(
+            scratch,
+            "fast-multipart",
+            manager.url("/v1/audio/transcriptions"),
+            &form_type,
+            &form_body,
+        ),
+        Post::new(
+            scratch,
+            "fast-json",
+            manager.url("/api/v1/transcriptions"),
+            "application/json",
+            json_body,
+        ),
+    ];
+    let mut runs: [Vec<Run>; 3] = Default::default();
+    for _ in 0..ROUNDS {
+        for (i, post) in posts.iter().enumerate() {
+            runs[i].push(post.run(CONNECTIONS));
+        }
+    }
+    let [nginx, multipart, json] = runs.map(summarize);
+    table_head();
+    row("nginx round-robin", &nginx);
+    row("manager multipart", &multipart);
+    row("manager JSON", &json);
+    let ratio = multipart.median.rps / nginx.median.rps;
+    println!(
+        "\nmanager/nginx req/s (multipart): {ratio:.2} (target >= 0.8: {}); JSON: {:.2}",
+        verdict(ratio >= 0.8),
+        json.median.rps / nginx.median.rps
+    );
+}

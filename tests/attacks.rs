@@ -139,7 +139,9 @@ fn stalled_uploads_are_cut_off_and_starve_nobody() {
     // Sized as the defaults are: a thread per connection.
     let manager = Setup::new()
         .set("server", "threads", json!(1024))
-        .set("server", "readTimeoutMs", json!(3000))
+        // Long enough that all 500 are parked at once even on a loaded machine (accepting them
+        // and starting their threads took over 3 s there), short enough to wait for.
+        .set("server", "readTimeoutMs", json!(8000))
         .set("server", "requestTimeoutMs", json!(60_000))
         .start();
     manager.wait_healthy(2);
@@ -178,7 +180,7 @@ fn stalled_uploads_are_cut_off_and_starve_nobody() {
     let per_thread = (parked.rss_kb.saturating_sub(before.rss_kb)) as f64
         / (parked.threads - before.threads) as f64;
     report(&format!(
-        "500 stalled uploads: a normal transcription in {normal:?}; {timed_out} cut off with 408 at the 3 s deadline; \
+        "500 stalled uploads: a normal transcription in {normal:?}; {timed_out} cut off with 408 at the 8 s deadline; \
          threads {} -> {} -> {}, fds {} -> {} -> {}, RSS {} kB -> {} kB ({per_thread:.1} kB per parked thread)",
         before.threads, parked.threads, after.threads, before.fds, parked.fds, after.fds, before.rss_kb, parked.rss_kb
     ));

@@ -128,7 +128,11 @@ fn rotation_under_steady_traffic_loses_nothing() {
         .max()
         .unwrap();
     assert!(generation >= 10, "{ids:?}");
-    assert!(manager.log_text().matches("drained; stopping it").count() >= 8);
+    // The last rotations may still be draining when the load ends.
+    let drained = wait_for(SOON, || {
+        (manager.log_text().matches("drained; stopping it").count() >= 8).then_some(())
+    });
+    assert!(drained.is_some(), "{}", manager.log_text());
 }
 
 #[test]

@@ -25,6 +25,12 @@ use super::{MonitorEvent, Pool};
 /// loopback connect, so 50 ms costs nothing measurable and keeps failover quick.
 const TICK: Duration = Duration::from_millis(50);
 
+/// The monitor's sleep while the pool is settled (`PoolState::settled`: every worker healthy,
+/// no slot to fill) and nothing is under way: then only the health and audit schedules and
+/// events need it, and an exit is an event (the worker's output closes, see
+/// `process::spawn`). An idle service thus wakes the monitor once a second, not twenty times.
+const SETTLED_TICK: Duration = Duration::from_secs(1);
+
 /// Readiness probes of a starting worker are refused in microseconds until it binds; this caps
 /// a probe that hangs on a half-started process.
 const STARTUP_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -64,12 +70,27 @@ impl Monitor {
     fn run(&mut self, events: &Receiver<MonitorEvent>) {
         loop {
             self.tick();
-            match events.recv_timeout(TICK) {
+            match events.recv_timeout(self.next_sleep()) {
                 Ok(MonitorEvent::Wake) | Err(RecvTimeoutError::Timeout) => {}
                 Ok(MonitorEvent::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
             }
         }
         self.stop_all();
+    }
+
+    /// `TICK` while anything is under way, else until the next health round or audit, at
+    /// most `SETTLED_TICK`.
+    fn next_sleep(&self) -> Duration {
+        let under_way = self.health.is_some()
+            || self.readiness.is_some()
+            || self.processes.values().any(|p| p.kill_at.is_some())
+            || !self.pool.lock().settled();
+        if under_way {
+            return TICK;
+        }
+        let now = Instant::now();
+        let due = self.next_health.min(self.next_audit);
+        due.saturating_duration_since(now).clamp(TICK, SETTLED_TICK)
     }
 
     fn tick(&mut self) {
@@ -249,6 +270,7 @@ impl Monitor {
             model_path,
             &config.log_dir,
             &config.pid_dir,
+            &self.pool.monitor,
         ) {
             Ok(p) => p,
             Err(why) => {

@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -222,13 +223,15 @@ fn signal_group(pid: u32, signal: Signal) {
 }
 
 /// Spawns the worker in its own process group with output pumped into its log file, and
-/// writes its pid record.
+/// writes its pid record. `on_exit` hears `MonitorEvent::Wake` when the worker's output
+/// closes, which is when it exits (or closes both streams), so the monitor need not poll.
 pub fn spawn(
     command: &WorkerCommand,
     port: u16,
     model_path: Option<&str>,
     log_dir: &Path,
     pid_dir: &Path,
+    on_exit: &Sender<super::MonitorEvent>,
 ) -> Result<WorkerProcess, SpawnError> {
     let log = WorkerLog::open(log_dir, port).map_err(|source| SpawnError::Log {
         dir: log_dir.to_path_buf(),
@@ -250,10 +253,10 @@ pub fn spawn(
     })?;
     let log = Arc::new(Mutex::new(log));
     if let Some(out) = child.stdout.take() {
-        pump(out, "stdout", Arc::clone(&log));
+        pump(out, "stdout", Arc::clone(&log), on_exit.clone());
     }
     if let Some(err) = child.stderr.take() {
-        pump(err, "stderr", log);
+        pump(err, "stderr", log, on_exit.clone());
     }
     let pid_record = pid_dir.join(format!("worker-{port}.pid"));
     write_pid_record(&pid_record, child.id(), &command.program)
@@ -341,8 +344,14 @@ impl WorkerLog {
     }
 }
 
-/// Copies `stream` line by line into the log until the process closes it.
-fn pump(stream: impl Read + Send + 'static, name: &'static str, log: Arc<Mutex<WorkerLog>>) {
+/// Copies `stream` line by line into the log until the process closes it, then tells
+/// `on_close`.
+fn pump(
+    stream: impl Read + Send + 'static,
+    name: &'static str,
+    log: Arc<Mutex<WorkerLog>>,
+    on_close: Sender<super::MonitorEvent>,
+) {
     let spawned = std::thread::Builder::new()
         .name(format!("log-{name}"))
         .spawn(move || {
@@ -351,7 +360,10 @@ fn pump(stream: impl Read + Send + 'static, name: &'static str, log: Arc<Mutex<W
             loop {
                 line.clear();
                 match reader.read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => return,
+                    Ok(0) | Err(_) => {
+                        let _ = on_close.send(super::MonitorEvent::Wake);
+                        return;
+                    }
                     Ok(_) => {
                         let text = String::from_utf8_lossy(&line);
                         let mut log = log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

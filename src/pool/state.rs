@@ -736,6 +736,21 @@ impl PoolState {
         self.workers.retain(|w| w.id != id);
     }
 
+    /// Whether the monitor has nothing to watch but its schedules and events: every worker
+    /// healthy and every active slot served, with no rotation or recycling due.
+    pub fn settled(&self) -> bool {
+        self.workers
+            .iter()
+            .all(|w| w.state == WorkerState::Healthy && w.is_primary())
+            && self.slots.iter().enumerate().all(|(slot, s)| {
+                !s.active
+                    || self
+                        .workers
+                        .iter()
+                        .any(|w| w.slot == slot && w.is_primary())
+            })
+    }
+
     /// Active slots with no primary worker whose backoff has elapsed: the monitor spawns for
     /// these.
     pub fn slots_to_fill(&self, now: Instant) -> Vec<usize> {
@@ -1006,6 +1021,17 @@ mod tests {
         assert!(p.take_idle("").is_none(), "both healthy workers are busy");
         p.finish(&a, Outcome::Completed, Instant::now());
         assert_eq!(p.take_idle("").unwrap().port, 40000);
+    }
+
+    #[test]
+    fn settled_only_when_every_worker_is_healthy_and_every_slot_served() {
+        assert!(pool(&[WorkerState::Healthy, WorkerState::Healthy]).settled());
+        assert!(!pool(&[WorkerState::Healthy, WorkerState::Starting]).settled());
+        assert!(!pool(&[WorkerState::Unhealthy]).settled());
+        let mut p = pool(&[WorkerState::Healthy]);
+        let id = p.take_idle("").unwrap().worker_id;
+        p.fail(&id, Instant::now());
+        assert!(!p.settled(), "a failed worker's slot is to be filled");
     }
 
     #[test]

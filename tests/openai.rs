@@ -236,12 +236,7 @@ fn oversized_uploads_and_bad_keys_get_openai_errors_too() {
     assert_eq!(upload(&manager, form(&wav(100, 1), &[]), &auth).status, 200);
     let models = request("GET", &manager.url("/v1/models"), &auth, None).json();
     assert_eq!(models["object"], "list");
-    let ids: Vec<&str> = models["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids = model_ids(&models);
     assert_eq!(
         ids,
         [
@@ -403,12 +398,7 @@ fn aliases_name_models_and_are_listed() {
         (Some("house-model"), Some("model"))
     );
     let listed = manager.get("/v1/models").json();
-    let ids: Vec<&str> = listed["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids = model_ids(&listed);
     assert_eq!(
         ids,
         [
@@ -522,24 +512,27 @@ fn the_openai_python_sdk_works_unchanged() {
     let audio = wav(16_000, 8);
     let audio_path = scratch.0.join("speech.wav");
     std::fs::write(&audio_path, &audio).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/openai_sdk.py");
-    let output = std::process::Command::new("python3")
-        .args([
-            script,
-            &manager.url(""),
-            "sk-sdk",
-            audio_path.to_str().unwrap(),
-            &stub_text(&audio),
+    run_client(
+        "openai_sdk.py",
+        [
+            manager.url(""),
+            "sk-sdk".into(),
+            audio_path.to_str().unwrap().into(),
+            stub_text(&audio),
             // The stub marks what it was asked to translate.
-            &format!("english: {}", stub_text(&audio)),
-            "200000",
-        ])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+            format!("english: {}", stub_text(&audio)),
+            "200000".into(),
+        ],
+    )
+    .unwrap_or_else(|failure| panic!("{failure}"));
+}
+
+/// The ids of a `GET /v1/models` answer, in its order.
+fn model_ids(list: &Value) -> Vec<&str> {
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect()
 }

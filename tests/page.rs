@@ -4,7 +4,6 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use serde_json::json;
 use support::*;
@@ -84,24 +83,22 @@ fn the_page_records_uploads_streams_and_watches_the_pool_in_chromium() {
 
     let screenshots = screenshot_dir();
     std::fs::create_dir_all(&screenshots).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/page.py");
-    let output = Command::new("python3")
-        .arg(script)
-        .args(["--url", &manager.url("/")])
-        .args(["--keyed-url", &keyed.url("/"), "--key", "page-test-key"])
-        .arg("--jfk")
-        .arg(dir.join("jfk.wav"))
-        .arg("--screenshots")
-        .arg(&screenshots)
-        .output()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}");
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}\n--- manager log ---\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        manager.log_text()
-    );
+    let report = run_client(
+        "page.py",
+        [
+            "--url".into(),
+            manager.url("/"),
+            "--keyed-url".into(),
+            keyed.url("/"),
+            "--key".into(),
+            "page-test-key".into(),
+            "--jfk".into(),
+            dir.join("jfk.wav").display().to_string(),
+            "--screenshots".into(),
+            screenshots.display().to_string(),
+        ],
+    )
+    .unwrap_or_else(|failure| panic!("{failure}\n--- manager log ---\n{}", manager.log_text()));
+    println!("{report}");
     println!("screenshots: {}", screenshots.display());
 }

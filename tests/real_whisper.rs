@@ -236,20 +236,13 @@ fn the_openai_sdk_works_against_real_workers() {
         .to_string();
     assert!(wer(JFK, &expected) <= 0.05, "{expected}");
     let translated = if base.is_file() { "your country" } else { "" };
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/openai_sdk.py");
-    let output = Command::new("python3")
-        .arg(script)
-        .args([&manager.url(""), "sk-real"])
-        .arg(&jfk_path)
-        .args([expected.as_str(), translated, "2000000"])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let url = manager.url("");
+    let jfk_arg = jfk_path.to_str().unwrap();
+    run_client(
+        "openai_sdk.py",
+        [&url, "sk-real", jfk_arg, &expected, translated, "2000000"],
+    )
+    .unwrap_or_else(|failure| panic!("{failure}"));
 }
 
 #[test]

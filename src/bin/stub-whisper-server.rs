@@ -456,7 +456,9 @@ fn format_reply(format: &str, text: &str, language: &str, duration: f64, transla
     }
 }
 
-/// `HH:MM:SS,mmm` (SRT) or `HH:MM:SS.mmm` (VTT).
+/// `HH:MM:SS,mmm` (SRT) or `HH:MM:SS.mmm` (VTT). Written here again rather than taken from
+/// the manager's `engine::transcript`: the stub stands in for whisper-server, and sharing the
+/// code under test would let a bug in it pass through both sides unseen.
 fn timestamp(seconds: f64, separator: char) -> String {
     let ms = (seconds * 1000.0).round() as u64;
     format!(

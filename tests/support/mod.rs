@@ -9,7 +9,8 @@
 //! - [`multipart`]: `multipart/form-data` bodies ([`Form`]).
 //! - [`load`]: many clients at once ([`spread`]) and background loops stopped by a drop guard
 //!   ([`Background`]), so a failed assertion fails the test instead of hanging it.
-//! - [`process`]: a helper program (haproxy, a worker started by hand) stopped on drop.
+//! - [`process`]: a helper program (haproxy, a worker started by hand) stopped on drop, and
+//!   the Python clients of `tests/clients/` run to their end ([`run_client`]).
 //! - [`procfs`]: a process's open files, threads and resident memory, from `/proc`.
 //! - [`needs`]: what an `#[ignore]`d test needs from outside cargo; it fails, naming what is
 //!   missing, when run without it.

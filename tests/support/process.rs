@@ -102,3 +102,30 @@ pub fn direct_whisper_server(dir: &std::path::Path, threads: usize) -> (Spawned,
     );
     (worker, port)
 }
+
+/// Runs the Python client `tests/clients/<script>` with `args` to its end: its standard output
+/// when it exits 0, else both of its outputs, to fail the test with.
+pub fn run_client<I, S>(script: &str, args: I) -> Result<String, String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(script);
+    let output = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if output.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "{script} failed ({}):\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}

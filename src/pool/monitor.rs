@@ -78,8 +78,8 @@ impl Monitor {
     /// whatever needs the monitor arrives as an event: a worker's exit (its output closes,
     /// see `process::spawn`), a failed request or a due rotation (`Pool::release`), a model
     /// load or unload, the end of a health round (`probe_in_parallel`). An idle service thus
-    /// wakes it once per health round and once more for the round's answers: each wake costs
-    /// about as much CPU as the work it does (measured, README "Benchmarks").
+    /// wakes it twice per health round, to start it and to read its answers: on a virtual
+    /// machine a wake-up costs more CPU than the look itself (README "Benchmarks").
     fn next_sleep(&self) -> Duration {
         let under_way = self.readiness.is_some()
             || self.processes.values().any(|p| p.kill_at.is_some())

@@ -160,17 +160,22 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// Times the threads of `pid` were switched in, all of them, from `/proc/PID/task/*/schedstat`
-/// (its third field). A thread that ends meanwhile takes its count with it; none does under wrk.
-fn context_switches(pid: u32) -> u64 {
+/// A field of `/proc/PID/task/*/schedstat` summed over the threads of `pid`: 0, the CPU
+/// nanoseconds they ran (finer than `/proc/PID/stat`'s clock ticks); 2, the times they were
+/// switched in. A thread that ends meanwhile takes its share with it; none does under wrk.
+fn threads_schedstat(pid: u32, field: usize) -> f64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
+        return f64::NAN;
     };
     tasks
         .flatten()
         .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|stat| stat.split_whitespace().nth(2)?.parse::<u64>().ok())
+        .filter_map(|stat| stat.split_whitespace().nth(field)?.parse::<f64>().ok())
         .sum()
+}
+
+fn context_switches(pid: u32) -> f64 {
+    threads_schedstat(pid, 2)
 }
 
 /// CPU milliseconds and context switches per request.
@@ -187,7 +192,7 @@ fn run_measuring_cpu(post: &Post, connections: usize, pid: u32) -> (Run, Cost) {
     let requests = run.requests.max(1) as f64;
     let cost = Cost {
         cpu_ms: (cpu_seconds(pid) - cpu) * 1000.0 / requests,
-        switches: (context_switches(pid) - switches) as f64 / requests,
+        switches: (context_switches(pid) - switches) / requests,
     };
     (run, cost)
 }
@@ -208,28 +213,15 @@ fn hand_off_us() -> f64 {
             }
         }
     });
-    let before = threads_cpu_ns(std::process::id());
+    let before = threads_schedstat(std::process::id(), 0);
     for token in 0..ROUND_TRIPS {
         to_echo.send(token).unwrap();
         back.recv().unwrap();
     }
-    let spent = threads_cpu_ns(std::process::id()) - before;
+    let spent = threads_schedstat(std::process::id(), 0) - before;
     drop(to_echo);
     echo.join().unwrap();
     spent / 1000.0 / f64::from(2 * ROUND_TRIPS)
-}
-
-/// CPU nanoseconds of every thread of `pid`, from `/proc/PID/task/*/schedstat` (its first
-/// field), finer than `/proc/PID/stat`'s clock ticks.
-fn threads_cpu_ns(pid: u32) -> f64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return f64::NAN;
-    };
-    tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|stat| stat.split_whitespace().next()?.parse::<f64>().ok())
-        .sum()
 }
 
 fn installed(program: &str, version_flag: &str) -> bool {

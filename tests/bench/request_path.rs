@@ -411,6 +411,8 @@ fn idle_cpu() {
         .set("workers", "healthIntervalMs", json!(5000))
         .set("workers", "healthTimeoutMs", json!(2000))
         .set("workers", "auditIntervalMs", json!(30_000))
+        // The default level (the tests log at debug, a line per probe round and audit).
+        .env("LOG_LEVEL", "info")
         .start();
     manager.wait_healthy(2);
     std::thread::sleep(QUIET);

@@ -113,16 +113,36 @@ impl std::error::Error for CallError {
     }
 }
 
+/// The agent for `/inference`, with ureq's default 128 KiB buffers per connection.
 fn agent() -> &'static ureq::Agent {
     static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
+    AGENT.get_or_init(|| new_agent(ureq::Agent::config_builder()))
+}
+
+/// The agent for `/health`, with connections of its own. Probes come every
+/// `healthIntervalMs` (5 s by default, longer than `IDLE_REUSE`), so each opens a connection,
+/// and ureq's default buffers (128 KiB each way, zeroed) were a third of what an idle service
+/// spent. The answer is a line of JSON.
+fn health_agent() -> &'static ureq::Agent {
+    const HEALTH_BUFFER: usize = 4096;
+    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
     AGENT.get_or_init(|| {
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_idle_age(IDLE_REUSE)
-            .max_idle_connections(MAX_IDLE)
-            .build();
-        ureq::Agent::with_parts(config, DefaultConnector::default(), IpLiteral)
+        new_agent(
+            ureq::Agent::config_builder()
+                .input_buffer_size(HEALTH_BUFFER)
+                .output_buffer_size(HEALTH_BUFFER)
+                .max_response_header_size(HEALTH_BUFFER),
+        )
     })
+}
+
+fn new_agent(config: ureq::config::ConfigBuilder<ureq::typestate::AgentScope>) -> ureq::Agent {
+    let config = config
+        .http_status_as_error(false)
+        .max_idle_age(IDLE_REUSE)
+        .max_idle_connections(MAX_IDLE)
+        .build();
+    ureq::Agent::with_parts(config, DefaultConnector::default(), IpLiteral)
 }
 
 /// Workers are called at `127.0.0.1`: the address is in the URL, and nothing is looked up.
@@ -164,7 +184,7 @@ fn classify(error: ureq::Error) -> CallError {
 
 /// `GET /health` within `timeout`; `Ok` only for a 2xx.
 pub fn health(port: u16, timeout: Duration) -> Result<(), CallError> {
-    let response = agent()
+    let response = health_agent()
         .get(format!("http://127.0.0.1:{port}/health"))
         .config()
         .timeout_global(Some(timeout))

@@ -10,7 +10,7 @@
 //! an HTTP call.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -24,12 +24,6 @@ use super::{MonitorEvent, Pool};
 /// is noticed. Each tick is a few `waitpid(WNOHANG)` calls and, for starting workers, a
 /// loopback connect, so 50 ms costs nothing measurable and keeps failover quick.
 const TICK: Duration = Duration::from_millis(50);
-
-/// The monitor's sleep while the pool is settled (`PoolState::settled`: every worker healthy,
-/// no slot to fill) and nothing is under way: then only the health and audit schedules and
-/// events need it, and an exit is an event (the worker's output closes, see
-/// `process::spawn`). An idle service thus wakes the monitor once a second, not twenty times.
-const SETTLED_TICK: Duration = Duration::from_secs(1);
 
 /// Readiness probes of a starting worker are refused in microseconds until it binds; this caps
 /// a probe that hangs on a half-started process.
@@ -78,19 +72,23 @@ impl Monitor {
         self.stop_all();
     }
 
-    /// `TICK` while anything is under way, else until the next health round or audit, at
-    /// most `SETTLED_TICK`.
+    /// `TICK` while anything is under way, else until the next health round or audit.
+    ///
+    /// While the pool is settled (`PoolState::settled`: every worker healthy, no slot to fill)
+    /// whatever needs the monitor arrives as an event: a worker's exit (its output closes,
+    /// see `process::spawn`), a failed request or a due rotation (`Pool::release`), a model
+    /// load or unload, the end of a health round (`probe_in_parallel`). An idle service thus
+    /// wakes it twice per health round, to start it and to read its answers: on a virtual
+    /// machine a wake-up costs more CPU than the look itself (README "Benchmarks").
     fn next_sleep(&self) -> Duration {
-        let under_way = self.health.is_some()
-            || self.readiness.is_some()
+        let under_way = self.readiness.is_some()
             || self.processes.values().any(|p| p.kill_at.is_some())
             || !self.pool.lock().settled();
         if under_way {
             return TICK;
         }
-        let now = Instant::now();
         let due = self.next_health.min(self.next_audit);
-        due.saturating_duration_since(now).clamp(TICK, SETTLED_TICK)
+        due.saturating_duration_since(Instant::now()).max(TICK)
     }
 
     fn tick(&mut self) {
@@ -169,7 +167,7 @@ impl Monitor {
         if self.readiness.is_none() && !starting.is_empty() {
             let probe_timeout =
                 STARTUP_PROBE_TIMEOUT.min(self.pool.config.workers.health_timeout());
-            self.readiness = Some(probe_in_parallel(starting, probe_timeout));
+            self.readiness = Some(probe_in_parallel(starting, probe_timeout, self.waker()));
         }
     }
 
@@ -205,7 +203,7 @@ impl Monitor {
         if due && self.health.is_none() {
             let running = self.pool.lock().running();
             let timeout = self.pool.config.workers.health_timeout();
-            self.health = Some(probe_in_parallel(running, timeout));
+            self.health = Some(probe_in_parallel(running, timeout, self.waker()));
         }
     }
 
@@ -321,6 +319,11 @@ impl Monitor {
         }
     }
 
+    /// What a probe round sends when its answers are in, so the monitor need not poll for them.
+    fn waker(&self) -> Sender<MonitorEvent> {
+        self.pool.monitor.clone()
+    }
+
     /// Shutdown: SIGTERM every worker, SIGKILL after `STOP_GRACE`, wait until all are reaped.
     fn stop_all(&mut self) {
         self.pool.lock().shut_down();
@@ -341,8 +344,12 @@ impl Monitor {
 type ProbeResults = Vec<(Probe, Result<(), CallError>)>;
 
 /// Probes every worker of `probes` at once, each on a short-lived thread, and delivers all the
-/// answers together when the slowest is in (at most `timeout` later).
-fn probe_in_parallel(probes: Vec<Probe>, timeout: Duration) -> Receiver<ProbeResults> {
+/// answers together when the slowest is in (at most `timeout` later), waking the monitor.
+fn probe_in_parallel(
+    probes: Vec<Probe>,
+    timeout: Duration,
+    monitor: Sender<MonitorEvent>,
+) -> Receiver<ProbeResults> {
     let (tx, rx) = std::sync::mpsc::channel();
     let round = move || {
         let mut probes = probes;
@@ -360,6 +367,7 @@ fn probe_in_parallel(probes: Vec<Probe>, timeout: Duration) -> Receiver<ProbeRes
             results
         });
         let _ = tx.send(results);
+        let _ = monitor.send(MonitorEvent::Wake);
     };
     if let Err(e) = std::thread::Builder::new()
         .name("probe".into())

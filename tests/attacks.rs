@@ -135,6 +135,53 @@ fn unread_bodies_never_hold_up_an_answer() {
 }
 
 #[test]
+fn a_client_that_never_waits_for_answers_queues_one_request() {
+    // Workers that take a second; one connection writes 300 transcriptions of 58 KB each
+    // (17 MB) without reading an answer. Each short body is read with its head, but the next
+    // request is queued only once the one before it is answered: the rest wait in the
+    // socket's buffers, not in the manager's memory.
+    let manager = Setup::new().stub(&["--delay-ms", "1000"]).start();
+    manager.wait_healthy(2);
+    let pid = manager.child.id();
+    let before = usage(pid);
+    let body = transcription(&wav(22_000, 5)).to_string();
+    assert!(body.len() < 64 * 1024);
+    let one = format!(
+        "POST /api/v1/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = connect_with(manager.port, b"");
+    stream
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    // For 4 s, or until the socket's buffers are full for a second (about 70 requests here).
+    // A manager reading them as they come would hold all 300, 17 MB.
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < 300
+        && started.elapsed() < Duration::from_secs(4)
+        && stream.write_all(one.as_bytes()).is_ok()
+    {
+        sent += 1;
+    }
+    let during = usage(pid);
+    report(&format!(
+        "pipelined 58 KB transcriptions, never read: {sent} written in {:?}; RSS {} kB -> {} kB",
+        started.elapsed(),
+        before.rss_kb,
+        during.rss_kb
+    ));
+    assert!(
+        during.rss_kb < before.rss_kb + 8 * 1024,
+        "RSS {} kB -> {} kB",
+        before.rss_kb,
+        during.rss_kb
+    );
+    drop(stream);
+    assert_serving(&manager);
+}
+
+#[test]
 fn stalled_uploads_are_cut_off_and_starve_nobody() {
     // Sized as the defaults are: a thread per connection.
     let manager = Setup::new()

@@ -347,8 +347,21 @@ impl Server {
                                         receiver.recv().unwrap();
                                     }
                                 } else {
+                                    // PATCHED: a request is queued once the one before it is
+                                    // answered. Its head, and a short body that has arrived
+                                    // (`request::read_arrived_body`), are read meanwhile, but
+                                    // a client sending requests without waiting for answers
+                                    // cannot fill the queue. Upstream queued each as read.
+                                    let (answered, wait) = mpsc::channel();
+                                    let mut previous = false;
                                     for rq in client {
+                                        if previous {
+                                            // Cannot fail: `answered` is alive.
+                                            let _ = wait.recv();
+                                        }
+                                        let rq = rq.with_notify_sender(answered.clone());
                                         messages.push(rq.into());
+                                        previous = true;
                                     }
                                 }
                             }

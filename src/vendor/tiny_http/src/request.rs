@@ -96,7 +96,8 @@ impl<R: Write> Write for NotifyOnDrop<R> {
 }
 impl<R> Drop for NotifyOnDrop<R> {
     fn drop(&mut self) {
-        self.sender.send(()).unwrap();
+        // PATCHED: the connection's thread may be gone (its client left): nobody to tell.
+        self.sender.send(()).ok();
     }
 }
 
@@ -121,6 +122,52 @@ impl From<IoError> for RequestCreationError {
 /// After the request line and headers have been read from the socket, a new `Request` object
 /// is built.
 ///
+/// PATCHED: the longest body `new_request` reads what has arrived of (see `read_arrived_body`).
+pub const IN_MEMORY_BODY: usize = 64 * 1024;
+
+/// PATCHED: a request's source that can say what has already arrived.
+pub trait ReadArrived: Read {
+    /// Reads into `buf` what has already arrived, without waiting: `None` when nothing has,
+    /// `Some(0)` at the end of the stream.
+    fn read_arrived(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>>;
+}
+
+impl ReadArrived for &[u8] {
+    fn read_arrived(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        self.read(buf).map(Some)
+    }
+}
+
+/// PATCHED: a body of `length` bytes (at most `IN_MEMORY_BODY`): as much of it as has already
+/// arrived is read now, on the connection's thread, and the rest is left to whoever reads the
+/// request. When all of it is here, as it is when a client sends a short request in one go,
+/// the connection's thread goes on to the next request at once; upstream, it slept until a
+/// request thread had read the body and handed the socket back, a sleep and a wake-up more per
+/// request. Nothing is waited for: a body that has not arrived reaches the handler as before,
+/// which may answer without reading it. (Upstream also waited here for the whole of a body up
+/// to 1 KiB, so one that never came held the connection and got no answer.)
+fn read_arrived_body<R>(mut source: R, length: usize) -> Box<dyn Read + Send + 'static>
+where
+    R: ReadArrived + Send + 'static,
+{
+    let mut body = vec![0; length];
+    let mut arrived = 0;
+    while arrived < length {
+        match source.read_arrived(&mut body[arrived..]) {
+            Ok(Some(n)) if n > 0 => arrived += n,
+            // Nothing more yet, the end, or an error: the reader below meets the last two.
+            _ => break,
+        }
+    }
+    if arrived == length {
+        return Box::new(Cursor::new(body));
+    }
+    body.truncate(arrived);
+    body.shrink_to_fit();
+    let (rest, _) = EqualReader::new(source, length - arrived);
+    Box::new(Cursor::new(body).chain(FusedReader::new(rest)))
+}
+
 /// You must pass a `Read` that will allow the `Request` object to read from the incoming data.
 /// It is the responsibility of the `Request` to read only the data of the request and not further.
 ///
@@ -137,7 +184,7 @@ pub fn new_request<R, W>(
     writer: W,
 ) -> Result<Request, RequestCreationError>
 where
-    R: Read + Send + 'static,
+    R: ReadArrived + Send + 'static,
     W: Write + Send + 'static,
 {
     // finding the transfer-encoding header
@@ -191,26 +238,10 @@ where
     } else if let Some(content_length) = content_length {
         if content_length == 0 {
             Box::new(io::empty()) as Box<dyn Read + Send + 'static>
-        } else if content_length <= 1024 && !expects_continue {
-            // if the content-length is small enough, we just read everything into a buffer
-
-            let mut buffer = vec![0; content_length];
-            let mut offset = 0;
-
-            while offset != content_length {
-                let read = source_data.read(&mut buffer[offset..])?;
-                if read == 0 {
-                    // the socket returned EOF, but we were before the expected content-length
-                    // aborting
-                    let info = "Connection has been closed before we received enough data";
-                    let err = IoError::new(ErrorKind::ConnectionAborted, info);
-                    return Err(RequestCreationError::CreationIoError(err));
-                }
-
-                offset += read;
-            }
-
-            Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
+        } else if content_length <= IN_MEMORY_BODY && !expects_continue {
+            // PATCHED: what has arrived of a body up to 64 KiB; upstream waited for all of a
+            // body up to 1 KiB
+            read_arrived_body(source_data, content_length)
         } else {
             let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
             Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
@@ -435,7 +466,7 @@ impl Request {
     {
         let res = self.respond_impl(response);
         if let Some(sender) = self.notify_when_responded.take() {
-            sender.send(()).unwrap();
+            sender.send(()).ok(); // PATCHED: see `NotifyOnDrop`
         }
         res
     }
@@ -491,7 +522,7 @@ impl Drop for Request {
             let response = Response::empty(500);
             let _ = self.respond_impl(response); // ignoring any potential error
             if let Some(sender) = self.notify_when_responded.take() {
-                sender.send(()).unwrap();
+                sender.send(()).ok(); // PATCHED: see `NotifyOnDrop`
             }
         }
     }

@@ -199,11 +199,40 @@ fn a_short_body_that_stops_gets_408_with_the_reason() {
 }
 
 #[test]
+fn a_short_body_sent_in_two_parts_arrives_whole() {
+    let manager = Setup::new().start();
+    manager.wait_healthy(2);
+    // The first half comes with the head and is read with it; the second, 300 ms later, is
+    // read by the request thread after it.
+    let audio = wav(8000, 31);
+    let body = transcription(&audio).to_string();
+    assert!(body.len() < 64 * 1024);
+    let (first, second) = body.as_bytes().split_at(body.len() / 2);
+    let head = format!(
+        "POST /api/v1/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut stream = connect_with(manager.port, &[head.as_bytes(), first].concat());
+    std::thread::sleep(Duration::from_millis(300));
+    stream.write_all(second).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut stream, &mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains(&format!("\"text\":\"{}\"", stub_text(&audio))),
+        "{answer}"
+    );
+}
+
+#[test]
 fn pipelined_requests_are_answered_in_order() {
     let manager = Setup::new().start();
     manager.wait_healthy(2);
-    // Three transcriptions and a health check in one write: each is queued once the one
-    // before it is answered, and the answers come back in order.
+    // Three transcriptions and a health check in one write: read ahead at most one at a
+    // time, and answered in order.
     let audio: Vec<Vec<u8>> = (0..3u16)
         .map(|i| wav(300 + 100 * u32::from(i), 20 + i))
         .collect();

@@ -74,6 +74,9 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // PATCHED: see `Request::body_in_memory`
+    body_in_memory: bool,
 }
 
 struct NotifyOnDrop<R> {
@@ -117,11 +120,6 @@ impl From<IoError> for RequestCreationError {
     }
 }
 
-/// Builds a new request.
-///
-/// After the request line and headers have been read from the socket, a new `Request` object
-/// is built.
-///
 /// PATCHED: the longest body `new_request` reads what has arrived of (see `read_arrived_body`).
 pub const IN_MEMORY_BODY: usize = 64 * 1024;
 
@@ -146,28 +144,55 @@ impl ReadArrived for &[u8] {
 /// request. Nothing is waited for: a body that has not arrived reaches the handler as before,
 /// which may answer without reading it. (Upstream also waited here for the whole of a body up
 /// to 1 KiB, so one that never came held the connection and got no answer.)
-fn read_arrived_body<R>(mut source: R, length: usize) -> Box<dyn Read + Send + 'static>
+fn read_arrived_body<R>(mut source: R, length: usize) -> (Box<dyn Read + Send + 'static>, bool)
 where
     R: ReadArrived + Send + 'static,
 {
     let mut body = vec![0; length];
     let mut arrived = 0;
+    let mut failed = None;
     while arrived < length {
         match source.read_arrived(&mut body[arrived..]) {
             Ok(Some(n)) if n > 0 => arrived += n,
-            // Nothing more yet, the end, or an error: the reader below meets the last two.
-            _ => break,
+            // Nothing more yet, or the end: the reader below waits, or meets the end.
+            Ok(_) => break,
+            // Kept for whoever reads the body: a socket reports a reset only once.
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
         }
     }
     if arrived == length {
-        return Box::new(Cursor::new(body));
+        return (Box::new(Cursor::new(body)), true);
     }
     body.truncate(arrived);
     body.shrink_to_fit();
+    let arrived_part = Cursor::new(body);
+    if let Some(e) = failed {
+        return (Box::new(arrived_part.chain(Failed(Some(e)))), false);
+    }
     let (rest, _) = EqualReader::new(source, length - arrived);
-    Box::new(Cursor::new(body).chain(FusedReader::new(rest)))
+    (
+        Box::new(arrived_part.chain(FusedReader::new(rest))),
+        false,
+    )
 }
 
+/// PATCHED: a reader that fails once with the error it holds, then reads nothing.
+struct Failed(Option<IoError>);
+
+impl Read for Failed {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        self.0.take().map_or(Ok(0), Err)
+    }
+}
+
+/// Builds a new request.
+///
+/// After the request line and headers have been read from the socket, a new `Request` object
+/// is built.
+///
 /// You must pass a `Read` that will allow the `Request` object to read from the incoming data.
 /// It is the responsibility of the `Request` to read only the data of the request and not further.
 ///
@@ -232,8 +257,12 @@ where
 
     // we wrap `source_data` around a reading whose nature depends on the transfer-encoding and
     // content-length headers
+    // PATCHED: whether the whole body is in memory (or there is none), so that nobody
+    // waits for the client when the request is answered without reading it.
+    let mut body_in_memory = true;
     let reader = if connection_upgrade {
         // if we have a `Connection: upgrade`, always keeping the whole reader
+        body_in_memory = false;
         Box::new(source_data) as Box<dyn Read + Send + 'static>
     } else if let Some(content_length) = content_length {
         if content_length == 0 {
@@ -241,14 +270,18 @@ where
         } else if content_length <= IN_MEMORY_BODY && !expects_continue {
             // PATCHED: what has arrived of a body up to 64 KiB; upstream waited for all of a
             // body up to 1 KiB
-            read_arrived_body(source_data, content_length)
+            let (reader, whole) = read_arrived_body(source_data, content_length);
+            body_in_memory = whole;
+            reader
         } else {
+            body_in_memory = false;
             let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
             Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
         }
     } else if transfer_encoding.is_some() {
         // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
         // over the message (RFC2616 #3.6)
+        body_in_memory = false;
         Box::new(FusedReader::new(Decoder::new(source_data))) as Box<dyn Read + Send + 'static>
     } else {
         // if we have neither a Content-Length nor a Transfer-Encoding,
@@ -269,10 +302,20 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        body_in_memory,
     })
 }
 
 impl Request {
+    /// PATCHED: true when the whole body is in memory, or there is none: answering without
+    /// reading it waits for nothing from the client. Otherwise the rest of the body is read
+    /// (and dropped) from the socket when the request is answered, so the connection can
+    /// carry the next request.
+    #[inline]
+    pub fn body_in_memory(&self) -> bool {
+        self.body_in_memory
+    }
+
     /// Returns true if the request was made through HTTPS.
     #[inline]
     pub fn secure(&self) -> bool {

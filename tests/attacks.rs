@@ -89,49 +89,96 @@ fn huge_declared_bodies_leak_nothing() {
 
 #[test]
 fn unread_bodies_never_hold_up_an_answer() {
-    // 16 request threads; 192 sockets announce 5000-byte bodies nobody will read, and never
-    // send them.
+    // 16 request threads; 192 sockets announce bodies nobody will read, and never send them:
+    // 5000 bytes, and 1000 (short enough to be read with the head, had it come).
     let key = "k-attack";
     let manager = Setup::new()
         .set("server", "apiKeys", json!([key]))
         .set("server", "readTimeoutMs", json!(30_000))
         .start();
     manager.wait_healthy_with_key(2, key);
-    let mut idle: Vec<TcpStream> = (0..128)
-        .map(|_| {
-            connect_with(
-                manager.port,
-                b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n",
-            )
-        })
-        .collect();
-    idle.extend((0..64).map(|_| {
-        connect_with(
-            manager.port,
-            b"POST /api/models/a/load HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n",
-        )
-    }));
-    // Every one of them is answered without its body.
-    let mut answered = 0;
-    for stream in &mut idle {
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut head = [0u8; 12];
-        if stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 ") {
-            answered += 1;
+    for declared in [5000, 1000] {
+        let head = |line: &str| {
+            format!("{line} HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n")
+        };
+        // GETs need no work permit, so only draining off the request threads protects them.
+        let mut idle: Vec<TcpStream> =
+            (0..64)
+                .map(|_| connect_with(manager.port, head("GET /health").as_bytes()))
+                .chain((0..64).map(|_| connect_with(manager.port, head("POST /health").as_bytes())))
+                .chain((0..64).map(|_| {
+                    connect_with(manager.port, head("POST /api/models/a/load").as_bytes())
+                }))
+                .collect();
+        // Every one of them is answered without its body.
+        let mut answered = 0;
+        for stream in &mut idle {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut head = [0u8; 12];
+            if stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 ") {
+                answered += 1;
+            }
         }
+        let started = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(manager.get("/health").status, 200);
+        }
+        let health = started.elapsed();
+        report(&format!(
+            "192 unread {declared}-byte bodies: {answered} answered without their body; 5 x /health in {health:?}"
+        ));
+        assert_eq!(answered, 192, "{declared}");
+        assert!(health < Duration::from_secs(5), "{declared}: {health:?}");
     }
+}
+
+#[test]
+fn a_client_that_never_reads_its_answers_fills_its_socket_not_our_memory() {
+    // Workers that take a second; one connection writes 300 transcriptions of 58 KB each
+    // (17 MB) without reading an answer. A short body is read with its head, but a connection
+    // has at most two requests in the server, one answered and one queued, and the next is
+    // read once one is answered: the rest wait in the socket's buffers, not in our memory.
+    let manager = Setup::new().stub(&["--delay-ms", "1000"]).start();
+    manager.wait_healthy(2);
+    let pid = manager.child.id();
+    let before = usage(pid);
+    let body = transcription(&wav(22_000, 5)).to_string();
+    assert!(body.len() < 64 * 1024);
+    let one = format!(
+        "POST /api/v1/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = connect_with(manager.port, b"");
+    stream
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    // For 4 s, or until the socket's buffers are full for a second (about 70 requests here).
+    // A manager reading them as they come would hold all 300, 17 MB.
     let started = Instant::now();
-    for _ in 0..5 {
-        assert_eq!(manager.get("/health").status, 200);
+    let mut sent = 0;
+    while sent < 300
+        && started.elapsed() < Duration::from_secs(4)
+        && stream.write_all(one.as_bytes()).is_ok()
+    {
+        sent += 1;
     }
-    let health = started.elapsed();
+    let during = usage(pid);
     report(&format!(
-        "192 unread 5000-byte bodies: {answered} answered without their body; 5 x /health in {health:?}"
+        "pipelined 58 KB transcriptions, never read: {sent} written in {:?}; RSS {} kB -> {} kB",
+        started.elapsed(),
+        before.rss_kb,
+        during.rss_kb
     ));
-    assert_eq!(answered, 192);
-    assert!(health < Duration::from_secs(5), "{health:?}");
+    assert!(
+        during.rss_kb < before.rss_kb + 8 * 1024,
+        "RSS {} kB -> {} kB",
+        before.rss_kb,
+        during.rss_kb
+    );
+    drop(stream);
+    assert_serving(&manager);
 }
 
 #[test]

@@ -500,7 +500,9 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) {
     };
     let status = handled.reply.status;
     let response = to_tiny(handled.reply, &shared.config.common, &request_id);
-    let unread_body = !body_read && (declared.is_some_and(|n| n > 1024) || is_chunked(&request));
+    // A body tiny_http holds whole (short, and arrived with its head) costs nothing to drop;
+    // any other unread body is drained off this thread, since it may never come.
+    let unread_body = !body_read && !request.body_in_memory();
     if unread_body {
         refuse_unread(request, response, shared);
     } else if let Err(e) = request.respond(response) {
@@ -508,10 +510,6 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) {
     }
     drop(permit);
     answered(handled.label, status);
-}
-
-fn is_chunked(request: &tiny_http::Request) -> bool {
-    header_value(request, "Transfer-Encoding").is_some()
 }
 
 /// Answers a request whose body was not read, and leaves the drain tiny_http does on drop (it

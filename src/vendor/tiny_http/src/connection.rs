@@ -103,6 +103,32 @@ impl Connection {
         }
     }
 }
+impl Connection {
+    /// PATCHED: reads what has already arrived, never waiting: `recv` with `MSG_DONTWAIT`,
+    /// which leaves the socket's blocking mode alone (the write half, a clone of this socket,
+    /// may be writing a response on another thread). `None` when nothing has arrived.
+    #[cfg(unix)]
+    pub(crate) fn read_arrived(&self, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+        use nix::errno::Errno;
+        use nix::sys::socket::{recv, MsgFlags};
+        use std::os::unix::io::AsRawFd;
+        let fd = match self {
+            Self::Tcp(s) => s.as_raw_fd(),
+            Self::Unix(s) => s.as_raw_fd(),
+        };
+        match recv(fd, buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(n) => Ok(Some(n)),
+            Err(Errno::EAGAIN | Errno::EINTR) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    #[cfg(not(unix))]
+    pub(crate) fn read_arrived(&self, _: &mut [u8]) -> std::io::Result<Option<usize>> {
+        Ok(None)
+    }
+}
+
 impl From<TcpStream> for Connection {
     fn from(s: TcpStream) -> Self {
         Self::Tcp(s)

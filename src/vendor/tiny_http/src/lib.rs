@@ -336,6 +336,7 @@ impl Server {
                 match new_client {
                     Ok(client) => {
                         let messages = inside_messages.clone();
+                        let closed = inside_close_trigger.clone();
                         let mut client = Some(client);
                         tasks_pool.spawn(Box::new(move || {
                             if let Some(client) = client.take() {
@@ -347,8 +348,33 @@ impl Server {
                                         receiver.recv().unwrap();
                                     }
                                 } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
+                                    // PATCHED: a connection has at most two requests in the
+                                    // server, one answered or being answered and one queued;
+                                    // the next is read once one of them is answered. Upstream
+                                    // read and queued requests as they came, and with short
+                                    // bodies read with their heads (`request::
+                                    // read_arrived_body`) a client that never reads its
+                                    // answers could fill the queue.
+                                    let (answered, answers) = mpsc::channel();
+                                    let mut unanswered = 0;
+                                    let mut client = client;
+                                    loop {
+                                        while answers.try_recv().is_ok() {
+                                            unanswered -= 1;
+                                        }
+                                        while unanswered > 1 {
+                                            // (`answered` lives here: the wait only times out.)
+                                            match answers.recv_timeout(Duration::from_secs(1)) {
+                                                Ok(()) => unanswered -= 1,
+                                                // A server dropped with requests queued never
+                                                // answers them.
+                                                Err(_) if closed.load(Relaxed) => return,
+                                                Err(_) => {}
+                                            }
+                                        }
+                                        let Some(rq) = client.next() else { break };
+                                        messages.push(rq.with_notify_sender(answered.clone()).into());
+                                        unanswered += 1;
                                     }
                                 }
                             }

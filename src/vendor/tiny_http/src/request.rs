@@ -74,6 +74,9 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // PATCHED: see `Request::body_in_memory`
+    body_in_memory: bool,
 }
 
 struct NotifyOnDrop<R> {
@@ -96,7 +99,8 @@ impl<R: Write> Write for NotifyOnDrop<R> {
 }
 impl<R> Drop for NotifyOnDrop<R> {
     fn drop(&mut self) {
-        self.sender.send(()).unwrap();
+        // PATCHED: the connection's thread may be gone (its client left): nobody to tell.
+        self.sender.send(()).ok();
     }
 }
 
@@ -113,6 +117,74 @@ pub enum RequestCreationError {
 impl From<IoError> for RequestCreationError {
     fn from(err: IoError) -> RequestCreationError {
         RequestCreationError::CreationIoError(err)
+    }
+}
+
+/// PATCHED: the longest body `new_request` reads what has arrived of (see `read_arrived_body`).
+pub const IN_MEMORY_BODY: usize = 64 * 1024;
+
+/// PATCHED: a request's source that can say what has already arrived.
+pub trait ReadArrived: Read {
+    /// Reads into `buf` what has already arrived, without waiting: `None` when nothing has,
+    /// `Some(0)` at the end of the stream.
+    fn read_arrived(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>>;
+}
+
+impl ReadArrived for &[u8] {
+    fn read_arrived(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        self.read(buf).map(Some)
+    }
+}
+
+/// PATCHED: a body of `length` bytes (at most `IN_MEMORY_BODY`): as much of it as has already
+/// arrived is read now, on the connection's thread, and the rest is left to whoever reads the
+/// request. When all of it is here, as it is when a client sends a short request in one go,
+/// the connection's thread goes on to the next request at once; upstream, it slept until a
+/// request thread had read the body and handed the socket back, a sleep and a wake-up more per
+/// request. Nothing is waited for: a body that has not arrived reaches the handler as before,
+/// which may answer without reading it. (Upstream also waited here for the whole of a body up
+/// to 1 KiB, so one that never came held the connection and got no answer.)
+fn read_arrived_body<R>(mut source: R, length: usize) -> (Box<dyn Read + Send + 'static>, bool)
+where
+    R: ReadArrived + Send + 'static,
+{
+    let mut body = vec![0; length];
+    let mut arrived = 0;
+    let mut failed = None;
+    while arrived < length {
+        match source.read_arrived(&mut body[arrived..]) {
+            Ok(Some(n)) if n > 0 => arrived += n,
+            // Nothing more yet, or the end: the reader below waits, or meets the end.
+            Ok(_) => break,
+            // Kept for whoever reads the body: a socket reports a reset only once.
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    if arrived == length {
+        return (Box::new(Cursor::new(body)), true);
+    }
+    body.truncate(arrived);
+    body.shrink_to_fit();
+    let arrived_part = Cursor::new(body);
+    if let Some(e) = failed {
+        return (Box::new(arrived_part.chain(Failed(Some(e)))), false);
+    }
+    let (rest, _) = EqualReader::new(source, length - arrived);
+    (
+        Box::new(arrived_part.chain(FusedReader::new(rest))),
+        false,
+    )
+}
+
+/// PATCHED: a reader that fails once with the error it holds, then reads nothing.
+struct Failed(Option<IoError>);
+
+impl Read for Failed {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        self.0.take().map_or(Ok(0), Err)
     }
 }
 
@@ -137,7 +209,7 @@ pub fn new_request<R, W>(
     writer: W,
 ) -> Result<Request, RequestCreationError>
 where
-    R: Read + Send + 'static,
+    R: ReadArrived + Send + 'static,
     W: Write + Send + 'static,
 {
     // finding the transfer-encoding header
@@ -185,39 +257,31 @@ where
 
     // we wrap `source_data` around a reading whose nature depends on the transfer-encoding and
     // content-length headers
+    // PATCHED: whether the whole body is in memory (or there is none), so that nobody
+    // waits for the client when the request is answered without reading it.
+    let mut body_in_memory = true;
     let reader = if connection_upgrade {
         // if we have a `Connection: upgrade`, always keeping the whole reader
+        body_in_memory = false;
         Box::new(source_data) as Box<dyn Read + Send + 'static>
     } else if let Some(content_length) = content_length {
         if content_length == 0 {
             Box::new(io::empty()) as Box<dyn Read + Send + 'static>
-        } else if content_length <= 1024 && !expects_continue {
-            // if the content-length is small enough, we just read everything into a buffer
-
-            let mut buffer = vec![0; content_length];
-            let mut offset = 0;
-
-            while offset != content_length {
-                let read = source_data.read(&mut buffer[offset..])?;
-                if read == 0 {
-                    // the socket returned EOF, but we were before the expected content-length
-                    // aborting
-                    let info = "Connection has been closed before we received enough data";
-                    let err = IoError::new(ErrorKind::ConnectionAborted, info);
-                    return Err(RequestCreationError::CreationIoError(err));
-                }
-
-                offset += read;
-            }
-
-            Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
+        } else if content_length <= IN_MEMORY_BODY && !expects_continue {
+            // PATCHED: what has arrived of a body up to 64 KiB; upstream waited for all of a
+            // body up to 1 KiB
+            let (reader, whole) = read_arrived_body(source_data, content_length);
+            body_in_memory = whole;
+            reader
         } else {
+            body_in_memory = false;
             let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
             Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
         }
     } else if transfer_encoding.is_some() {
         // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
         // over the message (RFC2616 #3.6)
+        body_in_memory = false;
         Box::new(FusedReader::new(Decoder::new(source_data))) as Box<dyn Read + Send + 'static>
     } else {
         // if we have neither a Content-Length nor a Transfer-Encoding,
@@ -238,10 +302,20 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        body_in_memory,
     })
 }
 
 impl Request {
+    /// PATCHED: true when the whole body is in memory, or there is none: answering without
+    /// reading it waits for nothing from the client. Otherwise the rest of the body is read
+    /// (and dropped) from the socket when the request is answered, so the connection can
+    /// carry the next request.
+    #[inline]
+    pub fn body_in_memory(&self) -> bool {
+        self.body_in_memory
+    }
+
     /// Returns true if the request was made through HTTPS.
     #[inline]
     pub fn secure(&self) -> bool {
@@ -435,7 +509,7 @@ impl Request {
     {
         let res = self.respond_impl(response);
         if let Some(sender) = self.notify_when_responded.take() {
-            sender.send(()).unwrap();
+            sender.send(()).ok(); // PATCHED: see `NotifyOnDrop`
         }
         res
     }
@@ -491,7 +565,7 @@ impl Drop for Request {
             let response = Response::empty(500);
             let _ = self.respond_impl(response); // ignoring any potential error
             if let Some(sender) = self.notify_when_responded.take() {
-                sender.send(()).unwrap();
+                sender.send(()).ok(); // PATCHED: see `NotifyOnDrop`
             }
         }
     }

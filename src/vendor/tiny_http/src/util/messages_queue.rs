@@ -28,16 +28,16 @@ where
 
     /// Pushes an element to the queue.
     pub fn push(&self, value: T) {
-        let mut queue = self.queue.lock().unwrap();
-        queue.push_back(Control::Elem(value));
+        self.queue.lock().unwrap().push_back(Control::Elem(value));
+        // PATCHED: notified once the lock is released. Upstream notified while holding it, so
+        // the woken thread, taking the lock at once, often found it held and slept again.
         self.condvar.notify_one();
     }
 
     /// Unblock one thread stuck in pop loop.
     pub fn unblock(&self) {
-        let mut queue = self.queue.lock().unwrap();
-        queue.push_back(Control::Unblock);
-        self.condvar.notify_one();
+        self.queue.lock().unwrap().push_back(Control::Unblock);
+        self.condvar.notify_one(); // PATCHED: see `push`
     }
 
     /// Pops an element. Blocks until one is available.

@@ -118,6 +118,16 @@ impl RefinedTcpStream {
         self.stream.secure()
     }
 
+    /// PATCHED: what has already arrived, without waiting (`Connection::read_arrived`);
+    /// `None` when nothing has, and always over TLS, whose records need whole reads.
+    pub(crate) fn read_arrived(&mut self, buf: &mut [u8]) -> IoResult<Option<usize>> {
+        match &self.stream {
+            Stream::Http(connection) => connection.read_arrived(buf),
+            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+            Stream::Https(_) => Ok(None),
+        }
+    }
+
     pub(crate) fn peer_addr(&mut self) -> IoResult<Option<SocketAddr>> {
         self.stream.peer_addr()
     }

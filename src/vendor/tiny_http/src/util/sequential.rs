@@ -7,6 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use std::mem;
 
+use std::io::BufReader;
+
+use crate::request::ReadArrived;
+use crate::util::RefinedTcpStream;
+
 pub struct SequentialReaderBuilder<R>
 where
     R: Read + Send,
@@ -170,5 +175,20 @@ where
 {
     fn drop(&mut self) {
         self.on_finish.send(()).ok();
+    }
+}
+
+/// PATCHED: what has already arrived, from the buffer first, without waiting; `None` when it
+/// is not this reader's turn yet (see `request::ReadArrived`).
+impl ReadArrived for SequentialReader<BufReader<RefinedTcpStream>> {
+    fn read_arrived(&mut self, buf: &mut [u8]) -> IoResult<Option<usize>> {
+        match &mut self.inner {
+            // A `BufReader` holding bytes reads from them alone.
+            SequentialReaderInner::MyTurn(reader) if !reader.buffer().is_empty() => {
+                reader.read(buf).map(Some)
+            }
+            SequentialReaderInner::MyTurn(reader) => reader.get_mut().read_arrived(buf),
+            SequentialReaderInner::Waiting(_) | SequentialReaderInner::Empty => Ok(None),
+        }
     }
 }

@@ -22,6 +22,19 @@ fn assert_serving(manager: &Manager) {
     assert_eq!(manager.get("/health").status, 200);
 }
 
+/// How many of `streams` get an answer starting with `prefix` (at most 12 bytes), each
+/// waited for up to `patience`.
+fn answered_with(streams: &[TcpStream], prefix: &[u8], patience: Duration) -> usize {
+    streams
+        .iter()
+        .filter(|&(mut stream)| {
+            stream.set_read_timeout(Some(patience)).unwrap();
+            let mut head = [0u8; 12];
+            stream.read_exact(&mut head).is_ok() && head.starts_with(prefix)
+        })
+        .count()
+}
+
 /// Waits until the manager's open files and threads are back within `slack` of `before`.
 fn wait_settled(manager: &Manager, before: Usage, slack: usize) -> Usage {
     let pid = manager.child.id();
@@ -102,7 +115,7 @@ fn unread_bodies_never_hold_up_an_answer() {
             format!("{line} HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n")
         };
         // GETs need no work permit, so only draining off the request threads protects them.
-        let mut idle: Vec<TcpStream> =
+        let idle: Vec<TcpStream> =
             (0..64)
                 .map(|_| connect_with(manager.port, head("GET /health").as_bytes()))
                 .chain((0..64).map(|_| connect_with(manager.port, head("POST /health").as_bytes())))
@@ -111,16 +124,7 @@ fn unread_bodies_never_hold_up_an_answer() {
                 }))
                 .collect();
         // Every one of them is answered without its body.
-        let mut answered = 0;
-        for stream in &mut idle {
-            stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            let mut head = [0u8; 12];
-            if stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 ") {
-                answered += 1;
-            }
-        }
+        let answered = answered_with(&idle, b"HTTP/1.1 ", Duration::from_secs(10));
         let started = Instant::now();
         for _ in 0..5 {
             assert_eq!(manager.get("/health").status, 200);
@@ -195,7 +199,7 @@ fn stalled_uploads_are_cut_off_and_starve_nobody() {
     let pid = manager.child.id();
     let before = usage(pid);
     // 500 uploads send their head and one byte of body, then nothing.
-    let mut stalled: Vec<TcpStream> = (0..500)
+    let stalled: Vec<TcpStream> = (0..500)
         .map(|_| {
             connect_with(
                 manager.port,
@@ -212,16 +216,7 @@ fn stalled_uploads_are_cut_off_and_starve_nobody() {
     assert_serving(&manager);
     let normal = started.elapsed();
     // Each is cut off at the read deadline with 408.
-    let mut timed_out = 0;
-    for stream in &mut stalled {
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let mut head = [0u8; 12];
-        if stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 408") {
-            timed_out += 1;
-        }
-    }
+    let timed_out = answered_with(&stalled, b"HTTP/1.1 408", Duration::from_secs(20));
     drop(stalled);
     let after = wait_settled(&manager, before, 16);
     let per_thread = (parked.rss_kb.saturating_sub(before.rss_kb)) as f64

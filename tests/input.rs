@@ -231,8 +231,8 @@ fn a_short_body_sent_in_two_parts_arrives_whole() {
 fn pipelined_requests_are_answered_in_order() {
     let manager = Setup::new().start();
     manager.wait_healthy(2);
-    // Three transcriptions and a health check in one write: read ahead at most one at a
-    // time, and answered in order.
+    // Three transcriptions and a health check in one write: none is lost or stuck behind the
+    // bound on requests a connection has in the server, and the answers come in order.
     let audio: Vec<Vec<u8>> = (0..3u16)
         .map(|i| wav(300 + 100 * u32::from(i), 20 + i))
         .collect();

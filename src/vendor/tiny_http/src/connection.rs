@@ -102,8 +102,7 @@ impl Connection {
             Self::Unix(s) => s.try_clone().map(Self::from),
         }
     }
-}
-impl Connection {
+
     /// PATCHED: reads what has already arrived, never waiting: `recv` with `MSG_DONTWAIT`,
     /// which leaves the socket's blocking mode alone (the write half, a clone of this socket,
     /// may be writing a response on another thread). `None` when nothing has arrived.

@@ -616,6 +616,76 @@ mod tests {
         assert_eq!(receive(&server, BURST, Duration::from_secs(2)), BURST);
     }
 
+    /// Wakes every thread waiting on `server` when dropped, so a failed assertion ends them.
+    struct Unblock(Arc<tiny_http::Server>, usize);
+
+    impl Drop for Unblock {
+        fn drop(&mut self) {
+            for _ in 0..self.1 {
+                self.0.unblock();
+            }
+        }
+    }
+
+    #[test]
+    fn the_thread_that_waited_last_takes_the_next_request() {
+        // Upstream tiny_http woke the thread idle longest (PATCHES.md), so with many request
+        // threads each request ran on a cold one.
+        const THREADS: usize = 16;
+        const REQUESTS: usize = 40;
+        let server = bind(("127.0.0.1", 0), deadlines(Duration::from_secs(5))).unwrap();
+        let port = server.server_addr().to_ip().unwrap().port();
+        let server = Arc::new(server);
+        let served_by = Arc::new(Mutex::new(Vec::new()));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|i| {
+                let (server, served_by) = (Arc::clone(&server), Arc::clone(&served_by));
+                std::thread::spawn(move || {
+                    while let Ok(request) = server.recv() {
+                        lock(&served_by).push(i);
+                        let _ = request.respond(tiny_http::Response::empty(200));
+                    }
+                })
+            })
+            .collect();
+        let unblock = Unblock(Arc::clone(&server), THREADS);
+        // Every thread waits before the first request.
+        std::thread::sleep(Duration::from_millis(200));
+        let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        for _ in 0..REQUESTS {
+            client
+                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            read_head(&mut client);
+            // Time for the thread that answered to wait again.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(unblock);
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let mut distinct = lock(&served_by).clone();
+        assert_eq!(distinct.len(), REQUESTS);
+        distinct.sort_unstable();
+        distinct.dedup();
+        // One thread when each is back in time; waking oldest first cycles through all 16.
+        assert!(distinct.len() <= 3, "served by threads {distinct:?}");
+    }
+
+    /// Reads a response head (the responses here have no body).
+    fn read_head(stream: &mut TcpStream) {
+        use std::io::Read;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(stream.read(&mut byte).unwrap(), 1, "the connection closed");
+            head.push(byte[0]);
+        }
+    }
+
     #[test]
     fn a_quiet_listener_keeps_accepting_past_its_read_deadline() {
         // Accepted sockets inherit the listener's SO_RCVTIMEO, which accept(2) also honours:

@@ -17,6 +17,7 @@ pub mod models;
 pub mod monitor;
 pub mod process;
 pub mod state;
+mod worker_log;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

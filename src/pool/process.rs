@@ -1,9 +1,8 @@
-//! Worker processes: the command line, spawning into an own process group, the log pump that
-//! timestamps their output into `logs/workers/worker-{port}.log`, signals, pid records and the
-//! reaping of orphans left by a manager that was killed.
+//! Worker processes: the command line, spawning into an own process group with its output
+//! pumped into its log (`worker_log`), signals, pid records and the reaping of orphans left by
+//! a manager that was killed.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -15,9 +14,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-/// A worker log is renamed to `.1` (replacing the previous one) past this size, so a chatty
-/// or crash-looping worker cannot fill the disk: at most twice this per port.
-const LOG_ROTATE_BYTES: u64 = 10 * 1024 * 1024;
+use super::worker_log::{pump, WorkerLog};
 
 /// Ports scanned above `startingPort` for a free one: room for the pool, rotation overlap
 /// and ports held by foreign processes.
@@ -296,87 +293,6 @@ fn die_with_the_manager(cmd: &mut Command) {
     }
 }
 
-/// One worker's log file, shared by its stdout and stderr pumps.
-struct WorkerLog {
-    path: PathBuf,
-    file: File,
-    written: u64,
-}
-
-impl WorkerLog {
-    fn open(dir: &Path, port: u16) -> std::io::Result<WorkerLog> {
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!("worker-{port}.log"));
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        let written = file.metadata()?.len();
-        Ok(WorkerLog {
-            path,
-            file,
-            written,
-        })
-    }
-
-    fn write_line(&mut self, stream: &str, line: &str) {
-        let entry = format!("[{}] [{stream}] {line}\n", crate::clock::now_rfc3339());
-        if self.written + entry.len() as u64 > LOG_ROTATE_BYTES {
-            self.rotate();
-        }
-        if self.file.write_all(entry.as_bytes()).is_ok() {
-            self.written += entry.len() as u64;
-        }
-    }
-
-    fn rotate(&mut self) {
-        let old = self.path.with_extension("log.1");
-        let reopened = std::fs::rename(&self.path, &old).and_then(|()| {
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-        });
-        match reopened {
-            Ok(file) => {
-                self.file = file;
-                self.written = 0;
-            }
-            Err(e) => log::warn!("cannot rotate {}: {e}", self.path.display()),
-        }
-    }
-}
-
-/// Copies `stream` line by line into the log until the process closes it, then tells
-/// `on_close`.
-fn pump(
-    stream: impl Read + Send + 'static,
-    name: &'static str,
-    log: Arc<Mutex<WorkerLog>>,
-    on_close: Sender<super::MonitorEvent>,
-) {
-    let spawned = std::thread::Builder::new()
-        .name(format!("log-{name}"))
-        .spawn(move || {
-            let mut reader = BufReader::new(stream);
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                match reader.read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => {
-                        let _ = on_close.send(super::MonitorEvent::Wake);
-                        return;
-                    }
-                    Ok(_) => {
-                        let text = String::from_utf8_lossy(&line);
-                        let mut log = log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                        log.write_line(name, text.trim_end_matches(['\r', '\n']));
-                    }
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        log::warn!("cannot start the {name} log pump: {e}");
-    }
-}
-
 fn write_pid_record(path: &Path, pid: u32, program: &Path) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -622,23 +538,5 @@ mod tests {
             resolve_program("no-such-program-here", None),
             Err(SpawnError::NotOnPath(_))
         ));
-    }
-
-    #[test]
-    fn log_lines_are_timestamped_and_rotated() {
-        let dir = std::env::temp_dir().join(format!("ism-log-test-{}", std::process::id()));
-        let mut log = WorkerLog::open(&dir, 1).unwrap();
-        log.write_line("stdout", "hello");
-        let text = std::fs::read_to_string(dir.join("worker-1.log")).unwrap();
-        assert!(
-            text.starts_with('[') && text.ends_with("] [stdout] hello\n"),
-            "{text}"
-        );
-        log.written = LOG_ROTATE_BYTES;
-        log.write_line("stderr", "after rotation");
-        assert!(dir.join("worker-1.log.1").exists());
-        let text = std::fs::read_to_string(dir.join("worker-1.log")).unwrap();
-        assert!(text.contains("[stderr] after rotation") && !text.contains("hello"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

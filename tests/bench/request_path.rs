@@ -1,5 +1,6 @@
 //! Section 7 of the benchmark, the request path under wrk (issue #15): requests/s, p50, p99
-//! and max latency at 4 and 16 connections, the manager's CPU per request, its idle CPU, and
+//! and max latency at 4 and 16 connections, the manager's CPU per request (and its workers'
+//! and wrk's, which share the cores: the ceiling they put on requests/s), its idle CPU, and
 //! nginx round-robin over workers fast enough that the proxy is the bottleneck.
 //!
 //! Everything is measured side by side, in one run, interleaved round by round, so load from
@@ -178,21 +179,47 @@ fn context_switches(pid: u32) -> f64 {
     threads_schedstat(pid, 2)
 }
 
-/// CPU milliseconds and context switches per request.
+/// CPU seconds this process's children that ended have used (wrk, once each run is waited
+/// for), from `/proc/self/stat`.
+fn ended_children_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(f64::NAN))
+        .collect();
+    // cutime and cstime are fields 16 and 17 of the line, 14 and 15 after the name.
+    match (fields.get(13), fields.get(14)) {
+        (Some(user), Some(system)) => (user + system) / clock_ticks(),
+        _ => f64::NAN,
+    }
+}
+
+/// CPU milliseconds per request of the manager, its workers and the client, and the
+/// manager's context switches per request.
 #[derive(Debug, Clone, Copy)]
 struct Cost {
     cpu_ms: f64,
     switches: f64,
+    workers_ms: f64,
+    client_ms: f64,
 }
 
-/// Runs `post` and says what `pid` spent per request meanwhile.
-fn run_measuring_cpu(post: &Post, connections: usize, pid: u32) -> (Run, Cost) {
+/// Runs `post` and says what the manager, its workers and wrk spent per request meanwhile.
+fn run_measuring_cpu(post: &Post, connections: usize, manager: &Manager) -> (Run, Cost) {
+    let pid = manager.child.id();
+    let workers = manager.worker_pids();
+    let workers_cpu = || workers.iter().map(|&w| cpu_seconds(w)).sum::<f64>();
     let (cpu, switches) = (cpu_seconds(pid), context_switches(pid));
+    let (workers_before, client_before) = (workers_cpu(), ended_children_cpu_seconds());
     let run = post.run(connections);
-    let requests = run.requests.max(1) as f64;
+    let per_request = |seconds: f64| seconds * 1000.0 / run.requests.max(1) as f64;
     let cost = Cost {
-        cpu_ms: (cpu_seconds(pid) - cpu) * 1000.0 / requests,
-        switches: (context_switches(pid) - switches) / requests,
+        cpu_ms: per_request(cpu_seconds(pid) - cpu),
+        switches: (context_switches(pid) - switches) / run.requests.max(1) as f64,
+        workers_ms: per_request(workers_cpu() - workers_before),
+        client_ms: per_request(ended_children_cpu_seconds() - client_before),
     };
     (run, cost)
 }
@@ -222,6 +249,35 @@ fn hand_off_us() -> f64 {
     drop(to_echo);
     echo.join().unwrap();
     spent / 1000.0 / f64::from(2 * ROUND_TRIPS)
+}
+
+/// What the machine's cores allow: the manager, the stub workers and wrk share them, so
+/// req/s is at most the cores over their CPU per request; and the manager's CPU per request
+/// that 1.3x the Bun original's req/s would need beside the workers and wrk measured.
+fn print_ceiling(connections: usize, costs: &[Cost]) {
+    let median = |f: fn(&Cost) -> f64| {
+        let mut values: Vec<f64> = costs.iter().map(f).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let (manager, workers, client) = (
+        median(|c| c.cpu_ms),
+        median(|c| c.workers_ms),
+        median(|c| c.client_ms),
+    );
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    println!(
+        "    beside it, per request: the stub workers {workers:.3} ms, wrk {client:.3} ms; \
+         {cores:.0} cores allow at most {:.0} req/s",
+        cores * 1000.0 / (manager + workers + client)
+    );
+    if let Some((_, bun)) = BUN_RPS.iter().find(|(c, _)| *c == connections) {
+        let wanted = 1.3 * bun;
+        println!(
+            "    {wanted:.0} req/s (1.3x the Bun original) leaves the manager at most {:.3} ms of CPU per request here",
+            cores * 1000.0 / wanted - workers - client
+        );
+    }
 }
 
 fn installed(program: &str, version_flag: &str) -> bool {
@@ -315,7 +371,6 @@ pub fn request_path() {
     let mut cpu_rows = Vec::new();
     for connections in [4, 16] {
         let manager = fresh_manager(None);
-        let pid = manager.child.id();
         let worker = worker_ports(&manager)[0];
         let posts = [
             Post::new(
@@ -346,7 +401,7 @@ pub fn request_path() {
         // connections.
         for _ in 0..ROUNDS {
             for (i, post) in posts.iter().enumerate().rev() {
-                let (run, cost) = run_measuring_cpu(post, connections, pid);
+                let (run, cost) = run_measuring_cpu(post, connections, &manager);
                 runs[i].push(run);
                 if i == 1 {
                     costs.push(cost);
@@ -393,6 +448,7 @@ pub fn request_path() {
             switches_lo * hand_off / 1000.0,
             switches_hi * hand_off / 1000.0,
         );
+        print_ceiling(*connections, costs);
     }
     println!("  one hand-off between two threads (a wake and a sleep, measured here): {hand_off:.1} us of CPU");
     idle_cpu();

@@ -302,7 +302,8 @@ pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// does (each block compares two overlapping runs of bytes, which vectorizes).
 fn position_of_pair(haystack: &[u8], pair: [u8; 2]) -> Option<usize> {
     const BLOCK: usize = 32;
-    let at_pair = |(&a, &b): (&u8, &u8)| a == pair[0] && b == pair[1];
+    // `&`, not `&&`: no branch per byte, so the block's compares vectorize.
+    let at_pair = |(&a, &b): (&u8, &u8)| (a == pair[0]) & (b == pair[1]);
     let mut start = 0;
     while start + BLOCK < haystack.len() {
         let (firsts, seconds) = (

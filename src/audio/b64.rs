@@ -45,7 +45,8 @@ pub fn decode(text: &[u8]) -> Result<Vec<u8>, ::base64::DecodeError> {
 /// The bytes of `text` when it is valid base64 without whitespace; `None` otherwise, which
 /// costs only the blocks read up to the first byte outside the alphabet.
 pub fn decode_valid(text: &[u8]) -> Option<Vec<u8>> {
-    // Whole quanta before the last one to four symbols.
+    // Whole quanta before the last one to four symbols, which the crate decodes as the last
+    // quantum (the only one that may be padded or short) of the whole text too.
     let bulk = text.len().saturating_sub(1) / 4 * 4;
     let mut decoded = Vec::with_capacity(text.len() / 4 * 3 + 3);
     let valid = decode_bulk(&text[..bulk], &mut decoded)

@@ -281,7 +281,8 @@ fn blank_line(head: &[u8]) -> Option<(usize, usize)> {
 /// Where `needle` first occurs in `haystack`. It jumps between occurrences of the needle's
 /// first two bytes and compares only there: comparing at every position (`windows`) made this
 /// search most of the cost of a request, and audio holds any one byte every 256 on average
-/// (a delimiter's CR, a boundary's dash), but a given pair only every 65,536.
+/// (a delimiter's CR, a boundary's dash), but a given pair only every 65,536. An empty needle
+/// is found nowhere.
 pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     let (&first, rest) = needle.split_first()?;
     let Some((&second, rest)) = rest.split_first() else {

@@ -26,9 +26,12 @@ pub(super) const LOG_ROTATE_BYTES: u64 = 10 * 1024 * 1024;
 /// KiB on Linux) meanwhile before it waits for the pump.
 const GATHER: Duration = Duration::from_millis(10);
 
-/// Output read in one gathering at most, and the longest line kept whole: a longer one is
-/// written in pieces, so a worker printing without newlines cannot grow the manager.
+/// Output read in one gathering at most.
 const MAX_GATHERED: usize = 64 * 1024;
+
+/// The longest line kept whole: a longer one is written in pieces, so a worker printing
+/// without newlines cannot grow the manager.
+const MAX_LINE: usize = MAX_GATHERED;
 
 /// One worker's log file, shared by its stdout and stderr pumps.
 pub(super) struct WorkerLog {
@@ -98,12 +101,11 @@ pub(super) fn pump(
     let spawned = std::thread::Builder::new()
         .name(format!("log-{name}"))
         .spawn(move || {
-            let mut pending = Vec::new();
+            let mut pending = Pending::default();
             loop {
-                let open = gather(&mut stream, &mut pending);
+                let open = gather(&mut stream, &mut pending.bytes);
                 let mut log = log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                let kept = write_whole_lines(&mut log, name, &pending, !open);
-                pending.drain(..pending.len() - kept);
+                pending.write_lines(&mut log, name, !open);
                 if !open {
                     drop(log);
                     let _ = on_close.send(super::MonitorEvent::Wake);
@@ -137,11 +139,15 @@ fn read_some(stream: &mut impl Read, pending: &mut Vec<u8>) -> bool {
     let room = MAX_GATHERED
         .saturating_sub(pending.len())
         .clamp(1, chunk.len());
-    match stream.read(&mut chunk[..room]) {
-        Ok(0) | Err(_) => false,
-        Ok(n) => {
-            pending.extend_from_slice(&chunk[..n]);
-            true
+    loop {
+        match stream.read(&mut chunk[..room]) {
+            Ok(0) => return false,
+            Ok(n) => {
+                pending.extend_from_slice(&chunk[..n]);
+                return true;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
         }
     }
 }
@@ -152,23 +158,53 @@ fn readable_now(stream: &impl AsFd) -> bool {
     matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
-/// Writes the complete lines of `pending`, and the unfinished last one too when it is `last`
-/// or too long to wait for. Returns how many bytes at the end were kept back.
-fn write_whole_lines(log: &mut WorkerLog, stream: &str, pending: &[u8], last: bool) -> usize {
-    let complete = pending
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1);
-    let upto = if last || pending.len() - complete >= MAX_GATHERED {
-        pending.len()
-    } else {
-        complete
-    };
-    let lines = pending[..upto]
-        .split_inclusive(|&b| b == b'\n')
-        .filter(|line| !line.is_empty());
-    log.write_lines(stream, lines);
-    pending.len() - upto
+/// What a pump has read and not written yet.
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    /// The start of the line at the front was written already, cut at `MAX_LINE`: its line
+    /// end, when it comes, ends that entry and is no empty line of its own.
+    cut: bool,
+}
+
+impl Pending {
+    /// Writes the complete lines, and the unfinished last one too when it is `last` or too
+    /// long to wait for (cut where no character is split); keeps the rest.
+    fn write_lines(&mut self, log: &mut WorkerLog, stream: &str, last: bool) {
+        if std::mem::take(&mut self.cut) {
+            let line_end = [b"\r\n".as_slice(), b"\n"]
+                .into_iter()
+                .find(|end| self.bytes.starts_with(end));
+            self.bytes.drain(..line_end.map_or(0, <[u8]>::len));
+        }
+        let complete = self
+            .bytes
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let upto = if last {
+            self.bytes.len()
+        } else if self.bytes.len() - complete >= MAX_LINE {
+            self.cut = true;
+            complete + whole_characters(&self.bytes[complete..])
+        } else {
+            complete
+        };
+        let lines = self.bytes[..upto]
+            .split_inclusive(|&b| b == b'\n')
+            .filter(|line| !line.is_empty());
+        log.write_lines(stream, lines);
+        self.bytes.drain(..upto);
+    }
+}
+
+/// How much of `text` to write so that no UTF-8 character is split: all of it but an
+/// unfinished character at the end.
+fn whole_characters(text: &[u8]) -> usize {
+    match std::str::from_utf8(text) {
+        Err(e) if e.error_len().is_none() => e.valid_up_to(),
+        _ => text.len(),
+    }
 }
 
 #[cfg(test)]
@@ -210,24 +246,51 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// `bytes` written as a pump would, after what `pending` holds.
+    fn write(log: &mut WorkerLog, pending: &mut Pending, bytes: &[u8], last: bool) {
+        pending.bytes.extend_from_slice(bytes);
+        pending.write_lines(log, "stdout", last);
+    }
+
     #[test]
     fn an_unfinished_line_waits_for_its_end_unless_it_is_the_last() {
         let (dir, mut log) = temp_log("partial");
-        let kept = write_whole_lines(&mut log, "stdout", b"one\r\ntwo\nthr", false);
-        assert_eq!(kept, 3);
+        let mut pending = Pending::default();
+        write(&mut log, &mut pending, b"one\r\ntwo\nthr", false);
+        assert_eq!(pending.bytes, b"thr");
         assert_eq!(logged(&dir), ["one", "two"]);
-        let kept = write_whole_lines(&mut log, "stdout", b"three", true);
-        assert_eq!(kept, 0);
+        write(&mut log, &mut pending, b"ee", true);
+        assert!(pending.bytes.is_empty());
         assert_eq!(logged(&dir), ["one", "two", "three"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
-    fn an_endless_line_is_written_in_pieces() {
+    fn an_endless_line_is_written_in_pieces_cut_between_characters() {
         let (dir, mut log) = temp_log("endless");
-        let endless = vec![b'x'; MAX_GATHERED];
-        assert_eq!(write_whole_lines(&mut log, "stdout", &endless, false), 0);
-        assert_eq!(read(&dir).lines().count(), 1);
+        let mut pending = Pending::default();
+        // A gathering full of one line, ending in the first byte of an "é".
+        let mut endless = vec![b'x'; MAX_LINE - 1];
+        endless.push(0xc3);
+        write(&mut log, &mut pending, &endless, false);
+        assert_eq!(pending.bytes, [0xc3], "the character's first byte waits");
+        write(&mut log, &mut pending, &[0xa9, b'\n', b'\n', b'n'], true);
+        let lines = logged(&dir);
+        assert_eq!(lines.len(), 4, "{:?}", &lines[1..]);
+        assert_eq!(lines[0].len(), MAX_LINE - 1);
+        assert_eq!(lines[1..], ["é", "", "n"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_line_end_after_a_cut_makes_no_empty_entry() {
+        let (dir, mut log) = temp_log("cut");
+        let mut pending = Pending::default();
+        write(&mut log, &mut pending, &vec![b'x'; MAX_LINE], false);
+        write(&mut log, &mut pending, b"\r\nnext\n", false);
+        let lines = logged(&dir);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1], "next");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

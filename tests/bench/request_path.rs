@@ -151,14 +151,18 @@ fn cpu_seconds(pid: u32) -> f64 {
     }
 }
 
-/// `USER_HZ`, the unit of `/proc/PID/stat`'s times.
+/// `USER_HZ`, the unit of `/proc/PID/stat`'s times, asked once (`getconf` is a child whose
+/// CPU would otherwise count as wrk's).
 fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// A field of `/proc/PID/task/*/schedstat` summed over the threads of `pid`: 0, the CPU
@@ -255,6 +259,7 @@ fn hand_off_us() -> f64 {
 /// req/s is at most the cores over their CPU per request; and the manager's CPU per request
 /// that 1.3x the Bun original's req/s would need beside the workers and wrk measured.
 fn print_ceiling(connections: usize, costs: &[Cost]) {
+    // Each figure's median over the rounds, which may come from different rounds: an estimate.
     let median = |f: fn(&Cost) -> f64| {
         let mut values: Vec<f64> = costs.iter().map(f).collect();
         values.sort_by(f64::total_cmp);

@@ -1,5 +1,5 @@
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 enum Control<T> {
@@ -73,7 +73,7 @@ where
     /// Hands `message` to the thread that started waiting last, or queues it when none
     /// waits. The thread is woken once the lock is released, so it does not find it held.
     fn send(&self, message: Control<T>) {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.lock();
         match state.waiting.pop() {
             Some(waiter) => {
                 state.handed.push((waiter.ticket, message));
@@ -92,7 +92,7 @@ where
 
     /// Tries to pop an element without blocking.
     pub fn try_pop(&self) -> Option<T> {
-        let message = self.state.lock().unwrap().queue.pop_front();
+        let message = self.lock().queue.pop_front();
         message.and_then(Control::into_elem)
     }
 
@@ -100,13 +100,20 @@ where
     /// more than the specified timeout duration
     /// or unblock() was issued
     pub fn pop_timeout(&self, timeout: Duration) -> Option<T> {
-        self.wait(Some(Instant::now() + timeout))
+        // A timeout past what an `Instant` holds is no timeout.
+        self.wait(Instant::now().checked_add(timeout))
+    }
+
+    /// The lock is held for bookkeeping only, where nothing panics; should it be poisoned all
+    /// the same, the state is still whole.
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A queued message, else the first one handed to this thread, waiting at most until
     /// `deadline`.
     fn wait(&self, deadline: Option<Instant>) -> Option<T> {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.lock();
         if let Some(message) = state.queue.pop_front() {
             return message.into_elem();
         }
@@ -117,13 +124,11 @@ where
         state.next_ticket += 1;
         state.waiting.push(Arc::clone(&waiter));
         loop {
-            // Handing a message and taking its thread off `waiting` happen under one lock,
-            // so a thread no longer waiting has its message here.
             if let Some(i) = state.handed.iter().position(|(t, _)| *t == waiter.ticket) {
                 return state.handed.swap_remove(i).1.into_elem();
             }
             state = match deadline {
-                None => waiter.wake.wait(state).unwrap(),
+                None => waiter.wake.wait(state).unwrap_or_else(PoisonError::into_inner),
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
@@ -131,9 +136,15 @@ where
                             state.waiting.remove(i);
                             return None;
                         }
+                        // Handing a message and taking its thread off `waiting` happen under
+                        // one lock: a thread no longer waiting has its message in `handed`.
                         continue;
                     }
-                    waiter.wake.wait_timeout(state, left).unwrap().0
+                    let (state, _) = waiter
+                        .wake
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    state
                 }
             };
         }

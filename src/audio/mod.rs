@@ -54,13 +54,10 @@ pub fn decode_base64(content: &str) -> Result<Vec<u8>, String> {
     let payload = strip_data_url(content).as_bytes();
     // The common case in one pass: nothing to drop, nothing wrong. (A text that ends in a
     // line break, as `base64` writes it, would be decoded in vain before it got there.)
-    let ends_clean = !payload.last().is_some_and(u8::is_ascii_whitespace);
-    if let Some(audio) = ends_clean
-        .then(|| b64::decode_valid(payload))
-        .flatten()
-        .filter(|audio| !audio.is_empty())
-    {
-        return Ok(audio);
+    if !payload.last().is_some_and(u8::is_ascii_whitespace) {
+        if let Some(audio) = b64::decode_valid(payload).filter(|audio| !audio.is_empty()) {
+            return Ok(audio);
+        }
     }
     // A recording is tens of megabytes of base64: copied only when it has line breaks to drop.
     let compact: Cow<[u8]> = if has_whitespace(payload) {
@@ -241,6 +238,7 @@ pub(crate) mod tests {
         let b64 = b64::LENIENT.encode(&wav);
         assert_eq!(decode_base64(&b64).unwrap(), wav);
         assert_eq!(decode_base64(b64.trim_end_matches('=')).unwrap(), wav);
+        assert_eq!(decode_base64(&format!("{b64}\n")).unwrap(), wav);
         let url = format!("data:audio/wav;base64,{}\n{}", &b64[..8], &b64[8..]);
         assert_eq!(decode_base64(&url).unwrap(), wav);
     }

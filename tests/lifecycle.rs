@@ -179,6 +179,42 @@ fn no_worker_command_exits_2_and_says_how_to_set_one() {
 }
 
 #[test]
+fn a_worker_flooding_its_output_loses_no_line_and_keeps_serving() {
+    // A shell script in front of the stub prints 100,000 numbered lines as fast as `seq` can
+    // (far more than the pipe holds, so it waits for the pump), then serves.
+    const LINES: usize = 100_000;
+    let scratch = TempDir::new("flood");
+    let script = scratch.0.join("flooding-worker.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nseq -f 'flood line %.0f' 1 {LINES}\nexec {STUB} \"$@\"\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let manager = Setup::new()
+        .pool(1)
+        .env("WHISPER_SERVER_CMD", script.to_str().unwrap())
+        .start();
+    let status = manager.wait_healthy(1);
+    assert_eq!(manager.transcribe(&wav(100, 1)).status, 200);
+    let text = manager.worker_log(&workers(&status)[0]["port"]);
+    let flood: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.split_once("] [stdout] flood line ").map(|(_, n)| n))
+        .collect();
+    assert_eq!(flood.len(), LINES, "lines lost or doubled");
+    assert!(
+        flood.iter().zip(1..).all(|(n, i)| n.parse() == Ok(i)),
+        "lines out of order"
+    );
+    assert!(
+        text.lines().all(|line| line.starts_with("[20")),
+        "an entry without its time"
+    );
+}
+
+#[test]
 fn worker_output_goes_to_timestamped_log_files_not_the_console() {
     let manager = Setup::new().start();
     let status = manager.wait_healthy(2);

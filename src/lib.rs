@@ -18,7 +18,7 @@
 //! | [`api`] | the route table, `Api` (the `Handler`: routing, keys, error shapes, access log) and the handlers by family |
 //! | [`rpc`] | JSON-RPC 2.0 over the engine's operations (`POST /rpc`, rack mode's TCP), orchestrator registration |
 //! | [`engine`] | `Engine`, the request context; the operations both transports call; transcription in stages (decode, chunks in parallel, merge); progress; history |
-//! | [`pool`] | `Pool` and its private `PoolState`; the monitor thread; dispatch and queue; models; processes; worker client |
+//! | [`pool`] | `Pool` and its private `PoolState`; the monitor thread; dispatch and queue; models; processes and their logs; worker client |
 //! | [`metrics`] | Prometheus counters and histograms with bounded labels; the `/metrics` page |
 //! | [`audio`] | base64 and container sniffing; 16 kHz PCM; WAV decoding and resampling; ffmpeg as a child process; cutting at pauses |
 //! | [`auth`] | constant-time API key check |

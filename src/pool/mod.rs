@@ -8,7 +8,8 @@
 //! - `monitor`: the single thread that spawns, health-checks, rotates, reaps and stops.
 //! - `dispatch`: a request's side: wait for an idle worker (bounded FIFO), call it, retry once.
 //! - `models`: load (with LRU eviction) and unload of the configured models.
-//! - `process`: spawning, signals, the log pump, pid records, orphan reaping, port checks.
+//! - `process`: spawning, signals, pid records, orphan reaping, port checks.
+//! - `worker_log`: a worker's output, gathered and timestamped into its log file.
 //! - `client`: the whisper-server HTTP protocol over `ureq`.
 
 pub mod client;

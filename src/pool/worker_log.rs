@@ -19,7 +19,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 /// A worker log is renamed to `.1` (replacing the previous one) past this size, so a chatty
 /// or crash-looping worker cannot fill the disk: at most twice this per port.
-pub(super) const LOG_ROTATE_BYTES: u64 = 10 * 1024 * 1024;
+const LOG_ROTATE_BYTES: u64 = 10 * 1024 * 1024;
 
 /// How long a pump lets output gather after the first byte of it: lines reach the file this
 /// much later, at most 100 writes a second per stream. A worker can write a pipe's worth (64
@@ -190,10 +190,7 @@ impl Pending {
         } else {
             complete
         };
-        let lines = self.bytes[..upto]
-            .split_inclusive(|&b| b == b'\n')
-            .filter(|line| !line.is_empty());
-        log.write_lines(stream, lines);
+        log.write_lines(stream, self.bytes[..upto].split_inclusive(|&b| b == b'\n'));
         self.bytes.drain(..upto);
     }
 }

@@ -136,17 +136,31 @@ fn duration_ms(word: &str) -> f64 {
 
 /// CPU seconds `pid` has used, all its threads, from `/proc/PID/stat`.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name, which is in parentheses and may hold spaces.
+    // utime and stime: fields 14 and 15 of the line.
+    stat_seconds(&format!("/proc/{pid}"), 14)
+}
+
+/// CPU seconds this process's children that ended have used (wrk, once each run is waited
+/// for), from `/proc/self/stat`.
+fn ended_children_cpu_seconds() -> f64 {
+    // cutime and cstime: fields 16 and 17 of the line.
+    stat_seconds("/proc/self", 16)
+}
+
+/// Fields `first` and `first + 1` of `DIR/stat` (numbered from 1, as in proc(5)), clock
+/// ticks, added up in seconds.
+fn stat_seconds(dir: &str, first: usize) -> f64 {
+    let stat = std::fs::read_to_string(format!("{dir}/stat")).unwrap_or_default();
+    // The fields after the command name (field 2), which is in parentheses and may hold
+    // spaces: field 3 is the first of them.
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map_or("", |(_, rest)| rest)
         .split_whitespace()
         .collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    match (ticks(11), ticks(12)) {
-        (Some(user), Some(system)) => (user + system) / clock_ticks(),
+    let ticks = |field: usize| fields.get(field - 3).and_then(|f| f.parse::<f64>().ok());
+    match (ticks(first), ticks(first + 1)) {
+        (Some(a), Some(b)) => (a + b) / clock_ticks(),
         _ => f64::NAN,
     }
 }
@@ -181,23 +195,6 @@ fn threads_schedstat(pid: u32, field: usize) -> f64 {
 
 fn context_switches(pid: u32) -> f64 {
     threads_schedstat(pid, 2)
-}
-
-/// CPU seconds this process's children that ended have used (wrk, once each run is waited
-/// for), from `/proc/self/stat`.
-fn ended_children_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<f64> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(f64::NAN))
-        .collect();
-    // cutime and cstime are fields 16 and 17 of the line, 14 and 15 after the name.
-    match (fields.get(13), fields.get(14)) {
-        (Some(user), Some(system)) => (user + system) / clock_ticks(),
-        _ => f64::NAN,
-    }
 }
 
 /// CPU milliseconds per request of the manager, its workers and the client, and the

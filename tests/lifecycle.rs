@@ -228,7 +228,9 @@ fn worker_output_goes_to_timestamped_log_files_not_the_console() {
         );
     }
     assert!(
-        !manager.log_text().contains("stub-whisper-server listening"),
+        !manager
+            .settled_log()
+            .contains("stub-whisper-server listening"),
         "worker output leaked to the console"
     );
 }
@@ -455,11 +457,7 @@ fn a_public_address_without_keys_is_warned_about_and_workers_stay_on_loopback() 
     let manager = Setup::new().set("server", "host", json!("0.0.0.0")).start();
     let status = manager.wait_healthy(2);
     let warning = "listening on 0.0.0.0 with no API keys";
-    assert!(
-        manager.log_text().contains(warning),
-        "{}",
-        manager.log_text()
-    );
+    assert!(manager.wait_log(warning), "{}", manager.log_text());
     for worker in workers(&status) {
         let log = manager.worker_log(&worker["port"]);
         assert!(
@@ -472,5 +470,5 @@ fn a_public_address_without_keys_is_warned_about_and_workers_stay_on_loopback() 
         .set("server", "host", json!("0.0.0.0"))
         .env("INFERENCE_SERVER_API_KEYS", "k")
         .start();
-    assert!(!keyed.log_text().contains(warning));
+    assert!(!keyed.settled_log().contains(warning));
 }

@@ -180,7 +180,7 @@ fn eviction_under_traffic_is_lru_spares_the_default_and_cuts_nothing() {
         "warm",
         "the default model is never evicted"
     );
-    assert!(manager.log_text().contains("evicting model a"));
+    assert!(manager.wait_log("evicting model a"));
 }
 
 #[test]

@@ -93,10 +93,7 @@ fn a_worker_killed_mid_request_is_retried_on_another() {
             "answered by the other worker"
         );
     });
-    assert!(
-        manager.log_text().contains("attempt 1/2"),
-        "the retry is logged"
-    );
+    assert!(manager.wait_log("attempt 1/2"), "the retry is logged");
 }
 
 #[test]
@@ -217,7 +214,7 @@ fn a_worker_that_fails_health_checks_is_replaced() {
     let replaced = manager.wait_replaced(&first["id"]);
     assert!(!alive(pid_of(&first)));
     assert!(replaced["restarts"].as_u64().unwrap() >= 1);
-    assert!(manager.log_text().contains("failed its health check (2/2)"));
+    assert!(manager.wait_log("failed its health check (2/2)"));
 }
 
 #[test]

@@ -104,7 +104,7 @@ fn attack_through(name: &str, front: u16, manager: &Manager) {
         after.rss_kb < before.rss_kb + 16_384,
         "{before:?} -> {after:?}"
     );
-    let log = manager.log_text();
+    let log = manager.settled_log();
     assert!(
         !log.contains("X-Big"),
         "the endless header reached the manager"

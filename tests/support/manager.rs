@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -213,9 +214,26 @@ impl Manager {
         self.log.lock().unwrap().join("\n")
     }
 
-    /// Waits until the log has a line containing `needle`.
+    /// Waits until the log has a line containing `needle`. The manager's log thread writes
+    /// lines in batches, up to 10 ms after they are logged: a line the manager has logged may
+    /// not be in the log yet, so a test that expects one waits for it.
     pub fn wait_log(&self, needle: &str) -> bool {
         wait_for(SOON, || self.log_text().contains(needle).then_some(())).is_some()
+    }
+
+    /// The log once everything logged before this call is in it, for a test that looks for a
+    /// line that must not be there: a request to a path nobody serves is logged after it, and
+    /// the log keeps the order lines were logged in.
+    pub fn settled_log(&self) -> String {
+        static MARKS: AtomicUsize = AtomicUsize::new(0);
+        let mark = format!("/log-mark-{}", MARKS.fetch_add(1, Ordering::Relaxed));
+        self.get(&mark);
+        assert!(
+            self.wait_log(&format!("GET {mark} ")),
+            "the request to {mark} was not logged:\n{}",
+            self.log_text()
+        );
+        self.log_text()
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -184,14 +184,6 @@ impl<'a> Incoming<'a> {
     /// Reads the whole body within the limits.
     pub fn body(&mut self) -> Result<Vec<u8>, BodyError> {
         let expected = self.request.body_length().unwrap_or(0);
-        if expected as u64 <= self.limits.max_bytes {
-            // A short body that came with its head was read on the connection's thread: it
-            // is taken as it is, not copied (tiny_http PATCHES.md item 10).
-            if let Some(body) = self.request.take_whole_body() {
-                self.body_read = true;
-                return Ok(body);
-            }
-        }
         let body = self.with_body(|reader| {
             let mut body = Vec::with_capacity(expected);
             reader
@@ -341,52 +333,6 @@ mod tests {
         };
         let deadline = Instant::now() + Duration::from_millis(20);
         assert_eq!(read_all(&mut r, 1000, deadline), Err(BodyError::Timeout));
-    }
-
-    /// A request as tiny_http makes it when its whole `body` came with the head.
-    fn arrived_whole(body: &'static str) -> tiny_http::Request {
-        tiny_http::TestRequest::new()
-            .with_method(Method::Post)
-            .with_body(body)
-            .into()
-    }
-
-    fn limits(max_bytes: u64) -> BodyLimits {
-        BodyLimits {
-            max_bytes,
-            timeout: Duration::from_secs(5),
-        }
-    }
-
-    #[test]
-    fn a_body_that_came_with_its_head_is_handed_over_not_copied() {
-        let mut request = arrived_whole("abcdef");
-        let taken = request.take_whole_body().unwrap();
-        assert_eq!(taken, b"abcdef");
-        assert_eq!(request.take_whole_body(), None, "handed over once");
-        let mut rest = Vec::new();
-        request.as_reader().read_to_end(&mut rest).unwrap();
-        assert!(rest.is_empty(), "the reader reads nothing after");
-        let mut request = arrived_whole("abcdef");
-        let mut incoming = Incoming::new(&mut request, limits(6));
-        assert_eq!(incoming.body().unwrap(), b"abcdef");
-        assert!(incoming.body_was_read());
-    }
-
-    #[test]
-    fn a_body_in_memory_is_still_read_through_the_reader_when_not_taken() {
-        let mut request = arrived_whole("abcdef");
-        let mut read = Vec::new();
-        request.as_reader().read_to_end(&mut read).unwrap();
-        assert_eq!(read, b"abcdef");
-        assert_eq!(request.take_whole_body(), None, "read already");
-    }
-
-    #[test]
-    fn a_body_in_memory_over_the_limit_is_refused() {
-        let mut request = arrived_whole("abcdef");
-        let mut incoming = Incoming::new(&mut request, limits(5));
-        assert_eq!(incoming.body(), Err(BodyError::TooLarge { limit: 5 }));
     }
 
     #[test]

@@ -77,10 +77,6 @@ pub struct Request {
 
     // PATCHED: see `Request::body_in_memory`
     body_in_memory: bool,
-
-    // PATCHED: the whole body, read with the head and not yet read by anyone: handed over as
-    // it is by `take_whole_body`, or turned into the body's reader by `as_reader`.
-    whole_body: Option<Vec<u8>>,
 }
 
 struct NotifyOnDrop<R> {
@@ -148,7 +144,7 @@ impl ReadArrived for &[u8] {
 /// request. Nothing is waited for: a body that has not arrived reaches the handler as before,
 /// which may answer without reading it. (Upstream also waited here for the whole of a body up
 /// to 1 KiB, so one that never came held the connection and got no answer.)
-fn read_arrived_body<R>(mut source: R, length: usize) -> Arrived
+fn read_arrived_body<R>(mut source: R, length: usize) -> (Box<dyn Read + Send + 'static>, bool)
 where
     R: ReadArrived + Send + 'static,
 {
@@ -168,24 +164,19 @@ where
         }
     }
     if arrived == length {
-        return Arrived::Whole(body);
+        return (Box::new(Cursor::new(body)), true);
     }
     body.truncate(arrived);
     body.shrink_to_fit();
     let arrived_part = Cursor::new(body);
     if let Some(e) = failed {
-        return Arrived::Part(Box::new(arrived_part.chain(Failed(Some(e)))));
+        return (Box::new(arrived_part.chain(Failed(Some(e)))), false);
     }
     let (rest, _) = EqualReader::new(source, length - arrived);
-    Arrived::Part(Box::new(arrived_part.chain(FusedReader::new(rest))))
-}
-
-/// PATCHED: what `read_arrived_body` found.
-enum Arrived {
-    /// All of the body.
-    Whole(Vec<u8>),
-    /// The body's reader: what arrived, then the rest from the socket.
-    Part(Box<dyn Read + Send + 'static>),
+    (
+        Box::new(arrived_part.chain(FusedReader::new(rest))),
+        false,
+    )
 }
 
 /// PATCHED: a reader that fails once with the error it holds, then reads nothing.
@@ -269,7 +260,6 @@ where
     // PATCHED: whether the whole body is in memory (or there is none), so that nobody
     // waits for the client when the request is answered without reading it.
     let mut body_in_memory = true;
-    let mut whole_body = None;
     let reader = if connection_upgrade {
         // if we have a `Connection: upgrade`, always keeping the whole reader
         body_in_memory = false;
@@ -280,16 +270,9 @@ where
         } else if content_length <= IN_MEMORY_BODY && !expects_continue {
             // PATCHED: what has arrived of a body up to 64 KiB; upstream waited for all of a
             // body up to 1 KiB
-            match read_arrived_body(source_data, content_length) {
-                Arrived::Whole(body) => {
-                    whole_body = Some(body);
-                    Box::new(io::empty()) as Box<dyn Read + Send + 'static>
-                }
-                Arrived::Part(reader) => {
-                    body_in_memory = false;
-                    reader
-                }
-            }
+            let (reader, whole) = read_arrived_body(source_data, content_length);
+            body_in_memory = whole;
+            reader
         } else {
             body_in_memory = false;
             let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
@@ -320,7 +303,6 @@ where
         must_send_continue: expects_continue,
         notify_when_responded: None,
         body_in_memory,
-        whole_body,
     })
 }
 
@@ -332,14 +314,6 @@ impl Request {
     #[inline]
     pub fn body_in_memory(&self) -> bool {
         self.body_in_memory
-    }
-
-    /// PATCHED: the whole body, when it was read with the head and nobody has read any of it,
-    /// handed over without a copy; the body's reader reads nothing after. `None` otherwise:
-    /// read it through `as_reader`.
-    #[inline]
-    pub fn take_whole_body(&mut self) -> Option<Vec<u8>> {
-        self.whole_body.take()
     }
 
     /// Returns true if the request was made through HTTPS.
@@ -472,7 +446,6 @@ impl Request {
             self.response_writer.as_mut().unwrap().flush().ok();
             self.must_send_continue = false;
         }
-        self.read_whole_body_from_memory();
 
         self.data_reader.as_mut().unwrap()
     }
@@ -515,13 +488,6 @@ impl Request {
         writer.unwrap()
     }
 
-    /// PATCHED: a body read with the head and not taken becomes the body's reader.
-    fn read_whole_body_from_memory(&mut self) {
-        if let Some(body) = self.whole_body.take() {
-            self.data_reader = Some(Box::new(Cursor::new(body)));
-        }
-    }
-
     /// Extract the body `Reader` object from the Request.
     ///
     /// This may only be called once on a single request.
@@ -529,7 +495,6 @@ impl Request {
         use std::mem;
 
         assert!(self.data_reader.is_some());
-        self.read_whole_body_from_memory();
 
         let mut reader = None;
         mem::swap(&mut self.data_reader, &mut reader);

@@ -3,7 +3,7 @@
 //! a manager that was killed.
 
 use std::fs::{File, OpenOptions};
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -452,12 +452,35 @@ fn group_has_members(pgid: u32) -> bool {
     })
 }
 
-/// Whether nothing listens on `port` on loopback or the wildcard address. whisper-server sets
-/// SO_REUSEPORT, so a second one on a taken port would start silently and share its traffic;
-/// a plain bind (without that option) fails on any listener and is the reliable test.
+/// Whether a worker can have `port`, on loopback and on the wildcard address: nothing listens
+/// there and no connection holds it. whisper-server sets SO_REUSEPORT, so a second one on a
+/// taken port would start silently and share its traffic; and it sets nothing else, so it
+/// cannot bind beside a connection in TIME_WAIT that another program's listener left there
+/// (the stub's, say: a manager restarted from the stub onto whisper-server had its first worker
+/// exit "couldn't bind to server socket" again and again). A bind with no option at all fails
+/// in both cases and is the test; std's `TcpListener::bind` sets SO_REUSEADDR, which passes
+/// the second.
 pub fn port_is_free(port: u16) -> bool {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
-        && TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok()
+    binds_alone(Ipv4Addr::LOCALHOST, port) && binds_alone(Ipv4Addr::UNSPECIFIED, port)
+}
+
+/// Whether a TCP socket with no options set can bind `ip:port` (it is closed at once).
+fn binds_alone(ip: Ipv4Addr, port: u16) -> bool {
+    use nix::sys::socket::{bind, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::AsRawFd;
+    let Ok(socket) = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    ) else {
+        return false;
+    };
+    bind(
+        socket.as_raw_fd(),
+        &SockaddrIn::from(SocketAddrV4::new(ip, port)),
+    )
+    .is_ok()
 }
 
 /// The first port from `start` that no worker of ours holds and nothing listens on.
@@ -518,7 +541,28 @@ mod tests {
     }
 
     #[test]
+    fn a_port_a_listener_left_a_closed_connection_on_is_not_free() {
+        use std::io::Read;
+        use std::net::{TcpListener, TcpStream};
+        // A listener as std (and the stub, and tiny_http) makes it, with SO_REUSEADDR; its side
+        // of a connection closes first, so that side stays in TIME_WAIT on the port.
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut client = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+        drop(listener.accept().unwrap().0);
+        let _ = client.read(&mut [0; 1]);
+        drop(client);
+        drop(listener);
+        assert!(
+            TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok(),
+            "std's bind (SO_REUSEADDR) takes the port"
+        );
+        assert!(!port_is_free(port), "whisper-server's bind would not");
+    }
+
+    #[test]
     fn pick_port_skips_ours_and_taken_ones() {
+        use std::net::TcpListener;
         let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let port = taken.local_addr().unwrap().port();
         let picked = pick_port(port, &[port + 1]).unwrap();

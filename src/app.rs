@@ -149,6 +149,26 @@ pub struct WorkerPlan {
     pub warnings: Vec<String>,
 }
 
+/// `--threads` for each worker (none when `args` set it) and a warning when `pool` workers of
+/// that many threads exceed the `cores`.
+fn worker_threads(args: &[String], pool: usize, cores: usize) -> (Option<usize>, Vec<String>) {
+    let fair_share = (cores / pool).max(1);
+    let (threads, per_worker) = if process::args_set_threads(args) {
+        (None, threads_in_args(args).unwrap_or(fair_share))
+    } else {
+        (Some(fair_share), fair_share)
+    };
+    let mut warnings = Vec::new();
+    if pool * per_worker > cores {
+        warnings.push(format!(
+            "{pool} workers x {per_worker} threads exceed the {cores} CPU cores: the workers compete \
+             for the cores and every transcription slows down; set the default model's poolSize x \
+             --threads to at most {cores}"
+        ));
+    }
+    (threads, warnings)
+}
+
 /// Resolves which program the workers run, with which model and thread count. With no
 /// `whisperServer.cmd`, the build of `scripts/setup-whisper.sh` is used when present.
 pub fn plan_workers(settings: &Settings, paths: &Paths, cores: usize) -> Result<WorkerPlan, Error> {
@@ -177,20 +197,6 @@ pub fn plan_workers(settings: &Settings, paths: &Paths, cores: usize) -> Result<
         process::resolve_program(&ws.cmd, cwd.as_deref()).map_err(Error::WorkerCommand)?
     };
     let pool_size = settings.workers.pool_size;
-    let fair_share = (cores / pool_size).max(1);
-    let (threads, per_worker) = if process::args_set_threads(&ws.args) {
-        (None, threads_in_args(&ws.args).unwrap_or(fair_share))
-    } else {
-        (Some(fair_share), fair_share)
-    };
-    let mut warnings = Vec::new();
-    if pool_size * per_worker > cores {
-        warnings.push(format!(
-            "{pool_size} workers x {per_worker} threads exceed the {cores} CPU cores: the workers compete \
-             for the cores and every transcription slows down; set workers.poolSize x --threads to at \
-             most {cores}"
-        ));
-    }
     let model = if settings.default_model.is_empty() {
         ARGS_MODEL_ID.to_string()
     } else {
@@ -222,6 +228,10 @@ pub fn plan_workers(settings: &Settings, paths: &Paths, cores: usize) -> Result<
             .is_some_and(ModelSpec::is_english_only_file),
     });
     default.path = model_path.clone();
+    // The cores are shared out among the default model's workers, which run all the time;
+    // another model's workers get as many threads each.
+    let default_pool = default.pool_size;
+    let (threads, warnings) = worker_threads(&ws.args, default_pool, cores);
     default.aliases.extend(
         OPENAI_ALIASES
             .iter()
@@ -546,6 +556,30 @@ mod tests {
             plan_workers(&s, &paths(), 2).unwrap().command.threads,
             Some(1)
         );
+    }
+
+    #[test]
+    fn the_default_models_own_pool_size_shares_out_the_cores() {
+        let mut s = Settings::default();
+        s.whisper_server.cmd = "sh".into();
+        s.workers.pool_size = 3;
+        s.models.insert(
+            "tiny".into(),
+            ModelSettings {
+                path: "/m/ggml-tiny.en.bin".into(),
+                pool_size: Some(1),
+                aliases: Vec::new(),
+            },
+        );
+        s.default_model = "tiny".into();
+        let plan = plan_workers(&s, &paths(), 2).unwrap();
+        assert_eq!(plan.models["tiny"].pool_size, 1);
+        assert_eq!(
+            plan.command.threads,
+            Some(2),
+            "both cores for the one worker"
+        );
+        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
     }
 
     #[test]

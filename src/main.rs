@@ -144,7 +144,7 @@ fn check(paths: &Paths, overrides: &Overrides) -> Result<(), Error> {
     );
     println!(
         "pool:     {} worker(s) of model `{}`",
-        settings.workers.pool_size, plan.model
+        plan.models[&plan.model].pool_size, plan.model
     );
     println!(
         "listen:   {}:{}",

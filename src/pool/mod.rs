@@ -50,6 +50,15 @@ pub struct PoolConfig {
     pub pid_dir: PathBuf,
 }
 
+impl PoolConfig {
+    /// Workers of the default model: its own `poolSize` under `models`, else `workers.poolSize`.
+    pub fn default_pool_size(&self) -> usize {
+        self.models
+            .get(&self.model)
+            .map_or(self.workers.pool_size, |m| m.pool_size)
+    }
+}
+
 /// How to run one model's workers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelSpec {
@@ -98,10 +107,7 @@ pub struct Pool {
 impl Pool {
     pub fn new(config: PoolConfig, monitor: Sender<MonitorEvent>) -> Pool {
         let now = Instant::now();
-        let pool_size = config
-            .models
-            .get(&config.model)
-            .map_or(config.workers.pool_size, |m| m.pool_size);
+        let pool_size = config.default_pool_size();
         let rules = Rules {
             max_concurrent: config.max_concurrent,
             rotate_threshold: config.workers.rotate_threshold,

@@ -311,7 +311,7 @@ impl Monitor {
             self.pool.lock().forget(id);
             log::warn!("audit: {id} has no process; forgetting it");
         }
-        let pool_size = self.pool.config.workers.pool_size;
+        let pool_size = self.pool.config.default_pool_size();
         if healthy * 2 < pool_size {
             log::warn!("audit: only {healthy} of {pool_size} workers are healthy");
         } else {

@@ -536,7 +536,7 @@ fn validate(s: &Settings) -> Result<(), SettingsError> {
             format!("must be at most {MAX_SEARCH_WIDTH} (and bestOf at least 1)"),
         ));
     }
-    validate_aliases(s)?;
+    validate_models(s)?;
     if !s.default_model.is_empty() && !s.models.contains_key(&s.default_model) {
         return Err(SettingsError::plain(
             "defaultModel",
@@ -546,10 +546,17 @@ fn validate(s: &Settings) -> Result<(), SettingsError> {
     Ok(())
 }
 
-/// Every alias names one model and is not itself a model id.
-fn validate_aliases(s: &Settings) -> Result<(), SettingsError> {
+/// Every model has a worker at least, and every alias names one model and is not itself a
+/// model id.
+fn validate_models(s: &Settings) -> Result<(), SettingsError> {
     let mut seen = std::collections::BTreeSet::new();
     for (id, model) in &s.models {
+        if model.pool_size == Some(0) {
+            return Err(SettingsError::plain(
+                &format!("models.{id}.poolSize"),
+                "must be at least 1",
+            ));
+        }
         for alias in &model.aliases {
             if s.models.contains_key(alias) || !seen.insert(alias.as_str()) {
                 return Err(SettingsError::plain(
@@ -586,6 +593,19 @@ mod tests {
         assert_eq!(
             validate(&s).unwrap_err().key.as_deref(),
             Some("workers.poolSize")
+        );
+        let mut s = Settings::default();
+        s.models.insert(
+            "a".into(),
+            ModelSettings {
+                path: "a.bin".into(),
+                pool_size: Some(0),
+                aliases: Vec::new(),
+            },
+        );
+        assert_eq!(
+            validate(&s).unwrap_err().key.as_deref(),
+            Some("models.a.poolSize")
         );
         let s = Settings {
             default_model: "nope".into(),

@@ -17,6 +17,7 @@
 //!   the usual error body.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 
 use serde_json::{json, Value};
@@ -53,7 +54,8 @@ pub fn start(
         .name("stream".into())
         .spawn(move || {
             // A client that left closed the channel: the engine hears it and runs no more chunks.
-            let sink = |event: Event| tx.send(Message::Events(encode(shape, &event))).is_ok();
+            let encoder = Encoder::new(shape);
+            let sink = |event: Event| tx.send(Message::Events(encoder.encode(&event))).is_ok();
             let last = match run(&sink) {
                 Ok(done) => Message::Events(finish(shape, &done)),
                 Err(e) => Message::Failed(e),
@@ -104,48 +106,66 @@ impl Read for Events {
     }
 }
 
-/// One engine event as server-sent events.
-fn encode(shape: Shape, event: &Event) -> String {
-    match (shape, event) {
-        (Shape::OpenAi, Event::Began { .. }) => ": transcription begun\n\n".into(),
-        (
-            Shape::Seed,
-            Event::Began {
-                chunks_total,
-                seconds,
-            },
-        ) => sse(
-            Some("begin"),
-            &json!({ "chunksTotal": chunks_total, "duration": seconds }),
-        ),
-        (Shape::OpenAi, Event::Chunk(p)) => {
-            let text = &p.transcript.text;
-            // Deltas concatenate into the whole text: every chunk but the first starts with
-            // the space that joins it to the one before.
-            let delta = if p.chunks_done > 1 && !text.is_empty() {
-                format!(" {text}")
-            } else {
-                text.clone()
-            };
-            sse(
-                None,
-                &json!({ "type": "transcript.text.delta", "delta": delta,
-                         "chunksDone": p.chunks_done, "chunksTotal": p.chunks_total }),
-            )
+/// Turns a run's engine events, which come in order, into server-sent events.
+struct Encoder {
+    shape: Shape,
+    /// Whether a delta with text has gone out: the next one starts with the space that joins
+    /// it to the text before, as the whole text joins its chunks. (Not the chunk count: chunks
+    /// finish out of order, so the first one reported may come with two done; and a silent
+    /// chunk adds no text.)
+    text_sent: AtomicBool,
+}
+
+impl Encoder {
+    fn new(shape: Shape) -> Encoder {
+        Encoder {
+            shape,
+            text_sent: AtomicBool::new(false),
         }
-        (Shape::Seed, Event::Chunk(p)) => p
-            .transcript
-            .segments
-            .iter()
-            .map(|s| {
+    }
+
+    /// One engine event as server-sent events.
+    fn encode(&self, event: &Event) -> String {
+        match (self.shape, event) {
+            (Shape::OpenAi, Event::Began { .. }) => ": transcription begun\n\n".into(),
+            (
+                Shape::Seed,
+                Event::Began {
+                    chunks_total,
+                    seconds,
+                },
+            ) => sse(
+                Some("begin"),
+                &json!({ "chunksTotal": chunks_total, "duration": seconds }),
+            ),
+            (Shape::OpenAi, Event::Chunk(p)) => {
+                let text = &p.transcript.text;
+                let joined = !text.is_empty() && self.text_sent.swap(true, Ordering::Relaxed);
+                let delta = if joined {
+                    format!(" {text}")
+                } else {
+                    text.clone()
+                };
                 sse(
-                    Some("segment"),
-                    &json!({ "start": s.start, "end": s.end, "text": s.text(),
-                             "confidence": s.confidence(),
+                    None,
+                    &json!({ "type": "transcript.text.delta", "delta": delta,
                              "chunksDone": p.chunks_done, "chunksTotal": p.chunks_total }),
                 )
-            })
-            .collect(),
+            }
+            (Shape::Seed, Event::Chunk(p)) => p
+                .transcript
+                .segments
+                .iter()
+                .map(|s| {
+                    sse(
+                        Some("segment"),
+                        &json!({ "start": s.start, "end": s.end, "text": s.text(),
+                                 "confidence": s.confidence(),
+                                 "chunksDone": p.chunks_done, "chunksTotal": p.chunks_total }),
+                    )
+                })
+                .collect(),
+        }
     }
 }
 
@@ -188,42 +208,43 @@ mod tests {
 
     #[test]
     fn openai_deltas_concatenate_into_the_text() {
-        let (a, b) = (chunk("And so"), chunk("my fellow"));
-        let first = encode(
-            Shape::OpenAi,
-            &Event::Chunk(Progressed {
-                transcript: &a,
-                chunks_done: 1,
-                chunks_total: 2,
-            }),
-        );
-        let second = encode(
-            Shape::OpenAi,
-            &Event::Chunk(Progressed {
-                transcript: &b,
-                chunks_done: 2,
-                chunks_total: 2,
-            }),
-        );
         let delta = |s: &str| -> String {
             let v: Value = serde_json::from_str(s.trim().strip_prefix("data: ").unwrap()).unwrap();
             v["delta"].as_str().unwrap().to_string()
         };
-        assert_eq!(delta(&first) + &delta(&second), "And so my fellow");
-        assert!(first.contains("\"type\":\"transcript.text.delta\""));
+        let progressed = |transcript, chunks_done| {
+            Event::Chunk(Progressed {
+                transcript,
+                chunks_done,
+                chunks_total: 4,
+            })
+        };
+        // Chunk 2 finished before chunk 1, so both are reported with 2 done; chunk 3 is
+        // silent.
+        let (a, b, silent, d) = (chunk("And so"), chunk("my fellow"), chunk(""), chunk("ask"));
+        let parts = [(&a, 2), (&b, 2), (&silent, 3), (&d, 4)];
+        let encoder = Encoder::new(Shape::OpenAi);
+        let events: Vec<String> = parts
+            .iter()
+            .map(|(t, done)| encoder.encode(&progressed(t, *done)))
+            .collect();
+        let whole = Transcript::merge(vec![a.clone(), b.clone(), silent.clone(), d.clone()], 4.0);
+        assert_eq!(
+            events.iter().map(|e| delta(e)).collect::<String>(),
+            whole.text
+        );
+        assert_eq!(whole.text, "And so my fellow ask");
+        assert!(events[0].contains("\"type\":\"transcript.text.delta\""));
     }
 
     #[test]
     fn seed_events_name_themselves() {
         let a = chunk("hello");
-        let segment = encode(
-            Shape::Seed,
-            &Event::Chunk(Progressed {
-                transcript: &a,
-                chunks_done: 1,
-                chunks_total: 3,
-            }),
-        );
+        let segment = Encoder::new(Shape::Seed).encode(&Event::Chunk(Progressed {
+            transcript: &a,
+            chunks_done: 1,
+            chunks_total: 3,
+        }));
         assert!(segment.starts_with("event: segment\ndata: {"), "{segment}");
         assert!(segment.contains("\"text\":\"hello\"") && segment.contains("\"chunksTotal\":3"));
         let error = failure(Shape::Seed, &ApiError::Timeout("x".into()));

@@ -414,7 +414,7 @@ fn unknown_routes_and_methods_get_json_errors() {
     let wrong_method = manager.post_json("/health", &json!({}));
     assert_eq!(wrong_method.status, 405);
     assert_eq!(wrong_method.error_code(), "METHOD_NOT_ALLOWED");
-    assert_eq!(wrong_method.header("allow"), Some("GET, OPTIONS"));
+    assert_eq!(wrong_method.header("allow"), Some("GET, HEAD, OPTIONS"));
     assert_eq!(
         manager.get("/health/").status / 100,
         manager.get("/health").status / 100,

@@ -72,6 +72,13 @@ fn a_sigkilled_worker_is_replaced_and_requests_keep_succeeding() {
         .sum();
     assert!(restarts >= 1, "{after}");
     assert_ne!(before["workers"], after["workers"]);
+    // The operator is told where to look for why.
+    assert!(
+        manager.wait_log("exited unexpectedly: signal: 9 (SIGKILL); its output is in "),
+        "{}",
+        manager.log_text()
+    );
+    assert!(manager.log_text().contains("logs/workers/worker-"));
 }
 
 #[test]

@@ -139,11 +139,15 @@ fn normalise(path: &str) -> &str {
 
 /// 405 with `Allow` when the path exists for other methods, else 404.
 fn unmatched(method: &Method, path: &str) -> ApiError {
-    let allowed: Vec<String> = ROUTES
+    let mut allowed: Vec<String> = ROUTES
         .iter()
         .filter(|r| r.path == path || captures(r.path, path).is_some())
         .map(|r| r.method.to_string())
         .collect();
+    // HEAD is answered wherever GET is (`find`).
+    if let Some(get) = allowed.iter().position(|m| m == "GET") {
+        allowed.insert(get + 1, "HEAD".into());
+    }
     if allowed.is_empty() {
         ApiError::NotFound(format!("no route for {method} {path}; see GET /openapi"))
     } else {
@@ -167,7 +171,7 @@ mod tests {
     #[test]
     fn wrong_method_is_405_with_allow() {
         match unmatched(&Method::Post, "/health") {
-            ApiError::MethodNotAllowed { allow } => assert_eq!(allow, "GET, OPTIONS"),
+            ApiError::MethodNotAllowed { allow } => assert_eq!(allow, "GET, HEAD, OPTIONS"),
             other => panic!("{other:?}"),
         }
         assert!(matches!(

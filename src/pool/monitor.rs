@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use super::client::{self, CallError};
 use super::process::{self, WorkerProcess};
 use super::state::Probe;
+use super::worker_log;
 use super::{MonitorEvent, Pool};
 
 /// Upper bound on the monitor's sleep: how fast a crash, a finished drain or a ready worker
@@ -127,10 +128,19 @@ impl Monitor {
                 .collect()
         };
         for (id, status, exit) in exits {
-            self.processes.remove(id);
+            let process = self.processes.remove(id);
             match exit {
                 Some(exit) if !exit.expected => {
-                    log::warn!("{id} (pid {}) exited unexpectedly: {status}", exit.pid)
+                    // Why is in what it printed: a model it could not load, a port it could
+                    // not bind.
+                    let output = process.map_or_else(String::new, |p| {
+                        let path = worker_log::path(&self.pool.config.log_dir, p.port);
+                        format!("; its output is in {}", path.display())
+                    });
+                    log::warn!(
+                        "{id} (pid {}) exited unexpectedly: {status}{output}",
+                        exit.pid
+                    )
                 }
                 _ => log::debug!("{id} stopped: {status}"),
             }

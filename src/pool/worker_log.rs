@@ -40,10 +40,15 @@ pub(super) struct WorkerLog {
     written: u64,
 }
 
+/// The log file of the worker on `port`, in the log directory `dir`.
+pub(super) fn path(dir: &Path, port: u16) -> PathBuf {
+    dir.join(format!("worker-{port}.log"))
+}
+
 impl WorkerLog {
     pub(super) fn open(dir: &Path, port: u16) -> std::io::Result<WorkerLog> {
         std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!("worker-{port}.log"));
+        let path = path(dir, port);
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let written = file.metadata()?.len();
         Ok(WorkerLog {

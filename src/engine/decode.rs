@@ -1,7 +1,8 @@
 //! Stage 1 of a run: the upload becomes audio a worker can take, or a clear refusal.
 //!
 //! - A WAV file is read by the manager (`audio::wav`): any rate and channel count, resampled to
-//!   16 kHz mono; one already at 16 kHz mono 16-bit is copied as it is.
+//!   16 kHz mono; one already at 16 kHz mono 16-bit is copied as it is. One in an encoding the
+//!   reader does not know (mu-law, A-law, ADPCM) goes to ffmpeg when there is one.
 //! - Anything else goes through ffmpeg (`audio::ffmpeg`) when `audio.ffmpeg` names one: m4a,
 //!   webm/opus, ogg/opus, mp3, flac, amr, wma, the audio of a video, ...
 //! - Without ffmpeg, MP3, FLAC and Ogg Vorbis, which whisper-server decodes by itself, go to a
@@ -76,13 +77,16 @@ impl Decoder<'_> {
         }
         let limit = self.max_seconds as f64;
         match (audio::sniff(&bytes), self.ffmpeg) {
-            (Some(Container::Wav), _) => wav::decode(&bytes, limit)
-                .map(Audio::Pcm)
-                .map_err(|e| self.wav_refusal(e, from_file)),
-            (_, Some(ffmpeg)) => ffmpeg
-                .decode(&bytes, limit)
-                .map(Audio::Pcm)
-                .map_err(|e| self.conversion_refusal(e, &bytes, from_file)),
+            (Some(Container::Wav), ffmpeg) => match (wav::decode(&bytes, limit), ffmpeg) {
+                // mu-law, A-law, ADPCM, ... in a WAV: not the manager's reader's, but ffmpeg's.
+                (Err(WavError::Unsupported { .. }), Some(ffmpeg)) => {
+                    self.convert(ffmpeg, bytes, from_file)
+                }
+                (decoded, _) => decoded
+                    .map(Audio::Pcm)
+                    .map_err(|e| self.wav_refusal(e, from_file)),
+            },
+            (_, Some(ffmpeg)) => self.convert(ffmpeg, bytes, from_file),
             (Some(container), None) => Ok(Audio::Whole { bytes, container }),
             (None, None) => Err(ApiError::UnsupportedMediaType(format!(
                 "the upload looks like {}, which only ffmpeg can decode, and conversion is off \
@@ -91,6 +95,14 @@ impl Decoder<'_> {
                 audio::sniff_kind(&bytes)
             ))),
         }
+    }
+
+    /// The upload decoded by ffmpeg.
+    fn convert(&self, ffmpeg: &Ffmpeg, bytes: Vec<u8>, from_file: bool) -> Result<Audio, ApiError> {
+        ffmpeg
+            .decode(&bytes, self.max_seconds as f64)
+            .map(Audio::Pcm)
+            .map_err(|e| self.conversion_refusal(e, &bytes, from_file))
     }
 
     fn wav_refusal(&self, e: WavError, from_file: bool) -> ApiError {
@@ -184,6 +196,57 @@ mod tests {
                     "{why}"
                 )
             }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A WAV of `seconds` of mu-law (format 7, 8 bits at 8 kHz), which the manager's reader
+    /// does not read.
+    fn mu_law_wav(seconds: u32) -> Vec<u8> {
+        let data = vec![0xFF; 8000 * seconds as usize];
+        let mut wav = b"RIFF".to_vec();
+        wav.extend((36 + data.len() as u32).to_le_bytes());
+        wav.extend(b"WAVEfmt ");
+        wav.extend(16u32.to_le_bytes());
+        wav.extend(7u16.to_le_bytes()); // mu-law
+        wav.extend(1u16.to_le_bytes()); // mono
+        wav.extend(8000u32.to_le_bytes()); // samples a second
+        wav.extend(8000u32.to_le_bytes()); // bytes a second
+        wav.extend(1u16.to_le_bytes()); // bytes a frame
+        wav.extend(8u16.to_le_bytes()); // bits a sample
+        wav.extend(b"data");
+        wav.extend((data.len() as u32).to_le_bytes());
+        wav.extend(data);
+        wav
+    }
+
+    #[test]
+    fn a_wav_encoding_the_reader_does_not_know_is_refused_without_ffmpeg() {
+        let metrics = Metrics::default();
+        match decoder(&metrics).decode(Input::File(mu_law_wav(1))) {
+            Err(ApiError::InvalidField { why, .. }) => {
+                assert!(
+                    why.contains("mu-law") && why.contains("not supported"),
+                    "{why}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    #[ignore = "needs ffmpeg (apt-get install ffmpeg)"]
+    fn a_wav_encoding_the_reader_does_not_know_goes_to_ffmpeg() {
+        let ffmpeg = Ffmpeg::find("ffmpeg", 1, std::time::Duration::from_secs(30))
+            .expect("this test needs ffmpeg (apt-get install ffmpeg)")
+            .unwrap();
+        let metrics = Metrics::default();
+        let d = Decoder {
+            ffmpeg: Some(&ffmpeg),
+            ..decoder(&metrics)
+        };
+        match d.decode(Input::File(mu_law_wav(1))).unwrap() {
+            Audio::Pcm(pcm) => assert!((pcm.seconds() - 1.0).abs() < 0.01, "{}", pcm.seconds()),
             other => panic!("{other:?}"),
         }
     }

@@ -532,3 +532,70 @@ fn an_endless_header_line_is_refused_and_costs_no_memory() {
     );
     assert_serving(&manager);
 }
+
+/// What comes back for `head` on a connection of its own, to its end (the manager closes it,
+/// or 2 s pass).
+fn whole_exchange(port: u16, head: &[u8]) -> String {
+    let mut stream = connect_with(port, head);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn a_body_length_given_two_ways_is_refused_and_nothing_after_it_is_served() {
+    let manager = Setup::new().start();
+    manager.wait_healthy(2);
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    // Each hides a request after a body a proxy in front could have measured the other way.
+    let two_lengths = format!(
+        "POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nContent-Length: 3\r\n\r\n{ping}\
+         GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        ping.len()
+    );
+    let length_and_chunks = format!(
+        "POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
+         {:x}\r\n{ping}\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        ping.len()
+    );
+    for head in [two_lengths, length_and_chunks] {
+        let answer = whole_exchange(manager.port, head.as_bytes());
+        report(&format!(
+            "body length given two ways: {:?}",
+            answer.lines().next()
+        ));
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert_eq!(
+            answer.matches("HTTP/1.1 ").count(),
+            1,
+            "one answer: {answer}"
+        );
+    }
+    // The same value twice says one length.
+    let repeated = format!(
+        "POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: {0}\r\nContent-Length: {0}\r\n\
+         Connection: close\r\n\r\n{ping}",
+        ping.len()
+    );
+    let answer = whole_exchange(manager.port, repeated.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(!manager.settled_log().contains("/smuggled"));
+    assert_serving(&manager);
+}
+
+#[test]
+fn a_byte_past_ascii_in_the_head_is_answered_400() {
+    let manager = Setup::new().start();
+    manager.wait_healthy(2);
+    for head in [
+        &b"GET /health HTTP/1.1\r\nUser-Agent: caf\xc3\xa9\r\n\r\n"[..],
+        &b"GET /h\xffalth HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+    ] {
+        let answer = whole_exchange(manager.port, head);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    }
+    assert_serving(&manager);
+}

@@ -124,6 +124,8 @@ impl ClientConnection {
             let (method, path, version) = {
                 let line = self.read_next_line().map_err(|e| match e.kind() {
                     ErrorKind::InvalidData => ReadError::RequestLineTooLong,
+                    // PATCHED: a byte past ASCII is answered 400; upstream closed silently.
+                    ErrorKind::InvalidInput => ReadError::WrongRequestLine,
                     _ => ReadError::ReadIoError(e),
                 })?;
 
@@ -139,6 +141,8 @@ impl ClientConnection {
                 loop {
                     let line = self.read_next_line().map_err(|e| match e.kind() {
                         ErrorKind::InvalidData => ReadError::HeadTooLarge(version.clone()),
+                        // PATCHED: a byte past ASCII is answered 400; upstream closed silently.
+                        ErrorKind::InvalidInput => ReadError::WrongHeader(version.clone()),
                         _ => ReadError::ReadIoError(e),
                     })?;
 
@@ -187,6 +191,9 @@ impl ClientConnection {
                 request::RequestCreationError::ExpectationFailed => {
                     ReadError::ExpectationFailed(version)
                 }
+                // PATCHED: answered 400, and the connection closed: where this request's body
+                // ends, and so where the next request begins, is not known.
+                request::RequestCreationError::AmbiguousLength => ReadError::WrongHeader(version),
             }
         })?;
 

@@ -112,6 +112,12 @@ pub enum RequestCreationError {
 
     /// Error while reading data from the socket during the creation of the `Request`.
     CreationIoError(IoError),
+
+    /// PATCHED: the head gives the body's length two ways (`Content-Length` twice with
+    /// different values, or with `Transfer-Encoding`): a proxy in front may have read it the
+    /// other way, and the rest would be taken as a request it never saw (request smuggling,
+    /// RFC 9112 section 6.3). Upstream took the first `Content-Length`, or the chunked body.
+    AmbiguousLength,
 }
 
 impl From<IoError> for RequestCreationError {
@@ -217,6 +223,17 @@ where
         .iter()
         .find(|h: &&Header| h.field.equiv("Transfer-Encoding"))
         .map(|h| h.value.clone());
+
+    // PATCHED: refused when the body's length is given two ways (`AmbiguousLength`)
+    let mut lengths = headers
+        .iter()
+        .filter(|h| h.field.equiv("Content-Length"))
+        .map(|h| h.value.as_str().trim());
+    if let Some(first) = lengths.next() {
+        if transfer_encoding.is_some() || lengths.any(|other| other != first) {
+            return Err(RequestCreationError::AmbiguousLength);
+        }
+    }
 
     // finding the content-length header
     let content_length = if transfer_encoding.is_some() {

@@ -599,3 +599,74 @@ fn a_byte_past_ascii_in_the_head_is_answered_400() {
     }
     assert_serving(&manager);
 }
+
+/// `seconds` of 1 kHz 8-bit mono WAV: a kilobyte a second, which decodes to 32 (16 kHz, 16-bit).
+fn thin_wav(seconds: u32) -> Vec<u8> {
+    let data: Vec<u8> = (0..seconds * 1000).map(|i| (i % 200) as u8 + 28).collect();
+    let mut wav = b"RIFF".to_vec();
+    wav.extend((36 + data.len() as u32).to_le_bytes());
+    wav.extend(b"WAVEfmt ");
+    for field in [
+        16u32.to_le_bytes(),
+        [1, 0, 1, 0],
+        1000u32.to_le_bytes(),
+        1000u32.to_le_bytes(),
+        [1, 0, 8, 0],
+    ] {
+        wav.extend(field);
+    }
+    wav.extend(b"data");
+    wav.extend((data.len() as u32).to_le_bytes());
+    wav.extend(data);
+    wav
+}
+
+#[test]
+fn uploads_that_decode_big_are_held_to_the_memory_budget() {
+    let manager = Setup::new()
+        .stub(&["--delay-ms", "2000"])
+        .set("audio", "maxSeconds", json!(60))
+        .set("audio", "maxSecondsInMemory", json!(90))
+        .start();
+    manager.wait_healthy(2);
+    let minute = thin_wav(60);
+    let before = usage(manager.child.id());
+    std::thread::scope(|scope| {
+        // 60 KB that decode to 1.9 MB, transcribed in 2 chunks on 2 workers of 2 s.
+        let first = scope.spawn(|| manager.transcribe(&minute));
+        let running = wait_for(Duration::from_secs(5), || {
+            if first.is_finished() {
+                return Some(());
+            }
+            let status = manager.status();
+            let runs = status["transcriptions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            (!runs.is_empty()).then_some(())
+        });
+        assert!(running.is_some(), "{}", manager.status());
+        assert!(
+            !first.is_finished(),
+            "the first upload ran no longer than it took to send the second"
+        );
+        let second = manager.transcribe(&minute);
+        report(&format!(
+            "a second 60 s upload beside one held: {} {}",
+            second.status,
+            second.text()
+        ));
+        assert_eq!(second.status, 503, "{}", second.text());
+        assert_eq!(second.json()["code"], "CAPACITY_EXCEEDED");
+        assert!(second.text().contains("audio.maxSecondsInMemory"));
+        assert_eq!(first.join().unwrap().status, 200);
+    });
+    assert_eq!(
+        manager.transcribe(&minute).status,
+        200,
+        "the first gave its share back"
+    );
+    let after = usage(manager.child.id());
+    report(&format!("RSS {} kB -> {} kB", before.rss_kb, after.rss_kb));
+    assert_serving(&manager);
+}

@@ -8,6 +8,7 @@
 //! cuts a long recording at its pauses.
 
 mod b64;
+pub mod budget;
 pub mod chunk;
 pub mod ffmpeg;
 mod mp4;

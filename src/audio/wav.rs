@@ -122,6 +122,14 @@ struct Format {
     rate: u32,
 }
 
+/// The length of a RIFF/WAVE file's audio in seconds, from its header: what [`decode`] would
+/// make of it, known before it is decoded.
+pub fn seconds(bytes: &[u8]) -> Result<f64, WavError> {
+    let (format, data) = parse(bytes)?;
+    let frames = data.len() / (format.channels * format.encoding.bytes());
+    Ok(frames as f64 / f64::from(format.rate))
+}
+
 /// Decodes a RIFF/WAVE file to [`Pcm`]: channels averaged, resampled to 16 kHz with a
 /// windowed-sinc filter (see the module comment). Refuses audio longer than `max_seconds`
 /// before decoding it.

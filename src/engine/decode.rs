@@ -12,6 +12,7 @@
 //! Decoded audio is 16 kHz mono PCM, bounded by `audio.maxSeconds` while it is decoded.
 
 use super::inference::Input;
+use crate::audio::budget::{Budget, Exhausted, Reservation};
 use crate::audio::ffmpeg::{ConvertError, Ffmpeg};
 use crate::audio::pcm::Pcm;
 use crate::audio::wav::{self, WavError};
@@ -25,8 +26,9 @@ const MIN_AUDIO_BYTES: usize = 44;
 /// Audio ready for the workers.
 #[derive(Debug)]
 pub enum Audio {
-    /// 16 kHz mono PCM: cut into chunks when long.
-    Pcm(Pcm),
+    /// 16 kHz mono PCM: cut into chunks when long; `held` is its share of the budget of
+    /// decoded audio, given back when it is dropped.
+    Pcm { pcm: Pcm, held: Reservation },
     /// A format whisper-server decodes by itself, sent as it came (no ffmpeg here).
     Whole {
         bytes: Vec<u8>,
@@ -38,7 +40,7 @@ impl Audio {
     /// Seconds of audio, when known before a worker says.
     pub fn seconds(&self) -> Option<f64> {
         match self {
-            Audio::Pcm(pcm) => Some(pcm.seconds()),
+            Audio::Pcm { pcm, .. } => Some(pcm.seconds()),
             Audio::Whole { .. } => None,
         }
     }
@@ -49,6 +51,8 @@ pub struct Decoder<'a> {
     pub ffmpeg: Option<&'a Ffmpeg>,
     pub max_bytes: u64,
     pub max_seconds: u64,
+    /// Decoded audio held across requests (`audio.maxSecondsInMemory`).
+    pub budget: &'a Budget,
     pub metrics: &'a Metrics,
 }
 
@@ -77,15 +81,27 @@ impl Decoder<'_> {
         }
         let limit = self.max_seconds as f64;
         match (audio::sniff(&bytes), self.ffmpeg) {
-            (Some(Container::Wav), ffmpeg) => match (wav::decode(&bytes, limit), ffmpeg) {
-                // mu-law, A-law, ADPCM, ... in a WAV: not the manager's reader's, but ffmpeg's.
-                (Err(WavError::Unsupported { .. }), Some(ffmpeg)) => {
-                    self.convert(ffmpeg, bytes, from_file)
+            (Some(Container::Wav), ffmpeg) => {
+                // Its length is in its header: held before it is decoded (a length past the
+                // limit is refused by the decoding).
+                let held = match wav::seconds(&bytes) {
+                    Ok(seconds) if seconds <= limit => Some(self.hold(seconds)?),
+                    _ => None,
+                };
+                match (wav::decode(&bytes, limit), ffmpeg) {
+                    // mu-law, A-law, ADPCM, ... in a WAV: not the manager's reader's, but
+                    // ffmpeg's.
+                    (Err(WavError::Unsupported { .. }), Some(ffmpeg)) => {
+                        drop(held);
+                        self.convert(ffmpeg, bytes, from_file)
+                    }
+                    (Ok(pcm), _) => Ok(Audio::Pcm {
+                        held: held.map_or_else(|| self.hold(pcm.seconds()), Ok)?,
+                        pcm,
+                    }),
+                    (Err(e), _) => Err(self.wav_refusal(e, from_file)),
                 }
-                (decoded, _) => decoded
-                    .map(Audio::Pcm)
-                    .map_err(|e| self.wav_refusal(e, from_file)),
-            },
+            }
             (_, Some(ffmpeg)) => self.convert(ffmpeg, bytes, from_file),
             (Some(container), None) => Ok(Audio::Whole { bytes, container }),
             (None, None) => Err(ApiError::UnsupportedMediaType(format!(
@@ -97,12 +113,19 @@ impl Decoder<'_> {
         }
     }
 
-    /// The upload decoded by ffmpeg.
+    /// The upload decoded by ffmpeg. Its length is known once it is decoded, so it is held
+    /// then; `audio.maxConversions` bounds the conversions under way.
     fn convert(&self, ffmpeg: &Ffmpeg, bytes: Vec<u8>, from_file: bool) -> Result<Audio, ApiError> {
-        ffmpeg
+        let pcm = ffmpeg
             .decode(&bytes, self.max_seconds as f64)
-            .map(Audio::Pcm)
-            .map_err(|e| self.conversion_refusal(e, &bytes, from_file))
+            .map_err(|e| self.conversion_refusal(e, &bytes, from_file))?;
+        let held = self.hold(pcm.seconds())?;
+        Ok(Audio::Pcm { pcm, held })
+    }
+
+    /// `seconds` of the budget of decoded audio, or a 503 saying it is spent.
+    fn hold(&self, seconds: f64) -> Result<Reservation, ApiError> {
+        self.budget.reserve(seconds).map_err(|e| budget_spent(&e))
     }
 
     fn wav_refusal(&self, e: WavError, from_file: bool) -> ApiError {
@@ -142,6 +165,18 @@ impl Decoder<'_> {
     }
 }
 
+/// A 503 for a recording that does not fit beside the decoded audio held now.
+fn budget_spent(e: &Exhausted) -> ApiError {
+    ApiError::CapacityExceeded {
+        retry_after: std::time::Duration::from_secs(30),
+        reason: format!(
+            "{:.0} s of audio does not fit beside the {:.0} s the manager holds decoded now \
+             (audio.maxSecondsInMemory {:.0} s)",
+            e.wanted, e.held, e.limit
+        ),
+    }
+}
+
 /// A 400 naming the field the audio came in.
 fn refusal(from_file: bool, why: String) -> ApiError {
     if from_file {
@@ -160,22 +195,23 @@ mod tests {
         base64::engine::general_purpose::STANDARD.encode(bytes)
     }
 
-    fn decoder(metrics: &Metrics) -> Decoder<'_> {
+    fn decoder<'a>(metrics: &'a Metrics, budget: &'a Budget) -> Decoder<'a> {
         Decoder {
             ffmpeg: None,
             max_bytes: 100_000,
             max_seconds: 2,
+            budget,
             metrics,
         }
     }
 
     #[test]
     fn without_ffmpeg_wav_is_decoded_mp3_goes_whole_and_the_rest_is_415() {
-        let metrics = Metrics::default();
-        let d = decoder(&metrics);
+        let (metrics, budget) = (Metrics::default(), Budget::new(10));
+        let d = decoder(&metrics, &budget);
         let wav = crate::audio::tests::silent_wav(1600);
         match d.decode(Input::Base64(b64(&wav))).unwrap() {
-            Audio::Pcm(pcm) => assert_eq!(pcm.samples.len(), 1600),
+            Audio::Pcm { pcm, .. } => assert_eq!(pcm.samples.len(), 1600),
             other => panic!("{other:?}"),
         }
         let mut mp3 = b"ID3\x04".to_vec();
@@ -222,8 +258,8 @@ mod tests {
 
     #[test]
     fn a_wav_encoding_the_reader_does_not_know_is_refused_without_ffmpeg() {
-        let metrics = Metrics::default();
-        match decoder(&metrics).decode(Input::File(mu_law_wav(1))) {
+        let (metrics, budget) = (Metrics::default(), Budget::new(10));
+        match decoder(&metrics, &budget).decode(Input::File(mu_law_wav(1))) {
             Err(ApiError::InvalidField { why, .. }) => {
                 assert!(
                     why.contains("mu-law") && why.contains("not supported"),
@@ -240,21 +276,49 @@ mod tests {
         let ffmpeg = Ffmpeg::find("ffmpeg", 1, std::time::Duration::from_secs(30))
             .expect("this test needs ffmpeg (apt-get install ffmpeg)")
             .unwrap();
-        let metrics = Metrics::default();
+        let (metrics, budget) = (Metrics::default(), Budget::new(10));
         let d = Decoder {
             ffmpeg: Some(&ffmpeg),
-            ..decoder(&metrics)
+            ..decoder(&metrics, &budget)
         };
         match d.decode(Input::File(mu_law_wav(1))).unwrap() {
-            Audio::Pcm(pcm) => assert!((pcm.seconds() - 1.0).abs() < 0.01, "{}", pcm.seconds()),
+            Audio::Pcm { pcm, .. } => {
+                assert!((pcm.seconds() - 1.0).abs() < 0.01, "{}", pcm.seconds())
+            }
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
+    fn decoded_audio_past_the_budget_is_refused_until_some_is_given_back() {
+        let (metrics, budget) = (Metrics::default(), Budget::new(3));
+        let d = Decoder {
+            max_seconds: 2,
+            ..decoder(&metrics, &budget)
+        };
+        let two_seconds = || Input::File(crate::audio::tests::silent_wav(32_000));
+        let first = d.decode(two_seconds()).unwrap();
+        assert_eq!(budget.held(), 2.0);
+        match d.decode(two_seconds()) {
+            Err(ApiError::CapacityExceeded { reason, .. }) => {
+                assert!(reason.contains("audio.maxSecondsInMemory"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(budget.held(), 2.0, "a refusal holds nothing");
+        drop(first);
+        assert!(d.decode(two_seconds()).is_ok());
+        assert_eq!(
+            budget.held(),
+            0.0,
+            "the audio was dropped, its share given back"
+        );
+    }
+
+    #[test]
     fn refusals_name_the_field_and_the_limits() {
-        let metrics = Metrics::default();
-        let d = decoder(&metrics);
+        let (metrics, budget) = (Metrics::default(), Budget::new(10));
+        let d = decoder(&metrics, &budget);
         assert!(matches!(
             d.decode(Input::Base64(String::new())),
             Err(ApiError::InvalidRequest(_))
@@ -270,7 +334,7 @@ mod tests {
         ));
         let d = Decoder {
             max_bytes: 1_000_000,
-            ..decoder(&metrics)
+            ..decoder(&metrics, &budget)
         };
         let long = crate::audio::tests::silent_wav(16_000 * 3);
         assert!(matches!(

@@ -283,6 +283,7 @@ impl Engine {
             ffmpeg: self.ffmpeg.as_ref(),
             max_bytes: self.settings.server.max_body_bytes,
             max_seconds: self.settings.audio.max_seconds,
+            budget: &self.decoded,
             metrics: &self.metrics,
         }
     }
@@ -298,7 +299,8 @@ impl Engine {
         inference_id: &str,
         progress: &(dyn Fn(Event) -> bool + Sync),
     ) -> Result<(Transcript, Who), ApiError> {
-        let pcm = match audio {
+        // The audio's share of `audio.maxSecondsInMemory` is held until its chunks are done.
+        let (pcm, _held) = match audio {
             Audio::Whole { bytes, container } => {
                 let _ = progress(Event::Began {
                     chunks_total: 1,
@@ -316,7 +318,7 @@ impl Engine {
                 self.report(progress, &t, 1, 1);
                 return Ok((t, who));
             }
-            Audio::Pcm(pcm) => pcm,
+            Audio::Pcm { pcm, held } => (pcm, held),
         };
         let max_samples = self.settings.audio.chunk_seconds as usize * Pcm::RATE as usize;
         let mut ranges = chunk::chunks(&pcm.samples, max_samples);

@@ -22,6 +22,7 @@ pub mod transcript;
 
 use std::sync::Arc;
 
+use crate::audio::budget::Budget;
 use crate::audio::ffmpeg::Ffmpeg;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -41,6 +42,8 @@ pub struct Engine {
     /// What decodes uploads that are not WAV: `None` when `audio.ffmpeg` is `""` or names
     /// nothing usable (then the start-up log said why).
     pub ffmpeg: Option<Ffmpeg>,
+    /// The decoded audio held at once (`audio.maxSecondsInMemory`).
+    pub decoded: Budget,
     /// Seconds since the epoch when this run started: tells this run's request ids from
     /// earlier runs', and is the `created` of `/v1/models`.
     pub boot_id: u64,
@@ -58,6 +61,7 @@ impl Engine {
             metrics: Metrics::default(),
             progress: progress::Progress::default(),
             ffmpeg,
+            decoded: Budget::new(settings.audio.max_seconds_in_memory),
             settings,
             pool,
             boot_id,

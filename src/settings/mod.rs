@@ -242,6 +242,9 @@ pub struct AudioSettings {
     pub chunk_seconds: u64,
     /// 4 hours: longer audio is refused with 413 before any inference.
     pub max_seconds: u64,
+    /// 8 hours, two of the longest recordings (920 MB): decoded audio the manager holds at
+    /// once across all requests (`audio::budget`); past it, 503.
+    pub max_seconds_in_memory: u64,
     /// 2 ffmpeg processes at once: a conversion keeps a core busy, and a small VPS has few.
     pub max_conversions: usize,
     /// 5 minutes for one conversion: ffmpeg decodes hours of compressed audio in far less.
@@ -272,6 +275,7 @@ impl Default for AudioSettings {
             ffmpeg: "ffmpeg".into(),
             chunk_seconds: 30,
             max_seconds: 14_400,
+            max_seconds_in_memory: 28_800,
             max_conversions: 2,
             conversion_timeout_ms: 300_000,
             chunk_timeout_factor: 4,
@@ -496,6 +500,7 @@ fn validate(s: &Settings) -> Result<(), SettingsError> {
         ),
         ("audio.chunkSeconds", s.audio.chunk_seconds),
         ("audio.maxSeconds", s.audio.max_seconds),
+        ("audio.maxSecondsInMemory", s.audio.max_seconds_in_memory),
         ("audio.maxConversions", s.audio.max_conversions as u64),
         ("audio.conversionTimeoutMs", s.audio.conversion_timeout_ms),
         ("audio.chunkTimeoutFactor", s.audio.chunk_timeout_factor),
@@ -503,6 +508,12 @@ fn validate(s: &Settings) -> Result<(), SettingsError> {
     ];
     if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
         return Err(SettingsError::plain(key, "must be at least 1"));
+    }
+    if s.audio.max_seconds_in_memory < s.audio.max_seconds {
+        return Err(SettingsError::plain(
+            "audio.maxSecondsInMemory",
+            "must be at least audio.maxSeconds, or the longest recordings allowed would never fit",
+        ));
     }
     if s.server.threads < MIN_SERVER_THREADS {
         return Err(SettingsError::plain(

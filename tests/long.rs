@@ -305,6 +305,60 @@ fn a_client_that_leaves_a_stream_stops_the_chunks_not_yet_begun() {
     );
 }
 
+/// Sends `body` to the JSON route on a connection of its own with `Connection: close`.
+fn post_closing(manager: &Manager, body: &serde_json::Value) -> std::net::TcpStream {
+    let body = body.to_string();
+    let head = format!(
+        "POST /api/v1/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", manager.port)).unwrap();
+    std::io::Write::write_all(&mut stream, head.as_bytes()).unwrap();
+    std::io::Write::write_all(&mut stream, body.as_bytes()).unwrap();
+    stream
+}
+
+#[test]
+fn a_client_that_leaves_before_its_answer_stops_the_chunks_not_yet_begun() {
+    let manager = long_setup().pool(1).stub(&["--delay-ms", "300"]).start();
+    manager.wait_healthy(1);
+    let audio = numbered_speech(60, 0.6, 0.4); // 60 s: 12 chunks of 5 s, 300 ms each
+    let body = json!({ "content": b64(&audio) });
+    // A client that stays, though tiny_http has shut its reading half (Connection: close),
+    // gets the whole answer.
+    let mut stays = post_closing(&manager, &body);
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stays, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(&expected_words(60).join(" ")), "{answer}");
+    let before = manager.workers()[0]["requestCount"].as_u64().unwrap();
+    let leaves = post_closing(&manager, &body);
+    wait_for(SOON, || {
+        (!manager.status()["transcriptions"].as_array()?.is_empty()).then_some(())
+    })
+    .expect("the run begins");
+    drop(leaves);
+    wait_for(SOON, || {
+        manager.status()["transcriptions"]
+            .as_array()?
+            .is_empty()
+            .then_some(())
+    })
+    .expect("the run ends");
+    let history = manager.get("/api/inference/history").json();
+    assert_eq!(
+        history["history"][0]["error"], "CLIENT_CLOSED_REQUEST",
+        "{history}"
+    );
+    let served = manager.workers()[0]["requestCount"].as_u64().unwrap() - before;
+    // The client is asked about as each chunk is done.
+    assert!(
+        served <= 4,
+        "{served} of 12 chunks ran after the client left"
+    );
+}
+
 #[test]
 fn recordings_past_the_limit_or_not_audio_are_refused_before_any_inference() {
     let manager = long_setup().set("audio", "maxSeconds", json!(10)).start();

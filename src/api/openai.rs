@@ -122,7 +122,8 @@ fn audio(engine: &Arc<Engine>, rq: &mut Incoming, task: Task) -> Result<Reply, A
         options,
         budget,
     };
-    let transcript = engine.transcribe(job)?.result;
+    let peer = rq.peer();
+    let transcript = engine.transcribe_while(job, &|| !peer.hung_up())?.result;
     Ok(shape(&transcript, format, &detail))
 }
 

@@ -132,7 +132,8 @@ pub fn create(engine: &Arc<Engine>, rq: &mut Incoming) -> Result<Reply, ApiError
     if request.fields.stream.unwrap_or(false) {
         return create_streaming(engine, request, deadline);
     }
-    let outcome = engine.transcribe(request.job(engine, deadline)?)?;
+    let peer = rq.peer();
+    let outcome = engine.transcribe_while(request.job(engine, deadline)?, &|| !peer.hung_up())?;
     Ok(Reply::ok(&request.result_body(&outcome)))
 }
 

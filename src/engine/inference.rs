@@ -193,6 +193,17 @@ impl Engine {
         self.transcribe_streaming(job, &|_| true)
     }
 
+    /// `transcribe` for as long as `wanted` says the answer is still wanted (asked as each
+    /// chunk is done): once it says no (the client left), the chunks not yet begun are not
+    /// run and the run ends with `ClientGone`.
+    pub fn transcribe_while(
+        &self,
+        job: Job,
+        wanted: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Outcome<Transcript>, ApiError> {
+        self.transcribe_streaming(job, &|_| wanted())
+    }
+
     /// `transcribe`, telling `progress` of each chunk, in order, as the transcript grows.
     /// `progress` answers whether anyone still listens: once it says no (the client of a
     /// stream left), the chunks not yet begun are not run and the run ends with `ClientGone`.

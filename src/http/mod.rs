@@ -8,10 +8,12 @@
 //! - `multipart`: a streaming, bounded `multipart/form-data` parser.
 
 pub mod multipart;
+pub mod peer;
 pub mod request;
 pub mod response;
 pub mod server;
 
+pub use peer::Peer;
 pub use request::{BodyError, BodyLimits, Incoming};
 pub use response::{CommonHeaders, Reply};
 pub use server::{Answered, Config, Handled, Handler, HttpServer, Refusal, StartError};

@@ -200,6 +200,11 @@ impl<'a> Incoming<'a> {
         Ok(body)
     }
 
+    /// The connection this request came on, to tell whether its client is still there.
+    pub fn peer(&self) -> super::Peer {
+        super::Peer::of(self.request)
+    }
+
     /// Whether the body was read to its end, so dropping the request costs nothing.
     pub fn body_was_read(&self) -> bool {
         self.body_read

@@ -34,6 +34,10 @@ pub struct ClientConnection {
 
     // true if the connection goes through SSL
     secure: bool,
+
+    // PATCHED: the write half's descriptor, which every request's response writer keeps
+    // open (`Request::peer_probe`)
+    peer: Option<crate::request::PeerProbe>,
 }
 
 /// PATCHED (inference-server-manager): upstream reads head lines with no limit, so one
@@ -66,6 +70,7 @@ impl ClientConnection {
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
+        let peer = write_socket.tcp_fd().map(crate::request::PeerProbe);
 
         let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
         let first_header = source.next().unwrap();
@@ -77,6 +82,7 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            peer,
         }
     }
 
@@ -198,7 +204,7 @@ impl ClientConnection {
         })?;
 
         // return the request
-        Ok(request)
+        Ok(request.with_peer(self.peer))
     }
 }
 

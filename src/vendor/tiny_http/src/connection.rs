@@ -126,6 +126,21 @@ impl Connection {
     pub(crate) fn read_arrived(&self, _: &mut [u8]) -> std::io::Result<Option<usize>> {
         Ok(None)
     }
+
+    /// PATCHED: the descriptor of a TCP connection (`PeerProbe`).
+    #[cfg(unix)]
+    pub(crate) fn tcp_fd(&self) -> Option<crate::request::RawSocket> {
+        use std::os::unix::io::AsRawFd;
+        match self {
+            Self::Tcp(s) => Some(s.as_raw_fd()),
+            Self::Unix(_) => None,
+        }
+    }
+
+    #[cfg(not(unix))]
+    pub(crate) fn tcp_fd(&self) -> Option<crate::request::RawSocket> {
+        None
+    }
 }
 
 impl From<TcpStream> for Connection {

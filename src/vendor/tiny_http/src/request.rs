@@ -77,7 +77,21 @@ pub struct Request {
 
     // PATCHED: see `Request::body_in_memory`
     body_in_memory: bool,
+
+    // PATCHED: see `Request::peer_probe`
+    peer: Option<PeerProbe>,
 }
+
+/// PATCHED: a socket's descriptor.
+#[cfg(unix)]
+pub type RawSocket = std::os::unix::io::RawFd;
+#[cfg(not(unix))]
+pub type RawSocket = i32;
+
+/// PATCHED: the socket a request came on, to ask the kernel about (`Request::peer_probe`).
+/// Valid while the request it came from is alive: its response writer keeps the socket open.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerProbe(pub RawSocket);
 
 struct NotifyOnDrop<R> {
     sender: Sender<()>,
@@ -320,6 +334,7 @@ where
         must_send_continue: expects_continue,
         notify_when_responded: None,
         body_in_memory,
+        peer: None,
     })
 }
 
@@ -331,6 +346,20 @@ impl Request {
     #[inline]
     pub fn body_in_memory(&self) -> bool {
         self.body_in_memory
+    }
+
+    /// PATCHED: the TCP socket this request came on, for a handler whose answer takes long to
+    /// ask the kernel whether the client has hung up; `None` for a request not from a TCP
+    /// socket (TLS, a Unix socket, a `TestRequest`).
+    #[inline]
+    pub fn peer_probe(&self) -> Option<PeerProbe> {
+        self.peer
+    }
+
+    /// PATCHED: set by the connection that read this request.
+    pub(crate) fn with_peer(mut self, peer: Option<PeerProbe>) -> Request {
+        self.peer = peer;
+        self
     }
 
     /// Returns true if the request was made through HTTPS.

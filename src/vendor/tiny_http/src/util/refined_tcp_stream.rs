@@ -128,6 +128,16 @@ impl RefinedTcpStream {
         }
     }
 
+    /// PATCHED: the socket's descriptor, for `PeerProbe`; `None` over TLS and on Unix sockets
+    /// as elsewhere where there is no TCP state to read.
+    pub(crate) fn tcp_fd(&self) -> Option<crate::request::RawSocket> {
+        match &self.stream {
+            Stream::Http(connection) => connection.tcp_fd(),
+            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+            Stream::Https(_) => None,
+        }
+    }
+
     pub(crate) fn peer_addr(&mut self) -> IoResult<Option<SocketAddr>> {
         self.stream.peer_addr()
     }

@@ -5,7 +5,7 @@
 //! Decoding any upload to 16 kHz mono PCM: [`pcm`] (the result), [`wav`] (WAV in the manager)
 //! and [`ffmpeg`] (everything else, through an `ffmpeg` child process, with `mp4` moving an
 //! MP4's index to the front first); [`sniff_kind`] names what arrived, for messages. [`chunk`]
-//! cuts a long recording at its pauses.
+//! cuts a long recording at its pauses; [`budget`] bounds the decoded audio held at once.
 
 mod b64;
 pub mod budget;

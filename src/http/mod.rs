@@ -6,6 +6,7 @@
 //! - `request`: `Incoming`, one request as a handler sees it, and its bounded body read.
 //! - `response`: `Reply`, and the headers every response carries.
 //! - `multipart`: a streaming, bounded `multipart/form-data` parser.
+//! - `peer`: whether a request's client is still there, for an answer that takes long.
 
 pub mod multipart;
 pub mod peer;

@@ -287,6 +287,18 @@ fn a_client_that_leaves_a_stream_stops_the_chunks_not_yet_begun() {
     let body = json!({ "content": b64(&audio), "stream": true });
     let (stream, _) = stream_to_first_segment(&manager, &body);
     drop(stream); // the client leaves, as the page's Cancel does
+    wait_until_ended_by_its_client(&manager);
+    let served = manager.workers()[0]["requestCount"].as_u64().unwrap();
+    // The server learns the client left from the next event or two it cannot deliver.
+    assert!(
+        served <= 5,
+        "{served} of 12 chunks ran after the client left"
+    );
+}
+
+/// Waits for the one transcription running to end, and checks the history says its client
+/// left.
+fn wait_until_ended_by_its_client(manager: &Manager) {
     wait_for(SOON, || {
         manager.status()["transcriptions"]
             .as_array()?
@@ -296,12 +308,9 @@ fn a_client_that_leaves_a_stream_stops_the_chunks_not_yet_begun() {
     .expect("the run ends");
     let history = manager.get("/api/inference/history").json();
     assert_eq!(history["history"][0]["success"], false, "{history}");
-    assert_eq!(history["history"][0]["error"], "CLIENT_CLOSED_REQUEST");
-    let served = manager.workers()[0]["requestCount"].as_u64().unwrap();
-    // The server learns the client left from the next event or two it cannot deliver.
-    assert!(
-        served <= 5,
-        "{served} of 12 chunks ran after the client left"
+    assert_eq!(
+        history["history"][0]["error"], "CLIENT_CLOSED_REQUEST",
+        "{history}"
     );
 }
 
@@ -339,18 +348,7 @@ fn a_client_that_leaves_before_its_answer_stops_the_chunks_not_yet_begun() {
     })
     .expect("the run begins");
     drop(leaves);
-    wait_for(SOON, || {
-        manager.status()["transcriptions"]
-            .as_array()?
-            .is_empty()
-            .then_some(())
-    })
-    .expect("the run ends");
-    let history = manager.get("/api/inference/history").json();
-    assert_eq!(
-        history["history"][0]["error"], "CLIENT_CLOSED_REQUEST",
-        "{history}"
-    );
+    wait_until_ended_by_its_client(&manager);
     let served = manager.workers()[0]["requestCount"].as_u64().unwrap() - before;
     // The client is asked about as each chunk is done.
     assert!(

@@ -198,6 +198,8 @@ fn a_worker_flooding_its_output_loses_no_line_and_keeps_serving() {
         .start();
     let status = manager.wait_healthy(1);
     assert_eq!(manager.transcribe(&wav(100, 1)).status, 200);
+    // The pump writes what gathered up to 10 ms after it came: the last line may follow.
+    manager.wait_worker_logs(&format!("] [stdout] flood line {LINES}\n"));
     let text = manager.worker_log(&workers(&status)[0]["port"]);
     let flood: Vec<&str> = text
         .lines()

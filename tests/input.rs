@@ -366,3 +366,62 @@ fn trickling_clients_do_not_delay_a_normal_one() {
         "5 normal requests took {normal:?} among 50 trickling clients"
     );
 }
+
+/// Writes `request` on `stream` and reads one response (its head and `Content-Length` body).
+fn exchange(stream: &mut std::net::TcpStream, request: &[u8]) -> String {
+    std::io::Write::write_all(stream, request).unwrap();
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n\r\n") {
+        match std::io::Read::read(stream, &mut byte) {
+            Ok(1) => answer.push(byte[0]),
+            _ => return String::from_utf8_lossy(&answer).into_owned(),
+        }
+    }
+    let head = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0u8; length];
+    std::io::Read::read_exact(stream, &mut body).unwrap();
+    answer.extend(body);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn an_answer_slower_than_the_read_timeout_keeps_its_connection() {
+    // Each inference takes longer than the connection's read deadline.
+    let manager = Setup::new()
+        .set("server", "readTimeoutMs", json!(1000))
+        .stub(&["--delay-ms", "2500"])
+        .start();
+    manager.wait_healthy(2);
+    let body = transcription(&wav(1600, 1)).to_string();
+    let request = format!(
+        "POST /api/v1/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", manager.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    for n in 1..=2 {
+        let answer = exchange(&mut stream, request.as_bytes());
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "answer {n} on one connection: {answer:?}"
+        );
+    }
+    // Idle after its answer, the connection is still closed at the read deadline.
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut rest);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_still_serving(&manager);
+}

@@ -95,12 +95,25 @@ impl ClientConnection {
     ///
     /// Reads until `CRLF` is reached. The next read will start
     ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
+    ///
+    /// PATCHED: with `request_line`, silence before the line's first byte outlasting the
+    /// socket's read timeout is waited through while an answer on this connection is still
+    /// being made: the client is waiting for it, not idle. Upstream the timeout ran from when
+    /// the previous request was read, so an answer that took longer than it (a transcription
+    /// takes minutes) closed the connection right after it was sent, and a client reusing the
+    /// connection saw it close without an answer.
+    fn read_next_line(&mut self, request_line: bool) -> IoResult<AsciiString> {
         let mut buf = Vec::new();
         let mut prev_byte_was_cr = false;
 
         loop {
             let byte = self.next_header_source.by_ref().bytes().next();
+            if let Some(Err(e)) = &byte {
+                let timed_out = matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut);
+                if timed_out && request_line && buf.is_empty() && self.sink.answering() {
+                    continue;
+                }
+            }
 
             let byte = match byte {
                 Some(b) => b?,
@@ -128,7 +141,7 @@ impl ClientConnection {
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
-                let line = self.read_next_line().map_err(|e| match e.kind() {
+                let line = self.read_next_line(true).map_err(|e| match e.kind() {
                     ErrorKind::InvalidData => ReadError::RequestLineTooLong,
                     // PATCHED: a byte past ASCII is answered 400; upstream closed silently.
                     ErrorKind::InvalidInput => ReadError::WrongRequestLine,
@@ -145,7 +158,7 @@ impl ClientConnection {
                 let mut headers = Vec::new();
                 let mut head_bytes = 0;
                 loop {
-                    let line = self.read_next_line().map_err(|e| match e.kind() {
+                    let line = self.read_next_line(false).map_err(|e| match e.kind() {
                         ErrorKind::InvalidData => ReadError::HeadTooLarge(version.clone()),
                         // PATCHED: a byte past ASCII is answered 400; upstream closed silently.
                         ErrorKind::InvalidInput => ReadError::WrongHeader(version.clone()),

@@ -76,6 +76,12 @@ impl<W: Write + Send> SequentialWriterBuilder<W> {
             next_trigger: None,
         }
     }
+
+    /// PATCHED: whether a writer handed out is still alive: a response on this connection is
+    /// still being made (each writer holds the stream until it is dropped).
+    pub fn answering(&self) -> bool {
+        Arc::strong_count(&self.writer) > 1
+    }
 }
 
 impl<R: Read + Send> Iterator for SequentialReaderBuilder<R> {

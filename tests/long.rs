@@ -322,10 +322,7 @@ fn post_closing(manager: &Manager, body: &serde_json::Value) -> std::net::TcpStr
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", manager.port)).unwrap();
-    std::io::Write::write_all(&mut stream, head.as_bytes()).unwrap();
-    std::io::Write::write_all(&mut stream, body.as_bytes()).unwrap();
-    stream
+    connect_with(manager.port, (head + &body).as_bytes())
 }
 
 #[test]

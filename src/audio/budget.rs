@@ -66,6 +66,7 @@ impl Budget {
     }
 
     /// Seconds held now.
+    #[cfg(test)]
     pub fn held(&self) -> f64 {
         *self.shared.lock()
     }

@@ -81,27 +81,23 @@ impl Decoder<'_> {
         }
         let limit = self.max_seconds as f64;
         match (audio::sniff(&bytes), self.ffmpeg) {
-            (Some(Container::Wav), ffmpeg) => {
-                // Its length is in its header: held before it is decoded (a length past the
-                // limit is refused by the decoding).
-                let held = match wav::seconds(&bytes) {
-                    Ok(seconds) if seconds <= limit => Some(self.hold(seconds)?),
-                    _ => None,
-                };
-                match (wav::decode(&bytes, limit), ffmpeg) {
-                    // mu-law, A-law, ADPCM, ... in a WAV: not the manager's reader's, but
-                    // ffmpeg's.
-                    (Err(WavError::Unsupported { .. }), Some(ffmpeg)) => {
-                        drop(held);
-                        self.convert(ffmpeg, bytes, from_file)
-                    }
-                    (Ok(pcm), _) => Ok(Audio::Pcm {
-                        held: held.map_or_else(|| self.hold(pcm.seconds()), Ok)?,
-                        pcm,
-                    }),
-                    (Err(e), _) => Err(self.wav_refusal(e, from_file)),
+            // Its length is in its header: its share is held before it is decoded.
+            (Some(Container::Wav), ffmpeg) => match (wav::seconds(&bytes), ffmpeg) {
+                (Ok(seconds), _) if seconds <= limit => {
+                    let held = self.hold(seconds)?;
+                    let pcm =
+                        wav::decode(&bytes, limit).map_err(|e| self.wav_refusal(e, from_file))?;
+                    Ok(Audio::Pcm { pcm, held })
                 }
-            }
+                (Ok(seconds), _) => {
+                    Err(self.wav_refusal(WavError::TooLong { seconds, limit }, from_file))
+                }
+                // mu-law, A-law, ADPCM, ... in a WAV: not the manager's reader's, but ffmpeg's.
+                (Err(WavError::Unsupported { .. }), Some(ffmpeg)) => {
+                    self.convert(ffmpeg, bytes, from_file)
+                }
+                (Err(e), _) => Err(self.wav_refusal(e, from_file)),
+            },
             (_, Some(ffmpeg)) => self.convert(ffmpeg, bytes, from_file),
             (Some(container), None) => Ok(Audio::Whole { bytes, container }),
             (None, None) => Err(ApiError::UnsupportedMediaType(format!(
@@ -237,22 +233,13 @@ mod tests {
     }
 
     /// A WAV of `seconds` of mu-law (format 7, 8 bits at 8 kHz), which the manager's reader
-    /// does not read.
+    /// does not read: an 8-bit PCM one whose fmt chunk names mu-law instead.
     fn mu_law_wav(seconds: u32) -> Vec<u8> {
-        let data = vec![0xFF; 8000 * seconds as usize];
-        let mut wav = b"RIFF".to_vec();
-        wav.extend((36 + data.len() as u32).to_le_bytes());
-        wav.extend(b"WAVEfmt ");
-        wav.extend(16u32.to_le_bytes());
-        wav.extend(7u16.to_le_bytes()); // mu-law
-        wav.extend(1u16.to_le_bytes()); // mono
-        wav.extend(8000u32.to_le_bytes()); // samples a second
-        wav.extend(8000u32.to_le_bytes()); // bytes a second
-        wav.extend(1u16.to_le_bytes()); // bytes a frame
-        wav.extend(8u16.to_le_bytes()); // bits a sample
-        wav.extend(b"data");
-        wav.extend((data.len() as u32).to_le_bytes());
-        wav.extend(data);
+        use crate::audio::wav::tests::{wav_file, Store};
+        let frames = 8000 * seconds as usize;
+        let mut wav = wav_file(8000, 1, frames, Store::U8, false, |_, _| 0.0);
+        let tag = wav.windows(4).position(|w| w == b"fmt ").unwrap() + 8;
+        wav[tag..tag + 2].copy_from_slice(&7u16.to_le_bytes());
         wav
     }
 

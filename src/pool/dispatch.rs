@@ -151,7 +151,9 @@ impl Pool {
                     state.dequeue(ticket);
                     state.served(group);
                     // The next in line may find another idle worker.
-                    state.wake_next();
+                    let wake = state.next_to_wake();
+                    drop(state);
+                    wake.notify();
                     return Ok(lease);
                 }
             }
@@ -159,8 +161,7 @@ impl Pool {
             let dead = !state.has_live_worker(model);
             if now >= give_up_at || dead {
                 state.dequeue(ticket);
-                state.wake_next();
-                return Err(if dead {
+                let error = if dead {
                     ApiError::NoHealthyWorkers {
                         retry_after: state.next_spawn_in(model, now),
                     }
@@ -174,7 +175,11 @@ impl Pool {
                             self.config.queue_timeout.as_millis()
                         ),
                     }
-                });
+                };
+                let wake = state.next_to_wake();
+                drop(state);
+                wake.notify();
+                return Err(error);
             }
             let wait = give_up_at.saturating_duration_since(now).min(QUEUE_RECHECK);
             state = wake
@@ -186,12 +191,12 @@ impl Pool {
 
     /// Returns a leased worker and wakes whoever can use what changed.
     fn release(&self, lease: &Lease, outcome: Outcome) {
-        let needs_monitor = {
+        let (needs_monitor, wake) = {
             let mut state = self.lock();
             let needs_monitor = state.finish(lease, outcome, Instant::now());
-            state.wake_next();
-            needs_monitor
+            (needs_monitor, state.next_to_wake())
         };
+        wake.notify();
         if needs_monitor {
             self.notify_changed();
             self.wake_monitor();

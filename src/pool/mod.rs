@@ -160,7 +160,7 @@ impl Pool {
     }
 
     /// Wakes every call waiting in the queue and every `wait_until`, after a change other
-    /// than a worker given back (`PoolState::wake_next` covers that). Never called with the
+    /// than a worker given back (`PoolState::next_to_wake` covers that). Never called with the
     /// lock held.
     fn notify_changed(&self) {
         self.lock().wake_all();

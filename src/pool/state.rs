@@ -187,8 +187,20 @@ struct Waiter {
     /// The request it belongs to: chunks of one recording share a group.
     group: u64,
     /// What its thread sleeps on, with the pool's lock: a freed worker wakes the one call next
-    /// for it (`wake_next`), not every waiting call.
+    /// for it (`next_to_wake`), not every waiting call.
     wake: Arc<Condvar>,
+}
+
+/// Waiting calls to wake, taken under the pool's lock and woken after it (`Wake::notify`).
+#[must_use = "the waiting calls sleep until notified"]
+pub struct Wake(Vec<Arc<Condvar>>);
+
+impl Wake {
+    pub fn notify(self) {
+        for waiter in self.0 {
+            waiter.notify_one();
+        }
+    }
 }
 
 /// A worker handed to one request; give it back with `PoolState::finish`.
@@ -453,13 +465,15 @@ impl PoolState {
             })
     }
 
-    /// Wakes, for each model with a worker free to take a call, the waiting call next for it:
-    /// the one wake-up a freed worker needs. (Waking every waiting call had all but one of
-    /// them take the lock only to sleep again: with 16 clients on 2 workers, 14 wake-ups per
-    /// request.)
-    pub fn wake_next(&self) {
+    /// For each model with a worker free to take a call, the waiting call next for it: the
+    /// one wake-up a freed worker needs. (Waking every waiting call had all but one of them
+    /// take the lock only to sleep again: with 16 clients on 2 workers, 14 wake-ups per
+    /// request.) The caller notifies them once it has let go of the lock, so a woken thread
+    /// does not find the lock still held and sleep again on it.
+    pub fn next_to_wake(&self) -> Wake {
+        let mut wake = Wake(Vec::new());
         if self.in_flight() >= self.rules.max_concurrent {
-            return;
+            return wake;
         }
         let mut seen: Vec<&str> = Vec::new();
         for waiter in &self.queue {
@@ -470,10 +484,11 @@ impl PoolState {
             seen.push(model);
             if self.workers.iter().any(|w| w.is_idle_for(model)) {
                 if let Some(next) = self.next_for(model) {
-                    next.wake.notify_one();
+                    wake.0.push(Arc::clone(&next.wake));
                 }
             }
         }
+        wake
     }
 
     /// Wakes every waiting call, to look again at a state that changed otherwise (a worker

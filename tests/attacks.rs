@@ -280,9 +280,17 @@ fn queued_requests_leave_threads_for_the_probes() {
 fn a_client_cannot_forge_log_lines() {
     let manager = Setup::new().start();
     manager.wait_healthy(2);
+    // A line break in the path is refused before anything is logged (a bare LF or CR in a
+    // head is 400); other control characters are logged escaped.
+    for head in [
+        &b"GET /x\nFAKE-LOG-LINE HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        &b"GET /x\rFAKE-LOG-LINE HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+    ] {
+        assert!(whole_exchange(manager.port, head).starts_with("HTTP/1.1 400"));
+    }
     let _ = raw_exchange(
         manager.port,
-        b"GET /x\nFAKE-LOG-LINE\x1b[31mRED HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /x\x08\x08FAKE-LOG-LINE\x1b[31mRED HTTP/1.1\r\nHost: x\r\n\r\n",
         Duration::from_secs(5),
     );
     assert!(
@@ -300,7 +308,7 @@ fn a_client_cannot_forge_log_lines() {
     ));
     assert_eq!(forged, 0, "{log}");
     assert!(!log.contains('\x1b'), "a raw escape reached the log");
-    assert!(log.contains("/x\\nFAKE-LOG-LINE\\u{1b}[31mRED"), "{log}");
+    assert!(log.contains("/x\\u{8}\\u{8}FAKE-LOG-LINE\\u{1b}[31mRED"), "{log}");
 }
 
 #[test]
@@ -597,6 +605,65 @@ fn a_byte_past_ascii_in_the_head_is_answered_400() {
         let answer = whole_exchange(manager.port, head);
         assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
     }
+    assert_serving(&manager);
+}
+
+#[test]
+fn malformed_request_lines_are_answered_400_at_once() {
+    let manager = Setup::new().start();
+    manager.wait_healthy(2);
+    for head in [
+        // Bare LF line ends (as `nc` without -C sends): upstream waited for a CRLF until the
+        // read timeout, with no answer.
+        &b"GET /health HTTP/1.1\nHost: x\n\n"[..],
+        &b"GET /health HTTP/1.1\r\nHost: x\n\r\n"[..],
+        // A method that is not a token.
+        &b"G(T /health HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+    ] {
+        let started = Instant::now();
+        let answer = whole_exchange(manager.port, head);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{head:?}: {answer:?}");
+        assert!(started.elapsed() < Duration::from_secs(1), "{head:?}");
+    }
+    // A target in absolute form is served as its path (RFC 9112 section 3.2.2).
+    let answer = whole_exchange(
+        manager.port,
+        b"GET http://example.com/livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert_serving(&manager);
+}
+
+#[test]
+fn a_body_that_broke_off_closes_its_connection_and_nothing_after_it_is_served() {
+    let manager = Setup::new()
+        .set("server", "readTimeoutMs", json!(1000))
+        .start();
+    manager.wait_healthy(2);
+    // A chunked body that stops mid-chunk: 408 after the read timeout, announced as the
+    // connection's last answer and followed by its end.
+    let mut stream = connect_with(
+        manager.port,
+        b"POST /rpc HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n{\"json",
+    );
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut head = [0u8; 1024];
+    let n = stream.read(&mut head).unwrap();
+    let answer = String::from_utf8_lossy(&head[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("Connection: close\r\n"), "{answer}");
+    // What the client sends now is not read as a request: upstream served it.
+    let _ = stream.write_all(b"\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("HTTP/1.1 "),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert!(!manager.settled_log().contains("/smuggled"));
     assert_serving(&manager);
 }
 

@@ -246,6 +246,10 @@ fn the_engine_validates_runs_and_records_history() {
             json!({ "inputData": b64(&audio), "options": { "timeout": 50 } }),
             "timeout under 100 ms",
         ),
+        (
+            json!({ "inputData": b64(&audio), "options": { "timeout": 3_600_001u64 } }),
+            "timeout over an hour, past inferenceTimeoutMs",
+        ),
     ] {
         let reply = infer(&manager, "default", body);
         assert_eq!(

@@ -11,8 +11,7 @@ use crate::http::{Incoming, Reply};
 /// notifications, which get no answer.
 pub fn call(engine: &Arc<Engine>, rq: &mut Incoming) -> Result<Reply, ApiError> {
     let body = rq.body()?;
-    let text = String::from_utf8_lossy(&body);
-    let message = crate::rpc::parse(&text);
+    let message = crate::rpc::parse(&body);
     let malformed = matches!(message, crate::rpc::Message::Single(Err(_)));
     Ok(
         match crate::rpc::answer_message(engine, message, crate::rpc::Transport::Http) {

@@ -20,6 +20,11 @@ pub const SERVICE_NAME: &str = "inference-server-manager";
 /// Shortest `options.timeout`: no worker answers faster, so a smaller one can only fail.
 const MIN_TIMEOUT_MS: u64 = 100;
 
+/// Longest `options.timeout` unless `inference.inferenceTimeoutMs` is longer: a longer one
+/// replaces the server's deadline, which is what frees a hung worker (whisper-server can hang
+/// with `/health` fine), so no client may put it off for days.
+const MAX_TIMEOUT_MS: u64 = 3_600_000;
+
 /// The body of `POST /api/inference/:modelId` and the params of `runInference`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -87,6 +92,15 @@ impl Engine {
                 return Err(ApiError::InvalidField {
                     field: "options.timeout",
                     why: format!("must be at least {MIN_TIMEOUT_MS} ms"),
+                })
+            }
+            Some(ms) if ms > max_timeout_ms(server_timeout) => {
+                return Err(ApiError::InvalidField {
+                    field: "options.timeout",
+                    why: format!(
+                        "must be at most {} ms (inference.inferenceTimeoutMs, or an hour if that is shorter)",
+                        max_timeout_ms(server_timeout)
+                    ),
                 })
             }
             Some(ms) => Some(Duration::from_millis(ms)),
@@ -246,4 +260,9 @@ fn worker_counts(snapshot: &Snapshot, model: &str) -> (usize, usize) {
         of_model().filter(|w| w.state == "healthy").count(),
         of_model().filter(|w| w.state != "stopped").count(),
     )
+}
+
+/// The longest `options.timeout` a request may give (`MAX_TIMEOUT_MS`).
+fn max_timeout_ms(server_timeout: Duration) -> u64 {
+    MAX_TIMEOUT_MS.max(u64::try_from(server_timeout.as_millis()).unwrap_or(u64::MAX))
 }

@@ -102,6 +102,7 @@ pub struct Incoming<'a> {
     limits: BodyLimits,
     received_at: Instant,
     body_read: bool,
+    body_broken: bool,
 }
 
 impl<'a> Incoming<'a> {
@@ -119,6 +120,7 @@ impl<'a> Incoming<'a> {
             limits,
             received_at: Instant::now(),
             body_read: false,
+            body_broken: false,
         }
     }
 
@@ -160,6 +162,7 @@ impl<'a> Incoming<'a> {
             max_bytes,
             deadline,
             broken: None,
+            failed: false,
             eof: false,
         };
         let mut result = parse(&mut reader);
@@ -174,6 +177,7 @@ impl<'a> Incoming<'a> {
                 }
             }
         }
+        self.body_broken = reader.broken.is_some() || reader.failed;
         if let Some(limit) = reader.broken {
             return Err(limit.into());
         }
@@ -209,6 +213,12 @@ impl<'a> Incoming<'a> {
     pub fn body_was_read(&self) -> bool {
         self.body_read
     }
+
+    /// Whether reading the body broke off (past its size or time limit, or the connection
+    /// failed): where this request ends on the connection, and the next begins, is not known.
+    pub fn body_broke_off(&self) -> bool {
+        self.body_broken
+    }
 }
 
 pub fn header_value<'r>(request: &'r tiny_http::Request, name: &str) -> Option<&'r str> {
@@ -227,6 +237,8 @@ struct Bounded<'r> {
     max_bytes: u64,
     deadline: Instant,
     broken: Option<BodyError>,
+    /// A read failed (the connection, or the body's framing such as a bad chunk).
+    failed: bool,
     eof: bool,
 }
 
@@ -242,7 +254,10 @@ impl Read for Bounded<'_> {
                 self.broken = Some(BodyError::Timeout);
                 return Err(e);
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                self.failed = true;
+                return Err(e);
+            }
         };
         self.read += n as u64;
         self.eof = n == 0;
@@ -298,6 +313,7 @@ mod tests {
             max_bytes,
             deadline,
             broken: None,
+            failed: false,
             eof: false,
         };
         let mut body = Vec::new();

@@ -481,10 +481,10 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) {
         let handled = handler.refused(&method, &path, refusal);
         let status = handled.reply.status;
         let response = to_tiny(handled.reply, &shared.config.common, &request_id);
-        refuse_unread(request, response, shared);
+        refuse_unread(request, response, false, shared);
         return answered(handled.label, status);
     }
-    let (handled, body_read) = {
+    let (handled, body_read, body_broke_off) = {
         let mut incoming = Incoming::new(&mut request, shared.config.limits);
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(&mut incoming)));
         let handled = outcome.unwrap_or_else(|panic| {
@@ -496,7 +496,7 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) {
             log::error!("handler panicked on {method} {path}: {what} [{request_id}]");
             handler.refused(&method, &path, Refusal::Panicked)
         });
-        (handled, incoming.body_was_read())
+        (handled, incoming.body_was_read(), incoming.body_broke_off())
     };
     let status = handled.reply.status;
     let response = to_tiny(handled.reply, &shared.config.common, &request_id);
@@ -504,34 +504,48 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) {
     // any other unread body is drained off this thread, since it may never come.
     let unread_body = !body_read && !request.body_in_memory();
     if unread_body {
-        refuse_unread(request, response, shared);
-    } else if let Err(e) = request.respond(response) {
-        log::debug!("could not send the response: {e}");
+        refuse_unread(request, response, body_broke_off, shared);
+    } else {
+        send(request, response, body_broke_off);
     }
     drop(permit);
     answered(handled.label, status);
+}
+
+/// Sends an answer. With `close` (the request's body broke off, so where the next request
+/// would begin is not known) the connection ends after it, announced by `Connection: close`.
+fn send(request: tiny_http::Request, response: tiny_http::Response<Body>, close: bool) {
+    let sent = if close {
+        request.respond_and_close(response)
+    } else {
+        request.respond(response)
+    };
+    if let Err(e) = sent {
+        log::debug!("could not send the response: {e}");
+    }
 }
 
 /// Answers a request whose body was not read, and leaves the drain tiny_http does on drop (it
 /// reads the rest of the body, so the connection can carry the next request) to a short-lived
 /// thread of its own: the answer never waits for a body nobody wants. The drain ends when the
 /// client has sent the body, closes, or is silent for `readTimeoutMs`. Past `MAX_DRAINERS`
-/// at once the request thread drains it itself.
+/// at once the request thread drains it itself. `close` is `send`'s.
 fn refuse_unread(
     request: tiny_http::Request,
     response: tiny_http::Response<Body>,
+    close: bool,
     shared: &Shared,
 ) {
     if shared.drainers.fetch_add(1, Ordering::AcqRel) >= MAX_DRAINERS {
         shared.drainers.fetch_sub(1, Ordering::AcqRel);
-        let _ = request.respond(response);
+        send(request, response, close);
         return;
     }
     let guard = DrainerSlot(Arc::clone(&shared.drainers));
     // Answer at once; the thread then lives as long as the drain.
     let drain = move || {
         let _guard = guard;
-        let _ = request.respond(response);
+        send(request, response, close);
     };
     if let Err(e) = std::thread::Builder::new()
         .name("drain".into())

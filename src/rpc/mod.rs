@@ -61,10 +61,11 @@ pub enum Message {
     Batch(Vec<Result<Call, Value>>),
 }
 
-/// The framing half of JSON-RPC, with no side effects (and so a fuzz target): parse errors,
-/// invalid requests, empty batches and batches of more than `MAX_BATCH` calls come back as
-/// their error responses. The text is parsed once, and a batch only up to its cap.
-pub fn parse(text: &str) -> Message {
+/// The framing half of JSON-RPC, with no side effects (and so a fuzz target): parse errors
+/// (a message that is not UTF-8 among them), invalid requests, empty batches and batches of
+/// more than `MAX_BATCH` calls come back as their error responses. The message is parsed
+/// once, and a batch only up to its cap.
+pub fn parse(message: &[u8]) -> Message {
     let parse_error = |e: serde_json::Error| {
         Message::Single(Err(error(
             Value::Null,
@@ -73,13 +74,13 @@ pub fn parse(text: &str) -> Message {
             Some(json!(e.to_string())),
         )))
     };
-    if !text.trim_start().starts_with('[') {
-        return match serde_json::from_str::<Value>(text) {
+    if !message.trim_ascii_start().starts_with(b"[") {
+        return match serde_json::from_slice::<Value>(message) {
             Ok(one) => Message::Single(parse_call(one)),
             Err(e) => parse_error(e),
         };
     }
-    let mut reader = serde_json::Deserializer::from_str(text);
+    let mut reader = serde_json::Deserializer::from_slice(message);
     let batch = serde::Deserializer::deserialize_seq(&mut reader, CappedBatch)
         .and_then(|batch| reader.end().map(|()| batch));
     match batch {
@@ -183,8 +184,8 @@ impl Transport {
 
 /// Answers one JSON-RPC message (a request, a notification or a batch). `None` when nothing
 /// is to be sent back: notifications only.
-pub fn handle(engine: &Engine, text: &str, transport: Transport) -> Option<Value> {
-    answer_message(engine, parse(text), transport)
+pub fn handle(engine: &Engine, message: &[u8], transport: Transport) -> Option<Value> {
+    answer_message(engine, parse(message), transport)
 }
 
 /// Answers a message `parse` already read. The answers of a batch stop being run past
@@ -354,7 +355,7 @@ mod tests {
 
     #[test]
     fn framing_sorts_calls_notifications_and_junk() {
-        let call = |text: &str| match parse(text) {
+        let call = |text: &str| match parse(text.as_bytes()) {
             Message::Single(one) => one,
             Message::Batch(_) => panic!("a batch"),
         };
@@ -369,6 +370,11 @@ mod tests {
             "a notification"
         );
         assert_eq!(call("{").unwrap_err()["error"]["code"], PARSE_ERROR);
+        // Not UTF-8 (a byte 0xff in a string): refused, not read with replacement characters.
+        match parse(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"pi\xffng\"}") {
+            Message::Single(Err(e)) => assert_eq!(e["error"]["code"], PARSE_ERROR),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(call("[]").unwrap_err()["error"]["code"], INVALID_REQUEST);
         for bad in [
             r#"{"id":1,"method":"ping"}"#,
@@ -382,7 +388,7 @@ mod tests {
                 "{bad}"
             );
         }
-        match parse(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}, 5]"#) {
+        match parse(br#"[{"jsonrpc":"2.0","id":1,"method":"ping"}, 5]"#) {
             Message::Batch(batch) => assert!(batch[0].is_ok() && batch[1].is_err()),
             single => panic!("{single:?}"),
         }
@@ -392,12 +398,12 @@ mod tests {
     fn a_batch_is_capped_while_it_is_parsed() {
         let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
         let batch = |n: usize| format!("[{}]", vec![ping; n].join(","));
-        assert!(matches!(parse(&batch(MAX_BATCH)), Message::Batch(b) if b.len() == MAX_BATCH));
-        match parse(&batch(MAX_BATCH + 1)) {
+        assert!(matches!(parse(batch(MAX_BATCH).as_bytes()), Message::Batch(b) if b.len() == MAX_BATCH));
+        match parse(batch(MAX_BATCH + 1).as_bytes()) {
             Message::Single(Err(e)) => assert_eq!(e["error"]["code"], INVALID_REQUEST),
             other => panic!("{other:?}"),
         }
-        match parse(&format!("{} x", batch(2))) {
+        match parse(format!("{} x", batch(2)).as_bytes()) {
             Message::Single(Err(e)) => assert_eq!(e["error"]["code"], PARSE_ERROR),
             other => panic!("{other:?}"),
         }

@@ -283,9 +283,8 @@ fn serve_one(shared: &Shared, connection: &mut Connection) -> std::io::Result<bo
             break;
         }
     }
-    let text = String::from_utf8_lossy(&line);
-    if !text.trim().is_empty() {
-        if let Some(answer) = super::handle(&shared.engine, &text, Transport::Rack) {
+    if !line.trim_ascii().is_empty() {
+        if let Some(answer) = super::handle(&shared.engine, &line, Transport::Rack) {
             writer.write_all(format!("{answer}\n").as_bytes())?;
         }
     }

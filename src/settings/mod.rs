@@ -523,6 +523,14 @@ fn validate(s: &Settings) -> Result<(), SettingsError> {
             ),
         ));
     }
+    for (key, keys) in [("server.apiKeys", &s.server.api_keys), ("rack.allow", &s.rack.allow)] {
+        if keys.iter().any(|k| k.trim().is_empty()) {
+            return Err(SettingsError::plain(
+                key,
+                "holds an empty key; remove it (a client sends a key, never nothing)",
+            ));
+        }
+    }
     if s.server.host.parse::<std::net::IpAddr>().is_err() && s.server.host != "localhost" {
         return Err(SettingsError::plain(
             "server.host",
@@ -626,6 +634,21 @@ mod tests {
             validate(&s).unwrap_err().key.as_deref(),
             Some("defaultModel")
         );
+    }
+
+    #[test]
+    fn an_empty_key_is_refused() {
+        let mut s = Settings::default();
+        s.server.api_keys = vec!["k".into(), " ".into()];
+        assert_eq!(
+            validate(&s).unwrap_err().key.as_deref(),
+            Some("server.apiKeys")
+        );
+        let mut s = Settings::default();
+        s.rack.allow = vec![String::new()];
+        assert_eq!(validate(&s).unwrap_err().key.as_deref(), Some("rack.allow"));
+        s.rack.allow = vec!["token".into()];
+        assert!(validate(&s).is_ok());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! JSON-RPC framing on arbitrary text: no panic, and every refusal is a JSON-RPC 2.0 error
+//! JSON-RPC framing on arbitrary bytes: no panic, and every refusal is a JSON-RPC 2.0 error
 //! response with an integer code.
 #![no_main]
 
@@ -13,8 +13,7 @@ fn check(one: &Result<inference_server_manager::rpc::Call, serde_json::Value>) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    match parse(text) {
+    match parse(data) {
         Message::Single(one) => check(&one),
         Message::Batch(batch) => batch.iter().for_each(check),
     }

@@ -6,6 +6,8 @@ use std::io::{BufReader, BufWriter, ErrorKind, Read};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::common::{HTTPVersion, Method};
 use crate::util::RefinedTcpStream;
@@ -38,6 +40,9 @@ pub struct ClientConnection {
     // PATCHED: the write half's descriptor, which every request's response writer keeps
     // open (`Request::peer_probe`)
     peer: Option<crate::request::PeerProbe>,
+
+    // PATCHED: set by `Request::respond_and_close`: no request is read after that one
+    closing: Arc<AtomicBool>,
 }
 
 /// PATCHED (inference-server-manager): upstream reads head lines with no limit, so one
@@ -83,6 +88,7 @@ impl ClientConnection {
             no_more_requests: false,
             secure,
             peer,
+            closing: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -125,6 +131,13 @@ impl ClientConnection {
                 return AsciiString::from_ascii(buf)
                     .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
             }
+            // PATCHED: a bare LF or CR in the head is answered 400 (RFC 9112 section 2.2).
+            // Upstream read on past a bare LF for a CRLF that never came, and the client got
+            // no answer until the read timeout; taking the LF as a line end instead could read
+            // a head otherwise than a proxy in front. A bare CR was kept in the line.
+            if byte == b'\n' || prev_byte_was_cr {
+                return Err(IoError::new(ErrorKind::InvalidInput, "bare LF or CR in the head"));
+            }
 
             prev_byte_was_cr = byte == b'\r';
 
@@ -147,6 +160,14 @@ impl ClientConnection {
                     ErrorKind::InvalidInput => ReadError::WrongRequestLine,
                     _ => ReadError::ReadIoError(e),
                 })?;
+                // PATCHED: what follows a request answered with `respond_and_close` (the rest
+                // of a body that was cut short, or a request hidden in it) is not served.
+                if self.closing.load(Ordering::Acquire) {
+                    return Err(ReadError::ReadIoError(IoError::new(
+                        ErrorKind::ConnectionAborted,
+                        "the connection was closed after its last answer",
+                    )));
+                }
 
                 parse_request_line(
                     line.as_str().trim(), // TODO: remove this conversion
@@ -217,7 +238,7 @@ impl ClientConnection {
         })?;
 
         // return the request
-        Ok(request.with_peer(self.peer))
+        Ok(request.with_connection(self.peer, Arc::clone(&self.closing)))
     }
 }
 
@@ -231,7 +252,7 @@ impl Iterator for ClientConnection {
 
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
-        if self.no_more_requests {
+        if self.no_more_requests || self.closing.load(Ordering::Acquire) {
             return None;
         }
 
@@ -352,13 +373,45 @@ fn parse_http_version(version: &str) -> Result<HTTPVersion, ReadError> {
 fn parse_request_line(line: &str) -> Result<(Method, String, HTTPVersion), ReadError> {
     let mut parts = line.split(' ');
 
-    let method = parts.next().and_then(|w| w.parse().ok());
-    let path = parts.next().map(ToOwned::to_owned);
+    // PATCHED: a method that is not a token (RFC 9110 section 5.6.2) is a malformed request
+    // line (400); upstream took any ASCII word, so `G(T` was answered 405.
+    let method = parts
+        .next()
+        .filter(|w| is_token(w))
+        .and_then(|w| w.parse().ok());
+    let path = parts.next().map(origin_form);
     let version = parts.next().and_then(|w| parse_http_version(w).ok());
 
     method
         .and_then(|method| Some((method, path?, version?)))
         .ok_or(ReadError::WrongRequestLine)
+}
+
+/// Whether `word` is an HTTP token: one or more of the characters RFC 9110 allows in a method.
+fn is_token(word: &str) -> bool {
+    !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// PATCHED: a target in absolute form (`http://host/path?q`, which RFC 9112 section 3.2.2 says
+/// a server must accept) becomes its origin form (`/path?q`); upstream handed it on as the
+/// path, so no route matched it.
+fn origin_form(target: &str) -> String {
+    let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
+    let rest = if lower.starts_with("http://") {
+        &target[7..]
+    } else if lower.starts_with("https://") {
+        &target[8..]
+    } else {
+        return target.to_owned();
+    };
+    match rest.find(['/', '?']) {
+        Some(at) if rest.as_bytes()[at] == b'/' => rest[at..].to_owned(),
+        Some(at) => format!("/{}", &rest[at..]),
+        None => "/".to_owned(),
+    }
 }
 
 #[cfg(test)]

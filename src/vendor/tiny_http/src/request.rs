@@ -5,7 +5,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 use crate::util::{EqualReader, FusedReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
@@ -80,6 +82,9 @@ pub struct Request {
 
     // PATCHED: see `Request::peer_probe`
     peer: Option<PeerProbe>,
+
+    // PATCHED: see `Request::respond_and_close`; shared with the connection that read it
+    closing: Option<Arc<AtomicBool>>,
 }
 
 /// PATCHED: a socket's descriptor.
@@ -335,6 +340,7 @@ where
         notify_when_responded: None,
         body_in_memory,
         peer: None,
+        closing: None,
     })
 }
 
@@ -357,8 +363,13 @@ impl Request {
     }
 
     /// PATCHED: set by the connection that read this request.
-    pub(crate) fn with_peer(mut self, peer: Option<PeerProbe>) -> Request {
+    pub(crate) fn with_connection(
+        mut self,
+        peer: Option<PeerProbe>,
+        closing: Arc<AtomicBool>,
+    ) -> Request {
         self.peer = peer;
+        self.closing = Some(closing);
         self
     }
 
@@ -560,10 +571,33 @@ impl Request {
         res
     }
 
+    /// PATCHED: sends `response` with `Connection: close` and ends the connection after it,
+    /// for a request whose body could not be read to its end (too slow, too large, cut
+    /// short): where the next request would begin is not known. The socket's write half is
+    /// shut once the answer is out, so the client reads it and then the end of the stream;
+    /// what the client still sends is drained as for any unread body (so a client still
+    /// writing is not reset before it has read the answer), and the connection reads no
+    /// request after this one. Upstream kept the connection open and read whatever followed
+    /// as the next request.
+    pub fn respond_and_close<R>(mut self, mut response: Response<R>) -> Result<(), IoError>
+    where
+        R: Read,
+    {
+        if let Some(closing) = &self.closing {
+            closing.store(true, Ordering::Release);
+        }
+        response.announce_close();
+        self.respond(response)
+    }
+
     fn respond_impl<R>(&mut self, response: Response<R>) -> Result<(), IoError>
     where
         R: Read,
     {
+        let closing = self
+            .closing
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Acquire));
         let mut writer = self.extract_writer_impl();
 
         let do_not_send_body = self.method == Method::Head;
@@ -576,7 +610,13 @@ impl Request {
             None,
         ))?;
 
-        Self::ignore_client_closing_errors(writer.flush())
+        Self::ignore_client_closing_errors(writer.flush())?;
+        #[cfg(unix)]
+        if let (true, Some(PeerProbe(fd))) = (closing, self.peer) {
+            // The writer (alive until this returns) keeps the descriptor open.
+            let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Write);
+        }
+        Ok(())
     }
 
     fn ignore_client_closing_errors(result: io::Result<()>) -> io::Result<()> {

@@ -285,6 +285,13 @@ where
         self.headers.push(header);
     }
 
+    /// PATCHED: adds `Connection: close`, which `add_header` leaves to tiny_http
+    /// (`Request::respond_and_close`).
+    pub(crate) fn announce_close(&mut self) {
+        self.headers
+            .push(Header::from_bytes(&b"Connection"[..], &b"close"[..]).unwrap());
+    }
+
     /// Returns the same request, but with an additional header.
     ///
     /// Some headers cannot be modified and some other have a

@@ -634,37 +634,69 @@ fn malformed_request_lines_are_answered_400_at_once() {
     assert_serving(&manager);
 }
 
+/// Everything `stream` gives until it ends or is silent for 5 s.
+fn rest_of(stream: &mut TcpStream) -> String {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    String::from_utf8_lossy(&rest).into_owned()
+}
+
 #[test]
 fn a_body_that_broke_off_closes_its_connection_and_nothing_after_it_is_served() {
     let manager = Setup::new()
         .set("server", "readTimeoutMs", json!(1000))
+        .stub(&["--delay-ms", "300"])
         .start();
     manager.wait_healthy(2);
-    // A chunked body that stops mid-chunk: 408 after the read timeout, announced as the
-    // connection's last answer and followed by its end.
+    // A transcription, and behind it on the same connection a chunked body that stops
+    // mid-chunk: the first is answered as usual, the second 408 after the read timeout,
+    // announced as the connection's last answer.
+    let inference = json!({ "inputData": b64(&wav(1600, 1)) }).to_string();
     let mut stream = connect_with(
         manager.port,
-        b"POST /rpc HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n{\"json",
+        format!(
+            "POST /api/inference/default HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{inference}\
+             POST /rpc HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n{{\"json",
+            inference.len()
+        )
+        .as_bytes(),
     );
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut head = [0u8; 1024];
-    let n = stream.read(&mut head).unwrap();
-    let answer = String::from_utf8_lossy(&head[..n]).into_owned();
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    assert!(answer.contains("Connection: close\r\n"), "{answer}");
-    // What the client sends now is not read as a request: upstream served it.
-    let _ = stream.write_all(b"\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n");
-    let mut rest = Vec::new();
-    let _ = stream.read_to_end(&mut rest);
-    assert!(
-        !String::from_utf8_lossy(&rest).contains("HTTP/1.1 "),
-        "{}",
-        String::from_utf8_lossy(&rest)
-    );
+    std::thread::sleep(Duration::from_millis(2500));
+    // Sent after the 408, inside the chunk it left unfinished: upstream served it.
+    let _ = stream.write_all(b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n");
+    let answers = rest_of(&mut stream);
+    let statuses: Vec<&str> = answers
+        .match_indices("HTTP/1.1 ")
+        .map(|(at, _)| &answers[at..at + 12])
+        .collect();
+    assert_eq!(statuses, ["HTTP/1.1 200", "HTTP/1.1 408"], "{answers}");
+    assert_eq!(answers.matches("Connection: close\r\n").count(), 1, "{answers}");
     assert!(!manager.settled_log().contains("/smuggled"));
     assert_serving(&manager);
+}
+
+#[test]
+fn a_chunked_body_answered_unread_ends_its_connection() {
+    let key = "k-chunks";
+    let manager = Setup::new().set("server", "apiKeys", json!([key])).start();
+    manager.wait_healthy_with_key(2, key);
+    // No key: 401 without reading the body. Its chunks, and the request hidden after them,
+    // were read as the next requests (upstream answered the chunk-size line with a second,
+    // 400, answer a client's connection pool would take for its next request's).
+    let mut stream = connect_with(
+        manager.port,
+        b"POST /api/inference/default HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    let answers = rest_of(&mut stream);
+    assert_eq!(answers.matches("HTTP/1.1 ").count(), 1, "{answers}");
+    assert!(answers.starts_with("HTTP/1.1 401"), "{answers}");
+    assert!(answers.contains("Connection: close\r\n"), "{answers}");
+    assert!(!manager.settled_log().contains("/smuggled"));
 }
 
 /// `seconds` of 1 kHz 8-bit mono WAV: a kilobyte a second, which decodes to 32 (16 kHz, 16-bit).

@@ -259,6 +259,14 @@ fn the_engine_validates_runs_and_records_history() {
             reply.text()
         );
     }
+    // An hour is the longest options.timeout while inferenceTimeoutMs is shorter.
+    let longest = infer(
+        &manager,
+        "default",
+        json!({ "inputData": b64(&audio), "options": { "timeout": 3_600_000u64 } }),
+    );
+    assert_eq!(longest.status, 200, "{}", longest.text());
+
     // Without ffmpeg (the tests' default) what is neither WAV, MP3, FLAC nor Ogg is 415.
     let not_audio = infer(
         &manager,
@@ -272,9 +280,9 @@ fn the_engine_validates_runs_and_records_history() {
 
     let history = manager.get("/api/inference/history").json();
     let stats = &history["statistics"];
-    // Two runs succeeded; five of the bad requests reached the engine (the first two JSON
+    // Three runs succeeded; five of the bad requests reached the engine (the first two JSON
     // shapes and the bad options are refused before it).
-    assert_eq!(stats["successfulInferences"], 2);
+    assert_eq!(stats["successfulInferences"], 3);
     assert_eq!(
         stats["totalInferences"].as_u64().unwrap(),
         stats["successfulInferences"].as_u64().unwrap()

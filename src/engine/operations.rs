@@ -98,7 +98,7 @@ impl Engine {
                 return Err(ApiError::InvalidField {
                     field: "options.timeout",
                     why: format!(
-                        "must be at most {} ms (inference.inferenceTimeoutMs, or an hour if that is shorter)",
+                        "must be at most {} ms, the longer of an hour and inference.inferenceTimeoutMs",
                         max_timeout_ms(server_timeout)
                     ),
                 })

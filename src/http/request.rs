@@ -254,6 +254,8 @@ impl Read for Bounded<'_> {
                 self.broken = Some(BodyError::Timeout);
                 return Err(e);
             }
+            // An interrupted read is retried by whoever reads (`read_to_end`, `io::copy`).
+            Err(e) if e.kind() == ErrorKind::Interrupted => return Err(e),
             Err(e) => {
                 self.failed = true;
                 return Err(e);

@@ -481,7 +481,8 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) {
         let handled = handler.refused(&method, &path, refusal);
         let status = handled.reply.status;
         let response = to_tiny(handled.reply, &shared.config.common, &request_id);
-        refuse_unread(request, response, false, shared);
+        let close = leaves_chunks_unread(&request);
+        refuse_unread(request, response, close, shared);
         return answered(handled.label, status);
     }
     let (handled, body_read, body_broke_off) = {
@@ -503,13 +504,21 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) {
     // A body tiny_http holds whole (short, and arrived with its head) costs nothing to drop;
     // any other unread body is drained off this thread, since it may never come.
     let unread_body = !body_read && !request.body_in_memory();
+    let close = body_broke_off || (unread_body && leaves_chunks_unread(&request));
     if unread_body {
-        refuse_unread(request, response, body_broke_off, shared);
+        refuse_unread(request, response, close, shared);
     } else {
-        send(request, response, body_broke_off);
+        send(request, response, close);
     }
     drop(permit);
     answered(handled.label, status);
+}
+
+/// Whether answering `request` without reading its body must end the connection: a chunked
+/// body can only be skipped by decoding it, which tiny_http does not do (it drains a body of
+/// known length on drop), so its chunks would be read as the next request.
+fn leaves_chunks_unread(request: &tiny_http::Request) -> bool {
+    !request.body_in_memory() && request.body_length().is_none()
 }
 
 /// Sends an answer. With `close` (the request's body broke off, so where the next request

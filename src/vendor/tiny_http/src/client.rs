@@ -53,6 +53,13 @@ const MAX_LINE_BYTES: usize = 8 * 1024;
 /// PATCHED: the whole head (request line and headers) is refused with 431 past this size.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
+/// PATCHED: after an answer sent with `Request::respond_and_close`, what the client still
+/// sends is read and dropped, up to this much or for this long (each read bounded by the
+/// socket's read timeout), before the connection is closed: closing a socket with unread data
+/// resets it, and a client still writing its body could lose the answer.
+const LINGER_BYTES: u64 = 1024 * 1024;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Error that can happen when reading a request.
 #[derive(Debug)]
 enum ReadError {
@@ -148,26 +155,43 @@ impl ClientConnection {
         }
     }
 
+    /// PATCHED: reads and drops what the client still sends after the connection's last
+    /// answer (`LINGER_BYTES`, `LINGER_TIME`), for `ClientConnection::next` to end it.
+    fn linger(&mut self) -> ReadError {
+        let until = std::time::Instant::now() + LINGER_TIME;
+        let mut left = LINGER_BYTES;
+        let mut buf = [0u8; 8192];
+        while left > 0 && std::time::Instant::now() < until {
+            match self.next_header_source.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n as u64),
+            }
+        }
+        ReadError::ReadIoError(IoError::new(
+            ErrorKind::ConnectionAborted,
+            "the connection was closed after its last answer",
+        ))
+    }
+
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
-                let line = self.read_next_line(true).map_err(|e| match e.kind() {
+                let line = self.read_next_line(true);
+                // PATCHED: what follows a request answered with `respond_and_close` (the rest
+                // of a body that was cut short, or a request hidden in it) is not served, nor
+                // answered.
+                if self.closing.load(Ordering::Acquire) {
+                    return Err(self.linger());
+                }
+                let line = line.map_err(|e| match e.kind() {
                     ErrorKind::InvalidData => ReadError::RequestLineTooLong,
                     // PATCHED: a byte past ASCII is answered 400; upstream closed silently.
                     ErrorKind::InvalidInput => ReadError::WrongRequestLine,
                     _ => ReadError::ReadIoError(e),
                 })?;
-                // PATCHED: what follows a request answered with `respond_and_close` (the rest
-                // of a body that was cut short, or a request hidden in it) is not served.
-                if self.closing.load(Ordering::Acquire) {
-                    return Err(ReadError::ReadIoError(IoError::new(
-                        ErrorKind::ConnectionAborted,
-                        "the connection was closed after its last answer",
-                    )));
-                }
 
                 parse_request_line(
                     line.as_str().trim(), // TODO: remove this conversion
@@ -252,7 +276,11 @@ impl Iterator for ClientConnection {
 
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
-        if self.no_more_requests || self.closing.load(Ordering::Acquire) {
+        if self.no_more_requests {
+            return None;
+        }
+        if self.closing.load(Ordering::Acquire) {
+            self.linger();
             return None;
         }
 

@@ -83,8 +83,12 @@ pub struct Request {
     // PATCHED: see `Request::peer_probe`
     peer: Option<PeerProbe>,
 
-    // PATCHED: see `Request::respond_and_close`; shared with the connection that read it
+    // PATCHED: see `Request::respond_and_close`; shared with the connection that read it,
+    // which reads no request after this one once it is set
     closing: Option<Arc<AtomicBool>>,
+
+    // PATCHED: this request's answer is the connection's last (`respond_and_close`)
+    last_answer: bool,
 }
 
 /// PATCHED: a socket's descriptor.
@@ -341,6 +345,7 @@ where
         body_in_memory,
         peer: None,
         closing: None,
+        last_answer: false,
     })
 }
 
@@ -573,12 +578,14 @@ impl Request {
 
     /// PATCHED: sends `response` with `Connection: close` and ends the connection after it,
     /// for a request whose body could not be read to its end (too slow, too large, cut
-    /// short): where the next request would begin is not known. The socket's write half is
-    /// shut once the answer is out, so the client reads it and then the end of the stream;
-    /// what the client still sends is drained as for any unread body (so a client still
-    /// writing is not reset before it has read the answer), and the connection reads no
-    /// request after this one. Upstream kept the connection open and read whatever followed
-    /// as the next request.
+    /// short, or a chunked body nobody read): where the next request would begin is not
+    /// known. The socket's write half is shut once the answer is out (after the answers to
+    /// requests before it on the connection, which go out as usual), so the client reads it
+    /// and then the end of the stream. The connection reads no request after this one: what
+    /// the client still sends is read and dropped for a while (`ClientConnection`'s
+    /// `LINGER_BYTES`, `LINGER_TIME`), so a client still writing is not reset before it has
+    /// read the answer. Upstream kept the connection open and read whatever followed as the
+    /// next request.
     pub fn respond_and_close<R>(mut self, mut response: Response<R>) -> Result<(), IoError>
     where
         R: Read,
@@ -586,6 +593,7 @@ impl Request {
         if let Some(closing) = &self.closing {
             closing.store(true, Ordering::Release);
         }
+        self.last_answer = true;
         response.announce_close();
         self.respond(response)
     }
@@ -594,10 +602,6 @@ impl Request {
     where
         R: Read,
     {
-        let closing = self
-            .closing
-            .as_ref()
-            .is_some_and(|c| c.load(Ordering::Acquire));
         let mut writer = self.extract_writer_impl();
 
         let do_not_send_body = self.method == Method::Head;
@@ -612,7 +616,7 @@ impl Request {
 
         Self::ignore_client_closing_errors(writer.flush())?;
         #[cfg(unix)]
-        if let (true, Some(PeerProbe(fd))) = (closing, self.peer) {
+        if let (true, Some(PeerProbe(fd))) = (self.last_answer, self.peer) {
             // The writer (alive until this returns) keeps the descriptor open.
             let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Write);
         }

@@ -427,10 +427,14 @@ fn is_token(word: &str) -> bool {
 /// a server must accept) becomes its origin form (`/path?q`); upstream handed it on as the
 /// path, so no route matched it.
 fn origin_form(target: &str) -> String {
-    let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
-    let rest = if lower.starts_with("http://") {
+    let scheme = |name: &str| {
+        target
+            .get(..name.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(name))
+    };
+    let rest = if scheme("http://") {
         &target[7..]
-    } else if lower.starts_with("https://") {
+    } else if scheme("https://") {
         &target[8..]
     } else {
         return target.to_owned();

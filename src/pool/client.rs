@@ -6,7 +6,8 @@
 //! is quick. A pooled socket may be stale (its worker replaced on the same port, or closed by
 //! whisper-server's keep-alive timeout): ureq probes each one before reuse and drops those
 //! the peer closed, `IDLE_REUSE` stays under whisper-server's 5 s keep-alive timeout, and
-//! `dispatch` tells the rare stale socket from a dead worker by asking `/health`.
+//! `dispatch` tells the rare stale socket from a dead worker by asking `/health`. A request's
+//! head goes out in one write with its body (`cork`).
 
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
@@ -14,7 +15,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ureq::unversioned::transport::{Connector, DefaultConnector, NextTimeout};
+
+use super::cork::Cork;
 
 /// A pooled connection idle longer than this is not reused: whisper-server (cpp-httplib)
 /// closes keep-alive connections after 5 s idle.
@@ -142,7 +145,7 @@ fn new_agent(config: ureq::config::ConfigBuilder<ureq::typestate::AgentScope>) -
         .max_idle_age(IDLE_REUSE)
         .max_idle_connections(MAX_IDLE)
         .build();
-    ureq::Agent::with_parts(config, DefaultConnector::default(), IpLiteral)
+    ureq::Agent::with_parts(config, DefaultConnector::default().chain(Cork), IpLiteral)
 }
 
 /// Workers are called at `127.0.0.1`: the address is in the URL, and nothing is looked up.

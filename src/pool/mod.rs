@@ -13,6 +13,7 @@
 //! - `client`: the whisper-server HTTP protocol over `ureq`.
 
 pub mod client;
+mod cork;
 pub mod dispatch;
 pub mod models;
 pub mod monitor;

@@ -194,14 +194,18 @@ impl Engine {
     }
 
     /// `transcribe` for as long as `wanted` says the answer is still wanted (asked as each
-    /// chunk is done): once it says no (the client left), the chunks not yet begun are not
-    /// run and the run ends with `ClientGone`.
+    /// chunk but the last is done): once it says no (the client left), the chunks not yet
+    /// begun are not run and the run ends with `ClientGone`.
     pub fn transcribe_while(
         &self,
         job: Job,
         wanted: &(dyn Fn() -> bool + Sync),
     ) -> Result<Outcome<Transcript>, ApiError> {
-        self.transcribe_streaming(job, &|_| wanted())
+        // Asked only while chunks are left to skip (a short clip's run never asks).
+        self.transcribe_streaming(job, &|event| match event {
+            Event::Chunk(p) if p.chunks_done < p.chunks_total => wanted(),
+            _ => true,
+        })
     }
 
     /// `transcribe`, telling `progress` of each chunk, in order, as the transcript grows.

@@ -308,7 +308,10 @@ fn a_client_cannot_forge_log_lines() {
     ));
     assert_eq!(forged, 0, "{log}");
     assert!(!log.contains('\x1b'), "a raw escape reached the log");
-    assert!(log.contains("/x\\u{8}\\u{8}FAKE-LOG-LINE\\u{1b}[31mRED"), "{log}");
+    assert!(
+        log.contains("/x\\u{8}\\u{8}FAKE-LOG-LINE\\u{1b}[31mRED"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -674,7 +677,11 @@ fn a_body_that_broke_off_closes_its_connection_and_nothing_after_it_is_served() 
         .map(|(at, _)| &answers[at..at + 12])
         .collect();
     assert_eq!(statuses, ["HTTP/1.1 200", "HTTP/1.1 408"], "{answers}");
-    assert_eq!(answers.matches("Connection: close\r\n").count(), 1, "{answers}");
+    assert_eq!(
+        answers.matches("Connection: close\r\n").count(),
+        1,
+        "{answers}"
+    );
     assert!(!manager.settled_log().contains("/smuggled"));
     assert_serving(&manager);
 }
@@ -697,6 +704,25 @@ fn a_chunked_body_answered_unread_ends_its_connection() {
     assert!(answers.starts_with("HTTP/1.1 401"), "{answers}");
     assert!(answers.contains("Connection: close\r\n"), "{answers}");
     assert!(!manager.settled_log().contains("/smuggled"));
+}
+
+#[test]
+fn a_chunked_body_past_the_limit_gets_413_and_ends_its_connection() {
+    let manager = Setup::new()
+        .set("server", "maxBodyBytes", json!(1000))
+        .start();
+    manager.wait_healthy(2);
+    let mut head = b"POST /rpc HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..4 {
+        head.extend_from_slice(b"3e8\r\n");
+        head.extend_from_slice(&[b' '; 1000]);
+        head.extend_from_slice(b"\r\n");
+    }
+    let mut stream = connect_with(manager.port, &head);
+    let answers = rest_of(&mut stream);
+    assert!(answers.starts_with("HTTP/1.1 413"), "{answers}");
+    assert!(answers.contains("Connection: close\r\n"), "{answers}");
+    assert_eq!(answers.matches("HTTP/1.1 ").count(), 1, "{answers}");
 }
 
 /// `seconds` of 1 kHz 8-bit mono WAV: a kilobyte a second, which decodes to 32 (16 kHz, 16-bit).

@@ -398,7 +398,9 @@ mod tests {
     fn a_batch_is_capped_while_it_is_parsed() {
         let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
         let batch = |n: usize| format!("[{}]", vec![ping; n].join(","));
-        assert!(matches!(parse(batch(MAX_BATCH).as_bytes()), Message::Batch(b) if b.len() == MAX_BATCH));
+        assert!(
+            matches!(parse(batch(MAX_BATCH).as_bytes()), Message::Batch(b) if b.len() == MAX_BATCH)
+        );
         match parse(batch(MAX_BATCH + 1).as_bytes()) {
             Message::Single(Err(e)) => assert_eq!(e["error"]["code"], INVALID_REQUEST),
             other => panic!("{other:?}"),

@@ -523,7 +523,10 @@ fn validate(s: &Settings) -> Result<(), SettingsError> {
             ),
         ));
     }
-    for (key, keys) in [("server.apiKeys", &s.server.api_keys), ("rack.allow", &s.rack.allow)] {
+    for (key, keys) in [
+        ("server.apiKeys", &s.server.api_keys),
+        ("rack.allow", &s.rack.allow),
+    ] {
         if keys.iter().any(|k| k.trim().is_empty()) {
             return Err(SettingsError::plain(
                 key,

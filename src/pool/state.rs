@@ -196,6 +196,7 @@ struct Waiter {
 pub struct Wake(Vec<Arc<Condvar>>);
 
 impl Wake {
+    /// Wakes each of them (the pool's lock no longer held).
     pub fn notify(self) {
         for waiter in self.0 {
             waiter.notify_one();

@@ -521,8 +521,9 @@ fn leaves_chunks_unread(request: &tiny_http::Request) -> bool {
     !request.body_in_memory() && request.body_length().is_none()
 }
 
-/// Sends an answer. With `close` (the request's body broke off, so where the next request
-/// would begin is not known) the connection ends after it, announced by `Connection: close`.
+/// Sends an answer. With `close` (the request's body broke off or its chunks were left
+/// unread, so where the next request would begin is not known) the connection ends after
+/// it, announced by `Connection: close`.
 fn send(request: tiny_http::Request, response: tiny_http::Response<Body>, close: bool) {
     let sent = if close {
         request.respond_and_close(response)

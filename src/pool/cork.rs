@@ -64,6 +64,9 @@ impl<T: Transport> Transport for Corked<T> {
             return Ok(());
         }
         let held = self.held.len();
+        if held == 0 {
+            return self.inner.transmit_output(amount, timeout);
+        }
         let output = self.inner.buffers().output();
         if held + amount <= output.len() {
             // The usual case: the head goes in front of the body, and both out at once.

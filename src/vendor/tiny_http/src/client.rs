@@ -156,8 +156,8 @@ impl ClientConnection {
     }
 
     /// PATCHED: reads and drops what the client still sends after the connection's last
-    /// answer (`LINGER_BYTES`, `LINGER_TIME`), for `ClientConnection::next` to end it.
-    fn linger(&mut self) -> ReadError {
+    /// answer (`LINGER_BYTES`, `LINGER_TIME`), before the connection ends.
+    fn linger(&mut self) {
         let until = std::time::Instant::now() + LINGER_TIME;
         let mut left = LINGER_BYTES;
         let mut buf = [0u8; 8192];
@@ -167,10 +167,6 @@ impl ClientConnection {
                 Ok(n) => left = left.saturating_sub(n as u64),
             }
         }
-        ReadError::ReadIoError(IoError::new(
-            ErrorKind::ConnectionAborted,
-            "the connection was closed after its last answer",
-        ))
     }
 
     /// Reads a request from the stream.
@@ -184,7 +180,11 @@ impl ClientConnection {
                 // of a body that was cut short, or a request hidden in it) is not served, nor
                 // answered.
                 if self.closing.load(Ordering::Acquire) {
-                    return Err(self.linger());
+                    self.linger();
+                    return Err(ReadError::ReadIoError(IoError::new(
+                        ErrorKind::ConnectionAborted,
+                        "the connection was closed after its last answer",
+                    )));
                 }
                 let line = line.map_err(|e| match e.kind() {
                     ErrorKind::InvalidData => ReadError::RequestLineTooLong,

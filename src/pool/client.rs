@@ -15,9 +15,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{Connector, DefaultConnector, NextTimeout};
+use ureq::unversioned::transport::{Connector, NextTimeout};
 
 use super::cork::Cork;
+use super::tcp::Tcp;
 
 /// A pooled connection idle longer than this is not reused: whisper-server (cpp-httplib)
 /// closes keep-alive connections after 5 s idle.
@@ -145,7 +146,7 @@ fn new_agent(config: ureq::config::ConfigBuilder<ureq::typestate::AgentScope>) -
         .max_idle_age(IDLE_REUSE)
         .max_idle_connections(MAX_IDLE)
         .build();
-    ureq::Agent::with_parts(config, DefaultConnector::default().chain(Cork), IpLiteral)
+    ureq::Agent::with_parts(config, Tcp.chain(Cork), IpLiteral)
 }
 
 /// Workers are called at `127.0.0.1`: the address is in the URL, and nothing is looked up.

@@ -11,6 +11,7 @@
 //! - `process`: spawning, signals, pid records, orphan reaping, port checks.
 //! - `worker_log`: a worker's output, gathered and timestamped into its log file.
 //! - `client`: the whisper-server HTTP protocol over `ureq`.
+//! - `tcp`, `cork`: the socket under it, with fewer system calls and sends than ureq's own.
 
 pub mod client;
 mod cork;
@@ -19,6 +20,7 @@ pub mod models;
 pub mod monitor;
 pub mod process;
 pub mod state;
+mod tcp;
 mod worker_log;
 
 use std::collections::BTreeMap;

@@ -188,6 +188,9 @@ impl<'a> Incoming<'a> {
     /// Reads the whole body within the limits.
     pub fn body(&mut self) -> Result<Vec<u8>, BodyError> {
         let expected = self.request.body_length().unwrap_or(0);
+        if let Some(body) = self.body_in_memory() {
+            return Ok(body);
+        }
         let body = self.with_body(|reader| {
             let mut body = Vec::with_capacity(expected);
             reader
@@ -202,6 +205,17 @@ impl<'a> Incoming<'a> {
             });
         }
         Ok(body)
+    }
+
+    /// The whole body when it arrived with the head (tiny_http read it already) and is within
+    /// the size limit: handed over as it is, where reading it through `with_body` copied it.
+    fn body_in_memory(&mut self) -> Option<Vec<u8>> {
+        if self.request.body_length()? as u64 > self.limits.max_bytes {
+            return None;
+        }
+        let body = self.request.take_body_in_memory()?;
+        self.body_read = true;
+        Some(body)
     }
 
     /// The connection this request came on, to tell whether its client is still there.
@@ -366,5 +380,55 @@ mod tests {
         assert!(permits.try_acquire().is_none());
         drop(first);
         assert!(permits.try_acquire().is_some());
+    }
+
+    fn incoming_body(body: &'static str, max_bytes: u64) -> (Result<Vec<u8>, BodyError>, bool) {
+        let mut request: tiny_http::Request = tiny_http::TestRequest::new()
+            .with_method(Method::Post)
+            .with_body(body)
+            .into();
+        let limits = BodyLimits {
+            max_bytes,
+            timeout: Duration::from_secs(5),
+        };
+        let mut incoming = Incoming::new(&mut request, limits);
+        let read = incoming.body();
+        (read, incoming.body_was_read())
+    }
+
+    #[test]
+    fn a_body_that_came_with_its_head_is_handed_over_within_its_limit() {
+        let (read, was_read) = incoming_body("{\"content\": \"UklGRg==\"}", 1024);
+        assert_eq!(read.unwrap(), b"{\"content\": \"UklGRg==\"}");
+        assert!(was_read);
+        let (read, _) = incoming_body("0123456789", 9);
+        assert!(
+            matches!(read, Err(BodyError::TooLarge { limit: 9 })),
+            "{read:?}"
+        );
+    }
+
+    /// tiny_http's side of it (patched): a body that arrived whole is handed over once, or
+    /// read through `as_reader`.
+    #[test]
+    fn a_whole_body_is_taken_once_or_read() {
+        let mut request: tiny_http::Request =
+            tiny_http::TestRequest::new().with_body("hello").into();
+        assert!(request.body_in_memory());
+        assert_eq!(
+            request.take_body_in_memory().as_deref(),
+            Some(&b"hello"[..])
+        );
+        assert_eq!(request.take_body_in_memory(), None);
+        let mut rest = Vec::new();
+        request.as_reader().read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "taken, the body reads as empty");
+
+        let mut request: tiny_http::Request =
+            tiny_http::TestRequest::new().with_body("hello").into();
+        let mut read = String::new();
+        request.as_reader().read_to_string(&mut read).unwrap();
+        assert_eq!(read, "hello");
+        assert_eq!(request.take_body_in_memory(), None, "read, it is gone");
     }
 }

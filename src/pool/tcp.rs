@@ -200,7 +200,18 @@ mod tests {
 
     #[test]
     fn time_left_rounds_up_by_at_most_a_64th_and_to_one_value_a_timeout() {
-        for micros in [1, 1_500, 2_000, 63_999, 64_000, 65_001, 999_000, 2_000_000, 30_000_000, 3_600_000_000] {
+        for micros in [
+            1,
+            1_500,
+            2_000,
+            63_999,
+            64_000,
+            65_001,
+            999_000,
+            2_000_000,
+            30_000_000,
+            3_600_000_000,
+        ] {
             let left = Duration::from_micros(micros);
             let rounded = rounded_up(left);
             assert!(rounded >= left, "{micros} us: {rounded:?}");
@@ -281,7 +292,10 @@ mod tests {
             after: UreqDuration::Exact(Duration::from_millis(200)),
             ..within(0)
         });
-        assert!(matches!(waited, Err(ureq::Error::Timeout(Timeout::Global))), "{waited:?}");
+        assert!(
+            matches!(waited, Err(ureq::Error::Timeout(Timeout::Global))),
+            "{waited:?}"
+        );
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(200), "{took:?}");
         assert!(took < Duration::from_secs(2), "{took:?}");

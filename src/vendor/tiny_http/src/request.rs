@@ -80,6 +80,10 @@ pub struct Request {
     // PATCHED: see `Request::body_in_memory`
     body_in_memory: bool,
 
+    // PATCHED: the whole body, when `new_request` found all of it had arrived; `as_reader`
+    // reads from it, and `take_body_in_memory` hands it over without a copy
+    whole_body: Option<Vec<u8>>,
+
     // PATCHED: see `Request::peer_probe`
     peer: Option<PeerProbe>,
 
@@ -173,7 +177,7 @@ impl ReadArrived for &[u8] {
 /// request. Nothing is waited for: a body that has not arrived reaches the handler as before,
 /// which may answer without reading it. (Upstream also waited here for the whole of a body up
 /// to 1 KiB, so one that never came held the connection and got no answer.)
-fn read_arrived_body<R>(mut source: R, length: usize) -> (Box<dyn Read + Send + 'static>, bool)
+fn read_arrived_body<R>(mut source: R, length: usize) -> Arrived
 where
     R: ReadArrived + Send + 'static,
 {
@@ -193,19 +197,24 @@ where
         }
     }
     if arrived == length {
-        return (Box::new(Cursor::new(body)), true);
+        return Arrived::Whole(body);
     }
     body.truncate(arrived);
     body.shrink_to_fit();
     let arrived_part = Cursor::new(body);
     if let Some(e) = failed {
-        return (Box::new(arrived_part.chain(Failed(Some(e)))), false);
+        return Arrived::Part(Box::new(arrived_part.chain(Failed(Some(e)))));
     }
     let (rest, _) = EqualReader::new(source, length - arrived);
-    (
-        Box::new(arrived_part.chain(FusedReader::new(rest))),
-        false,
-    )
+    Arrived::Part(Box::new(arrived_part.chain(FusedReader::new(rest))))
+}
+
+/// PATCHED: what `read_arrived_body` found.
+enum Arrived {
+    /// The whole body, kept as it is for `Request::take_body_in_memory`.
+    Whole(Vec<u8>),
+    /// Part of it (perhaps none): what has arrived followed by the rest from the socket.
+    Part(Box<dyn Read + Send + 'static>),
 }
 
 /// PATCHED: a reader that fails once with the error it holds, then reads nothing.
@@ -300,6 +309,7 @@ where
     // PATCHED: whether the whole body is in memory (or there is none), so that nobody
     // waits for the client when the request is answered without reading it.
     let mut body_in_memory = true;
+    let mut whole_body = None;
     let reader = if connection_upgrade {
         // if we have a `Connection: upgrade`, always keeping the whole reader
         body_in_memory = false;
@@ -310,9 +320,16 @@ where
         } else if content_length <= IN_MEMORY_BODY && !expects_continue {
             // PATCHED: what has arrived of a body up to 64 KiB; upstream waited for all of a
             // body up to 1 KiB
-            let (reader, whole) = read_arrived_body(source_data, content_length);
-            body_in_memory = whole;
-            reader
+            match read_arrived_body(source_data, content_length) {
+                Arrived::Whole(body) => {
+                    whole_body = Some(body);
+                    Box::new(io::empty()) as Box<dyn Read + Send + 'static>
+                }
+                Arrived::Part(reader) => {
+                    body_in_memory = false;
+                    reader
+                }
+            }
         } else {
             body_in_memory = false;
             let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
@@ -343,6 +360,7 @@ where
         must_send_continue: expects_continue,
         notify_when_responded: None,
         body_in_memory,
+        whole_body,
         peer: None,
         closing: None,
         last_answer: false,
@@ -357,6 +375,14 @@ impl Request {
     #[inline]
     pub fn body_in_memory(&self) -> bool {
         self.body_in_memory
+    }
+
+    /// PATCHED: the whole body, when it had all arrived with the head and none of it has been
+    /// read through `as_reader`: the bytes `new_request` read, without copying them again.
+    /// Afterwards the body reads as empty.
+    #[inline]
+    pub fn take_body_in_memory(&mut self) -> Option<Vec<u8>> {
+        self.whole_body.take()
     }
 
     /// PATCHED: the TCP socket this request came on, for a handler whose answer takes long to
@@ -495,6 +521,10 @@ impl Request {
     ///  function will send back a `100 Continue` response.
     #[inline]
     pub fn as_reader(&mut self) -> &mut dyn Read {
+        // PATCHED: a whole body in memory is read from there (see `take_body_in_memory`)
+        if let Some(body) = self.whole_body.take() {
+            self.data_reader = Some(Box::new(Cursor::new(body)));
+        }
         if self.must_send_continue {
             let msg = Response::new_empty(StatusCode(100));
             msg.raw_print(
@@ -557,6 +587,10 @@ impl Request {
         use std::mem;
 
         assert!(self.data_reader.is_some());
+        // PATCHED: a whole body in memory goes first (see `take_body_in_memory`)
+        if let Some(body) = self.whole_body.take() {
+            self.data_reader = Some(Box::new(Cursor::new(body)));
+        }
 
         let mut reader = None;
         mem::swap(&mut self.data_reader, &mut reader);

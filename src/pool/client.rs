@@ -6,8 +6,9 @@
 //! is quick. A pooled socket may be stale (its worker replaced on the same port, or closed by
 //! whisper-server's keep-alive timeout): ureq probes each one before reuse and drops those
 //! the peer closed, `IDLE_REUSE` stays under whisper-server's 5 s keep-alive timeout, and
-//! `dispatch` tells the rare stale socket from a dead worker by asking `/health`. A request's
-//! head goes out in one write with its body (`cork`).
+//! `dispatch` tells the rare stale socket from a dead worker by asking `/health`. The socket
+//! is our own (`tcp`: the probe and the timeouts cost fewer system calls than ureq's), and a
+//! request's head goes out in one write with its body (`cork`).
 
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};

@@ -209,6 +209,7 @@ impl<'a> Incoming<'a> {
 
     /// The whole body when it arrived with the head (tiny_http read it already) and is within
     /// the size limit: handed over as it is, where reading it through `with_body` copied it.
+    /// Its deadline is not checked: nothing is waited for to read it.
     fn body_in_memory(&mut self) -> Option<Vec<u8>> {
         if self.request.body_length()? as u64 > self.limits.max_bytes {
             return None;
@@ -397,7 +398,7 @@ mod tests {
     }
 
     #[test]
-    fn a_body_that_came_with_its_head_is_handed_over_within_its_limit() {
+    fn a_body_that_came_with_its_head_is_whole_and_still_within_its_limit() {
         let (read, was_read) = incoming_body("{\"content\": \"UklGRg==\"}", 1024);
         assert_eq!(read.unwrap(), b"{\"content\": \"UklGRg==\"}");
         assert!(was_read);

@@ -143,6 +143,9 @@ fn health_agent() -> &'static ureq::Agent {
 
 fn new_agent(config: ureq::config::ConfigBuilder<ureq::typestate::AgentScope>) -> ureq::Agent {
     let config = config
+        // Workers are on loopback: never through a proxy from HTTP_PROXY or ALL_PROXY (`Tcp`
+        // connects to the worker's own address).
+        .proxy(None)
         .http_status_as_error(false)
         .max_idle_age(IDLE_REUSE)
         .max_idle_connections(MAX_IDLE)

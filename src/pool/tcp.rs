@@ -6,9 +6,10 @@
 //!   non-blocking, reads, and switches it back: three calls. Here it is one `recv` with
 //!   `MSG_PEEK | MSG_DONTWAIT`, which leaves the socket's mode alone.
 //! - ureq sets `SO_SNDTIMEO` before each send and `SO_RCVTIMEO` before each wait, because its
-//!   deadline is a time left, which is a little shorter at every call. Here the time left is
-//!   rounded up to a step of about a 64th of it (`rounded_up`), and the socket is only told
-//!   when the rounded value changes: a call may end a 64th late, never early.
+//!   deadline is a time left, which is a little shorter at every call. Here the socket keeps
+//!   its timeout while that is at least the time left and at most a 64th of it (and a
+//!   millisecond) more, and is given a new one, rounded up (`rounded_up`), otherwise: a call
+//!   may end up to a 64th late (besides the kernel timer's own slack), never early.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -55,7 +56,6 @@ impl Connector<()> for Tcp {
     }
 }
 
-#[derive(Debug)]
 pub struct TcpTransport {
     /// Shared (weakly) with the agent, which shuts it down to interrupt a call at shutdown.
     stream: Arc<TcpStream>,
@@ -63,6 +63,15 @@ pub struct TcpTransport {
     /// The socket's timeouts as last set.
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+}
+
+/// The peer's address, as ureq's own transport shows itself (not its buffers).
+impl std::fmt::Debug for TcpTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpTransport")
+            .field("peer", &self.stream.peer_addr().ok())
+            .finish()
+    }
 }
 
 impl Transport for TcpTransport {
@@ -148,30 +157,44 @@ impl Deadline {
     }
 }
 
-/// Sets the socket's timeout (through `set`) to `wanted` rounded up, unless it is set to that
-/// already.
+/// Sets the socket's timeout (through `set`) to `wanted` rounded up, unless the one it has
+/// will do: never shorter than `wanted`, and longer by no more than `slack(wanted)`. The calls
+/// of one request, and the requests after it with the same timeout, keep one value.
 fn keep_timeout(
     current: &mut Option<Duration>,
     wanted: Option<Duration>,
     set: impl FnOnce(Option<Duration>) -> io::Result<()>,
 ) -> io::Result<()> {
-    let rounded = wanted.map(rounded_up);
-    if rounded != *current {
+    let will_do = match (*current, wanted) {
+        (Some(current), Some(wanted)) => current >= wanted && current - wanted <= slack(wanted),
+        (None, None) => true,
+        _ => false,
+    };
+    if !will_do {
+        let rounded = wanted.map(rounded_up);
         set(rounded)?;
         *current = rounded;
     }
     Ok(())
 }
 
-/// `left` rounded up to a whole number of steps, a step being the power of two milliseconds
-/// nearest above a 64th of it: the calls of one request, and the requests that follow it with
-/// the same timeout, round to the same value.
+/// How much later than asked a call may give up: a 64th of its time, and a millisecond.
+fn slack(wanted: Duration) -> Duration {
+    wanted / 64 + Duration::from_millis(1)
+}
+
+/// `left` rounded up to a whole number of milliseconds and then of steps, a step being the
+/// largest power of two milliseconds within a 64th of it: at most `slack(left)` more, and the
+/// same value for times left a little apart. A time too long to round is left as it is.
 fn rounded_up(left: Duration) -> Duration {
-    let millis = u64::try_from(left.as_nanos().div_ceil(1_000_000))
-        .unwrap_or(u64::MAX / 2)
-        .max(1);
-    let step = (millis / 64).max(1).next_power_of_two();
-    Duration::from_millis(millis.div_ceil(step) * step)
+    let Ok(millis) = u64::try_from(left.as_nanos().div_ceil(1_000_000)) else {
+        return left;
+    };
+    let step = 1u64 << (millis / 64).max(1).ilog2();
+    millis
+        .div_ceil(step)
+        .checked_mul(step)
+        .map_or(left, Duration::from_millis)
 }
 
 /// A socket timeout is reported as ureq's timeout of the call, anything else as it is.
@@ -199,8 +222,8 @@ mod tests {
     }
 
     #[test]
-    fn time_left_rounds_up_by_at_most_a_64th_and_to_one_value_a_timeout() {
-        for micros in [
+    fn time_left_rounds_up_within_its_slack_and_to_one_value_for_a_timeout() {
+        let micros = [
             1,
             1_500,
             2_000,
@@ -209,40 +232,53 @@ mod tests {
             65_001,
             999_000,
             2_000_000,
+            24_600_000,
             30_000_000,
+            32_832_000,
             3_600_000_000,
-        ] {
-            let left = Duration::from_micros(micros);
+        ];
+        for left in micros.map(Duration::from_micros) {
             let rounded = rounded_up(left);
-            assert!(rounded >= left, "{micros} us: {rounded:?}");
-            assert!(
-                rounded <= left + left / 32 + Duration::from_millis(1),
-                "{micros} us: {rounded:?}"
-            );
+            assert!(rounded >= left, "{left:?}: {rounded:?}");
+            assert!(rounded - left <= slack(left), "{left:?}: {rounded:?}");
         }
-        // The calls of a 30 s timeout, a few milliseconds apart, set the socket once.
+        for huge in [Duration::from_millis(u64::MAX), Duration::MAX] {
+            assert!(rounded_up(huge) >= huge, "{huge:?}");
+        }
+        // The calls of a 30 s timeout, a few milliseconds apart, round alike.
         let first = rounded_up(Duration::from_micros(29_999_990));
         assert_eq!(rounded_up(Duration::from_micros(29_996_000)), first);
         assert_eq!(rounded_up(Duration::from_micros(29_999_999)), first);
     }
 
     #[test]
-    fn the_socket_is_told_a_timeout_only_when_it_changes() {
+    fn the_socket_is_told_a_timeout_only_when_the_one_it_has_will_not_do() {
         let mut current = None;
         let mut told = Vec::new();
-        for left in [29_999_990, 29_999_000, 29_990_000, 1_500, 1_499] {
-            keep_timeout(&mut current, Some(Duration::from_micros(left)), |t| {
+        let mut ask = |current: &mut Option<Duration>, left: Option<Duration>| {
+            keep_timeout(current, left, |t| {
                 told.push(t);
                 Ok(())
             })
             .unwrap();
+            // Whatever was done, the socket's timeout is not shorter than the time left.
+            assert!(current.unwrap_or(Duration::MAX) >= left.unwrap_or(Duration::MAX));
+        };
+        // A timeout just over a step's edge (a 29,700 ms one, after varying time in the queue)
+        // is set once, where rounding alone flapped between two values.
+        let edge = [29_700_010, 29_699_000, 29_700_020, 29_690_000, 29_700_001];
+        assert_ne!(
+            rounded_up(Duration::from_micros(edge[0])),
+            rounded_up(Duration::from_micros(edge[3]))
+        );
+        for left in edge {
+            ask(&mut current, Some(Duration::from_micros(left)));
         }
-        assert_eq!(told.len(), 2, "{told:?}");
-        keep_timeout(&mut current, None, |t| {
-            told.push(t);
-            Ok(())
-        })
-        .unwrap();
+        ask(&mut current, Some(Duration::from_micros(1_500)));
+        ask(&mut current, Some(Duration::from_micros(1_499)));
+        ask(&mut current, None);
+        // Once for the 29.7 s, once for 1.5 ms (2 ms, which does for 1.499 ms), once for none.
+        assert_eq!(told.len(), 3, "{told:?}");
         assert_eq!(told.last(), Some(&None));
     }
 

@@ -140,7 +140,8 @@ impl Deadline {
         if timeout.after.is_zero() {
             return Err(ureq::Error::Timeout(timeout.reason));
         }
-        let at = timeout.not_zero().map(|left| Instant::now() + *left);
+        // A time left past what an `Instant` can hold is as good as none.
+        let at = timeout.not_zero().and_then(|left| Instant::now().checked_add(*left));
         Ok(Deadline { at, timeout })
     }
 
@@ -335,6 +336,15 @@ mod tests {
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(200), "{took:?}");
         assert!(took < Duration::from_secs(2), "{took:?}");
+    }
+
+    #[test]
+    fn a_time_left_too_long_for_an_instant_is_no_deadline() {
+        let forever = NextTimeout {
+            after: UreqDuration::Exact(Duration::MAX),
+            ..within(0)
+        };
+        assert!(Deadline::of(forever).unwrap().left().unwrap().is_none());
     }
 
     #[test]

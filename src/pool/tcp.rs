@@ -141,7 +141,9 @@ impl Deadline {
             return Err(ureq::Error::Timeout(timeout.reason));
         }
         // A time left past what an `Instant` can hold is as good as none.
-        let at = timeout.not_zero().and_then(|left| Instant::now().checked_add(*left));
+        let at = timeout
+            .not_zero()
+            .and_then(|left| Instant::now().checked_add(*left));
         Ok(Deadline { at, timeout })
     }
 

@@ -372,7 +372,11 @@ mod tests {
 
     #[test]
     fn every_format_is_derived_from_the_transcript() {
-        let t = Transcript::from_verbose_json(&crate::engine::transcript::tests::jfk(), None, None);
+        let t = crate::engine::transcript::tests::read(
+            &crate::engine::transcript::tests::jfk(),
+            None,
+            None,
+        );
         let plain = Granularity {
             segments: true,
             words: false,

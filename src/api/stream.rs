@@ -199,7 +199,7 @@ mod tests {
     use crate::engine::transcript::Transcript;
 
     fn chunk(text: &str) -> Transcript {
-        Transcript::from_verbose_json(
+        crate::engine::transcript::tests::read(
             &json!({ "segments": [{ "id": 0, "text": format!(" {text}"), "start": 1.0, "end": 2.0, "avg_logprob": -0.1 }] }),
             None,
             None,

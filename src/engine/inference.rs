@@ -19,11 +19,10 @@ use std::time::{Duration, Instant};
 use std::ops::Range;
 use std::sync::Mutex;
 
-use serde_json::Value;
-
 use super::decode::{Audio, Decoder};
 use super::history::Entry;
 use super::languages;
+use super::reply::Reply;
 pub use super::transcript::Detection;
 use super::transcript::Transcript;
 use super::Engine;
@@ -406,16 +405,18 @@ impl Engine {
         seconds: Option<f64>,
     ) -> Result<(Transcript, Who), ApiError> {
         let served = self.execute(call.model, form, deadline, call.group)?;
-        let reply: Value = serde_json::from_slice(&served.reply.body).map_err(|e| {
+        let reply = Reply::read(&served.reply.body).map_err(|e| {
             ApiError::WorkerError(format!(
-                "the worker answered with something that is not JSON: {e}"
+                "the worker answered with something that is not a JSON object: {e}"
             ))
         })?;
+        let detected = match call.task {
+            Task::DetectLanguage => Some(detection(&reply)?),
+            Task::Transcribe => None,
+        };
         let mut transcript =
-            Transcript::from_verbose_json(&reply, call.options.language.as_deref(), seconds);
-        if call.task == Task::DetectLanguage {
-            transcript.detected = Some(detection(&reply)?);
-        }
+            Transcript::from_verbose_json(reply, call.options.language.as_deref(), seconds);
+        transcript.detected = detected;
         Ok((
             transcript,
             Who {
@@ -652,11 +653,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Stage 4 of a detection: whisper-server names the language and gives its probability.
-fn detection(reply: &Value) -> Result<Detection, ApiError> {
+fn detection(reply: &Reply) -> Result<Detection, ApiError> {
     let name = reply
-        .get("detected_language")
-        .or_else(|| reply.get("language"))
-        .and_then(Value::as_str)
+        .detected_language
+        .0
+        .as_deref()
+        .or(reply.language.0.as_deref())
         .ok_or_else(|| ApiError::WorkerError("the worker detected no language".into()))?;
     let language = languages::code_of(name).ok_or_else(|| {
         ApiError::WorkerError(format!(
@@ -665,10 +667,7 @@ fn detection(reply: &Value) -> Result<Detection, ApiError> {
     })?;
     Ok(Detection {
         language: language.to_string(),
-        probability: reply
-            .get("detected_language_probability")
-            .and_then(Value::as_f64)
-            .unwrap_or(0.0),
+        probability: reply.detected_language_probability.0.unwrap_or(0.0),
     })
 }
 
@@ -688,8 +687,11 @@ mod tests {
 
     #[test]
     fn a_detection_is_a_code_and_a_probability() {
-        let reply = serde_json::json!({"language": "german", "detected_language": "german",
-                                        "detected_language_probability": 0.93});
+        let reply = Reply::read(
+            br#"{"language": "german", "detected_language": "german",
+                 "detected_language_probability": 0.93}"#,
+        )
+        .unwrap();
         assert_eq!(
             detection(&reply).unwrap(),
             Detection {
@@ -697,7 +699,8 @@ mod tests {
                 probability: 0.93
             }
         );
-        assert!(detection(&serde_json::json!({"language": "elvish"})).is_err());
+        let elvish = Reply::read(br#"{"language": "elvish"}"#).unwrap();
+        assert!(detection(&elvish).is_err());
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod inference;
 pub mod languages;
 pub mod operations;
 pub mod progress;
+pub mod reply;
 pub mod transcript;
 
 use std::sync::Arc;

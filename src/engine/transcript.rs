@@ -13,6 +13,7 @@
 use serde_json::{json, Value};
 
 use super::languages;
+use super::reply::{RawSegment, Reply};
 
 /// One token as whisper-server reports it (under `words`).
 #[derive(Debug, Clone, PartialEq)]
@@ -106,18 +107,20 @@ impl Transcript {
     /// Reads a `verbose_json` answer. `requested_language` (a code, or `auto`) wins over the
     /// worker's name for it; `wav_duration` stands in when the worker gives no duration.
     pub fn from_verbose_json(
-        reply: &Value,
+        reply: Reply,
         requested_language: Option<&str>,
         wav_duration: Option<f64>,
     ) -> Transcript {
         let segments: Vec<Segment> = reply
-            .get("segments")
-            .and_then(Value::as_array)
-            .map(|s| s.iter().map(segment).collect())
-            .unwrap_or_default();
+            .segments
+            .get()
+            .unwrap_or_default()
+            .into_iter()
+            .map(segment)
+            .collect();
         let duration = reply
-            .get("duration")
-            .and_then(Value::as_f64)
+            .duration
+            .get()
             .or(wav_duration)
             .unwrap_or_else(|| segments.last().map_or(0.0, |s| s.end));
         let segments: Vec<Segment> = segments
@@ -130,14 +133,14 @@ impl Transcript {
             .collect::<String>()
             .trim()
             .to_string();
-        let detected = reply.get("language").and_then(Value::as_str).unwrap_or("");
+        let detected = reply.language.get().unwrap_or_default();
         let language = requested_language
             .filter(|l| !l.eq_ignore_ascii_case("auto"))
             .and_then(languages::code_of)
-            .or_else(|| languages::code_of(detected))
-            .map_or_else(|| detected.to_string(), String::from);
+            .or_else(|| languages::code_of(&detected))
+            .map_or(detected, String::from);
         Transcript {
-            translated: reply.get("task").and_then(Value::as_str) == Some("translate"),
+            translated: reply.task.0.as_deref() == Some("translate"),
             detected: None,
             text,
             language,
@@ -353,45 +356,29 @@ fn compression_ratio(text: &str) -> f64 {
     text.len() as f64 / compressed.len() as f64
 }
 
-fn segment(raw: &Value) -> Segment {
-    let number = |key: &str| raw.get(key).and_then(Value::as_f64);
+fn segment(raw: RawSegment) -> Segment {
     let tokens = raw
-        .get("words")
-        .and_then(Value::as_array)
-        .map(|words| {
-            words
-                .iter()
-                .map(|w| Token {
-                    text: w
-                        .get("word")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                    start: w.get("start").and_then(Value::as_f64).unwrap_or(0.0),
-                    end: w.get("end").and_then(Value::as_f64).unwrap_or(0.0),
-                    probability: w.get("probability").and_then(Value::as_f64).unwrap_or(0.0),
-                })
-                .collect()
+        .words
+        .get()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|w| Token {
+            text: w.word.get().unwrap_or_default(),
+            start: w.start.get().unwrap_or(0.0),
+            end: w.end.get().unwrap_or(0.0),
+            probability: w.probability.get().unwrap_or(0.0),
         })
-        .unwrap_or_default();
+        .collect();
     Segment {
-        id: raw.get("id").and_then(Value::as_u64).unwrap_or(0),
-        start: number("start").unwrap_or(0.0),
-        end: number("end").unwrap_or(0.0),
-        raw_text: raw
-            .get("text")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
-        token_ids: raw
-            .get("tokens")
-            .and_then(Value::as_array)
-            .map(|ids| ids.iter().filter_map(Value::as_i64).collect())
-            .unwrap_or_default(),
+        id: raw.id.get().unwrap_or(0),
+        start: raw.start.get().unwrap_or(0.0),
+        end: raw.end.get().unwrap_or(0.0),
+        raw_text: raw.text.get().unwrap_or_default(),
+        token_ids: raw.tokens.get().unwrap_or_default(),
         tokens,
-        temperature: number("temperature").unwrap_or(0.0),
-        avg_logprob: number("avg_logprob").filter(|l| l.is_finite()),
-        no_speech_prob: number("no_speech_prob").unwrap_or(0.0),
+        temperature: raw.temperature.get().unwrap_or(0.0),
+        avg_logprob: raw.avg_logprob.get().filter(|l| l.is_finite()),
+        no_speech_prob: raw.no_speech_prob.get().unwrap_or(0.0),
     }
 }
 
@@ -417,6 +404,12 @@ fn timestamp(seconds: f64, separator: char) -> String {
 pub(crate) mod tests {
     use super::*;
 
+    /// A `verbose_json` answer written as a `Value`, read as the worker's answer is.
+    pub fn read(answer: &Value, language: Option<&str>, duration: Option<f64>) -> Transcript {
+        let reply = Reply::read(&serde_json::to_vec(answer).unwrap()).unwrap();
+        Transcript::from_verbose_json(reply, language, duration)
+    }
+
     /// jfk.wav as whisper-server v1.8.5 answers it (tiny.en, `split_on_word`), shortened.
     pub fn jfk() -> Value {
         let token = |text: &str, start: f64, end: f64| json!({"word": text, "start": start, "end": end, "t_dtw": -1, "probability": 0.9});
@@ -439,12 +432,12 @@ pub(crate) mod tests {
 
     #[test]
     fn the_text_is_the_segments_joined_without_line_breaks() {
-        let t = Transcript::from_verbose_json(&jfk(), None, None);
+        let t = read(&jfk(), None, None);
         assert_eq!(t.text, "And so my fellow Americans ask not.");
         assert_eq!(t.segments[1].text(), "ask not.");
         let mid_word = json!({"segments": [{"text": " Amer"}, {"text": "icans"}]});
         assert_eq!(
-            Transcript::from_verbose_json(&mid_word, None, None).text,
+            read(&mid_word, None, None).text,
             "Americans",
             "a cut inside a word gets no space"
         );
@@ -452,14 +445,11 @@ pub(crate) mod tests {
 
     #[test]
     fn the_language_is_always_a_code() {
-        let detected = Transcript::from_verbose_json(&jfk(), None, None);
+        let detected = read(&jfk(), None, None);
         assert_eq!(detected.language, "en", "whisper's name, mapped");
+        assert_eq!(read(&jfk(), Some("auto"), None).language, "en");
         assert_eq!(
-            Transcript::from_verbose_json(&jfk(), Some("auto"), None).language,
-            "en"
-        );
-        assert_eq!(
-            Transcript::from_verbose_json(&jfk(), Some("de"), None).language,
+            read(&jfk(), Some("de"), None).language,
             "de",
             "the one asked for"
         );
@@ -467,10 +457,10 @@ pub(crate) mod tests {
 
     #[test]
     fn confidence_is_a_length_weighted_number_even_without_segments() {
-        let t = Transcript::from_verbose_json(&jfk(), None, None);
+        let t = read(&jfk(), None, None);
         let expected = ((-0.1f64).exp() * 3.0 + (-0.3f64).exp() * 1.5) / 4.5;
         assert!((t.confidence() - expected).abs() < 0.001);
-        let silence = Transcript::from_verbose_json(&json!({"segments": []}), None, Some(2.0));
+        let silence = read(&json!({"segments": []}), None, Some(2.0));
         assert_eq!((silence.confidence(), silence.duration), (0.0, 2.0));
         assert_eq!(logprob_to_confidence(0.5), 1.0);
     }
@@ -479,13 +469,13 @@ pub(crate) mod tests {
     fn no_time_runs_past_the_end_of_the_audio() {
         let mut past_the_end = jfk();
         past_the_end["duration"] = json!(4.2);
-        let t = Transcript::from_verbose_json(&past_the_end, None, None);
+        let t = read(&past_the_end, None, None);
         assert_eq!((t.segments[1].start, t.segments[1].end), (3.0, 4.2));
         let last_word = t.segments[1].tokens.last().unwrap();
         assert_eq!((last_word.start, last_word.end), (4.2, 4.2));
         assert_eq!(t.segments[0].end, 3.0, "times inside the audio are kept");
         past_the_end["duration"] = json!(3.0);
-        let t = Transcript::from_verbose_json(&past_the_end, None, None);
+        let t = read(&past_the_end, None, None);
         assert_eq!(
             t.segments.len(),
             1,
@@ -496,7 +486,7 @@ pub(crate) mod tests {
 
     #[test]
     fn tokens_join_into_words_with_their_punctuation() {
-        let words = Transcript::from_verbose_json(&jfk(), None, None).words();
+        let words = read(&jfk(), None, None).words();
         let texts: Vec<&str> = words.iter().map(|w| w.word.as_str()).collect();
         assert_eq!(
             texts,
@@ -507,7 +497,7 @@ pub(crate) mod tests {
 
     #[test]
     fn subtitles_come_from_the_segments() {
-        let t = Transcript::from_verbose_json(&jfk(), None, None);
+        let t = read(&jfk(), None, None);
         assert_eq!(
             t.to_srt(),
             "1\n00:00:00,000 --> 00:00:03,000\nAnd so my fellow Americans\n\n\
@@ -522,8 +512,8 @@ pub(crate) mod tests {
 
     #[test]
     fn chunks_merge_with_their_offsets() {
-        let first = Transcript::from_verbose_json(&jfk(), None, None);
-        let second = Transcript::from_verbose_json(&jfk(), Some("de"), None);
+        let first = read(&jfk(), None, None);
+        let second = read(&jfk(), Some("de"), None);
         let mut second = second;
         second.shift(30.0);
         let merged = Transcript::merge(vec![first.clone(), second], 42.0);
@@ -546,7 +536,7 @@ pub(crate) mod tests {
 
     #[test]
     fn openai_verbose_json_has_the_asked_granularities() {
-        let t = Transcript::from_verbose_json(&jfk(), None, None);
+        let t = read(&jfk(), None, None);
         let both = t.to_openai_verbose(true, true);
         assert_eq!(both["language"], "english");
         assert_eq!(both["words"][4]["word"], "Americans");

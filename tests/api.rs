@@ -455,3 +455,102 @@ fn model_ids_are_checked_against_the_settings() {
     }
     assert_eq!(ask("default").status, 200, "still serving");
 }
+
+/// A worker written in Python, not ours: `/health` is fine, and `/inference` answers the
+/// body that `answers` (a JSON object of strings) holds under the request's `language` field.
+const ANSWERING_WORKER: &str = r#"#!/usr/bin/env python3
+import http.server, json, re, sys
+port = int(sys.argv[sys.argv.index("--port") + 1])
+answers = json.load(open(sys.argv[-1]))
+class Worker(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def answer(self, body):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        self.answer(b'{"status":"ok"}')
+    def do_POST(self):
+        form = self.rfile.read(int(self.headers["Content-Length"]))
+        language = re.search(rb'name="language"\r\n\r\n(\w+)', form).group(1).decode()
+        self.answer(answers[language].encode())
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", port), Worker).serve_forever()
+"#;
+
+#[test]
+fn a_worker_answer_is_read_leniently_and_one_that_is_no_object_is_a_worker_error() {
+    let dir = TempDir::new("answers");
+    let worker = dir.0.join("worker.py");
+    std::fs::write(&worker, ANSWERING_WORKER).unwrap();
+    std::fs::set_permissions(&worker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let deep = format!("{}{}", "[".repeat(50_000), "]".repeat(50_000));
+    let answers = dir.0.join("answers.json");
+    let lenient = format!(
+        r#"{{"language": 7, "duration": "long", "task": null, "extra": {deep},
+             "segments": [{{"text": " Guten", "start": 0, "end": "1", "words": [3, {{"word": 5}}]}},
+                          "not a segment", {deep},
+                          {{"text": " Tag.", "start": 0.5, "end": 0.9, "avg_logprob": null}}]}}"#
+    );
+    let table = json!({
+        "de": lenient,
+        "fr": "[]",
+        "es": r#"{"segments": [], "segments": []}"#,
+        "it": "<html>busy</html>",
+    });
+    std::fs::write(&answers, table.to_string()).unwrap();
+    let manager = Setup::new()
+        .pool(1)
+        .env("WHISPER_SERVER_CMD", worker.to_str().unwrap())
+        .env("WHISPER_SERVER_ARGS", answers.to_str().unwrap())
+        .start();
+    manager.wait_healthy(1);
+    let pid = manager.worker_pids()[0];
+    let transcribe = |language: &str| {
+        let body = json!({ "content": b64(&wav(16_000, 3)), "language": language });
+        manager.post_json("/api/v1/transcriptions", &body)
+    };
+
+    let read = transcribe("de");
+    assert_eq!(read.status, 200, "{}", read.text());
+    let result = &read.json()["result"];
+    assert_eq!(result["text"], "Guten Tag.");
+    assert_eq!(
+        result["language"], "de",
+        "the one asked for, as the worker's is no name"
+    );
+    assert_eq!(
+        result["duration"], 1.0,
+        "the WAV's, as the worker's is no number"
+    );
+    let segments = result["segments"].as_array().unwrap();
+    assert_eq!(
+        segments.len(),
+        2,
+        "what is not an object is skipped: {segments:?}"
+    );
+    assert_eq!(
+        segments[0]["end"], 0.0,
+        "a time that is a string counts as absent"
+    );
+
+    for (language, why) in [
+        ("fr", "not an object"),
+        ("es", "duplicate field"),
+        ("it", "expected value"),
+    ] {
+        let refused = transcribe(language);
+        assert_eq!(refused.status, 502, "{language}: {}", refused.text());
+        assert_eq!(refused.error_code(), "WORKER_ERROR");
+        assert!(
+            refused.text().contains(why),
+            "{language}: {}",
+            refused.text()
+        );
+    }
+    assert_eq!(manager.worker_pids(), [pid], "the worker stays");
+    assert_eq!(transcribe("de").status, 200);
+}

@@ -7,6 +7,7 @@
 //!   health, available models: the bodies `/api/...` routes and JSON-RPC methods share.
 //! - `inference`: one transcription in stages: validate, preprocess, execute, postprocess,
 //!   record. Every route that transcribes runs through it.
+//! - `reply`: a worker's `verbose_json` answer, read leniently into the fields used.
 //! - `transcript`: what a worker's `verbose_json` answer means, and every format derived from
 //!   it (text, SRT, VTT, OpenAI's shapes).
 //! - `languages`: whisper's language codes and names.

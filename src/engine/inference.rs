@@ -407,7 +407,7 @@ impl Engine {
         let served = self.execute(call.model, form, deadline, call.group)?;
         let reply = Reply::read(&served.reply.body).map_err(|e| {
             ApiError::WorkerError(format!(
-                "the worker answered with something that is not a JSON object: {e}"
+                "the worker's answer is not whisper-server's verbose_json: {e}"
             ))
         })?;
         let detected = match call.task {
@@ -656,9 +656,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn detection(reply: &Reply) -> Result<Detection, ApiError> {
     let name = reply
         .detected_language
-        .0
-        .as_deref()
-        .or(reply.language.0.as_deref())
+        .as_str()
+        .or(reply.language.as_str())
         .ok_or_else(|| ApiError::WorkerError("the worker detected no language".into()))?;
     let language = languages::code_of(name).ok_or_else(|| {
         ApiError::WorkerError(format!(

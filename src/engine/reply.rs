@@ -2,10 +2,12 @@
 //!
 //! The answer is read leniently, as a worker of another version may shape it: a field that is
 //! missing, or holds a value of another type, counts as absent, and an element of `segments`
-//! or `words` that is not an object is skipped. Only an answer that is not JSON, or not an
-//! object, or names a field twice, fails to read. Parsing into these types rather than a
-//! `serde_json::Value` keeps a map, a key and a number box per field off the allocator (about
-//! a quarter of a short transcription's allocations) and never copies what is not used.
+//! or `words` that is not an object is skipped (not taken for an empty segment or token).
+//! What is not read is skipped unchecked but for JSON's structure (serde_json's skipping
+//! neither recurses nor checks UTF-8 or number ranges). An answer that is not JSON, not an
+//! object, or names a field read here twice fails to read. Parsing into these types rather
+//! than a `serde_json::Value` keeps a map, a key and a number box per field off the allocator
+//! (about a quarter of a short transcription's allocations) and never copies what is unused.
 
 use std::marker::PhantomData;
 
@@ -76,6 +78,12 @@ impl<T> Loose<T> {
     }
 }
 
+impl Loose<String> {
+    pub fn as_str(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
 /// What a type takes from each kind of JSON value; every other kind is skipped, whole.
 pub trait Pick: Sized {
     fn from_u64(_: u64) -> Option<Self> {
@@ -90,13 +98,11 @@ pub trait Pick: Sized {
     fn from_str(_: &str) -> Option<Self> {
         None
     }
-    fn from_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(None)
+    fn from_seq<'de, A: SeqAccess<'de>>(seq: A) -> Result<Option<Self>, A::Error> {
+        IgnoredAny.visit_seq(seq).map(|_| None)
     }
-    fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(None)
+    fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
+        IgnoredAny.visit_map(map).map(|_| None)
     }
 }
 
@@ -175,9 +181,6 @@ impl<'de, T: Pick> Visitor<'de> for LooseVisitor<T> {
     fn visit_unit<E>(self) -> Result<Loose<T>, E> {
         Ok(Loose(None))
     }
-    fn visit_none<E>(self) -> Result<Loose<T>, E> {
-        Ok(Loose(None))
-    }
     fn visit_u64<E>(self, n: u64) -> Result<Loose<T>, E> {
         Ok(Loose(T::from_u64(n)))
     }
@@ -232,6 +235,39 @@ mod tests {
     }
 
     #[test]
+    fn numbers_and_strings_read_as_serde_json_values_did() {
+        let reply = Reply::read(
+            br#"{"duration": 3, "language": "\u00fcber \"q\"",
+                 "segments": [{"id": 1.0, "start": -1, "end": 2.5e0, "avg_logprob": -2,
+                               "tokens": [9223372036854775807, 9223372036854775808, -9223372036854775808],
+                               "text": " caf\u00e9"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            reply.duration.0,
+            Some(3.0),
+            "an integer is a number of seconds"
+        );
+        assert_eq!(
+            reply.language.as_str(),
+            Some("\u{fc}ber \"q\""),
+            "escapes decoded"
+        );
+        let s = &reply.segments.0.unwrap()[0];
+        assert_eq!(s.id.0, None, "as `as_u64`: a float is no id");
+        assert_eq!(
+            (s.start.0, s.end.0, s.avg_logprob.0),
+            (Some(-1.0), Some(2.5), Some(-2.0))
+        );
+        assert_eq!(
+            s.tokens.0.as_deref(),
+            Some(&[i64::MAX, i64::MIN][..]),
+            "as `as_i64`: past i64::MAX is no token id"
+        );
+        assert_eq!(s.text.as_str(), Some(" caf\u{e9}"));
+    }
+
+    #[test]
     fn only_an_object_of_json_reads() {
         assert!(Reply::read(b"{}").unwrap().segments.0.is_none());
         for bad in [
@@ -251,6 +287,11 @@ mod tests {
         assert!(
             Reply::read(br#"{"duration": 1, "duration": 2}"#).is_err(),
             "a field named twice is not whisper-server's answer"
+        );
+        assert!(Reply::read(br#"{"segments": [{"end": 1, "end": 2}]}"#).is_err());
+        assert!(
+            Reply::read(br#"{"extra": 1, "extra": 2}"#).is_ok(),
+            "a field not read is not looked at"
         );
     }
 

@@ -140,7 +140,7 @@ impl Transcript {
             .or_else(|| languages::code_of(&detected))
             .map_or(detected, String::from);
         Transcript {
-            translated: reply.task.0.as_deref() == Some("translate"),
+            translated: reply.task.as_str() == Some("translate"),
             detected: None,
             text,
             language,

@@ -28,10 +28,10 @@
 //! The stub worker (`src/bin/stub-whisper-server.rs`) speaks the same protocol as
 //! whisper-server and lets the manager run, and be tested, without a model.
 
-// Three exceptions, each beside its reason: `pool::process::die_with_the_manager` sets
+// Four exceptions, each beside its reason: `pool::process::die_with_the_manager` sets
 // PR_SET_PDEATHSIG in a worker between fork and exec, which only `pre_exec` (unsafe) can do;
-// `http::peer` reads TCP_INFO, and `app::use_the_system_futex_table` makes a `prctl` call,
-// neither of which nix wraps.
+// `http::peer` reads TCP_INFO, `app::use_the_system_futex_table` makes a `prctl` call and
+// `app::keep_freed_memory_for_the_next_request` a `mallopt` one, none of which nix wraps.
 #![deny(unsafe_code)]
 
 pub mod api;

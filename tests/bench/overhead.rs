@@ -384,8 +384,11 @@ fn large_uploads() {
     );
     drop(manager);
 
-    // Peak RSS with 8 uploads in flight: workers that take 2 s keep them there.
-    let manager = start_manager(2, &["--delay-ms", "2000"]);
+    // Peak RSS with 8 uploads in flight. Each is about 13 minutes of audio, which the manager
+    // holds decoded while its chunks of up to 30 s take turns on the 2 workers: at 100 ms a
+    // chunk, all 8 are held together for some 10 s. (At 2 s a chunk, as before uploads were chunked,
+    // the last chunks waited past their deadline and were answered 504.)
+    let manager = start_manager(2, &["--delay-ms", "100"]);
     let (idle_slow, _) = rss_mb(manager.child.id());
     std::thread::scope(|scope| {
         for _ in 0..8 {

@@ -508,6 +508,8 @@ fn raise_fd_limit() {
 /// `prctl` options of <linux/prctl.h> since Linux 6.16, which the libc crate does not name.
 const PR_FUTEX_HASH: nix::libc::c_int = 78;
 const PR_FUTEX_HASH_SET_SLOTS: nix::libc::c_ulong = 1;
+/// What `prctl` reads for an argument an option does not take.
+const UNUSED: nix::libc::c_ulong = 0;
 
 /// Has the kernel keep this process's futexes (what a thread waiting on a lock or a condition
 /// variable sleeps on) in its system-wide table, as every process's were before Linux 6.16.
@@ -525,8 +527,8 @@ fn use_the_system_futex_table() {
             PR_FUTEX_HASH,
             PR_FUTEX_HASH_SET_SLOTS,
             SYSTEM_WIDE,
-            0u64,
-            0u64,
+            UNUSED,
+            UNUSED,
         )
     };
     if set != 0 {
@@ -538,7 +540,7 @@ fn use_the_system_futex_table() {
 }
 
 /// Free memory glibc keeps at the top of each of its heaps before handing it back.
-const TRIM_THRESHOLD: usize = 1 << 20;
+const TRIM_THRESHOLD: nix::libc::c_int = 1 << 20;
 
 /// Has glibc keep up to `TRIM_THRESHOLD` free at the top of each heap, not 128 KiB. A request
 /// allocates some 150 KB in buffers of 30-60 KB (the body, the audio, its samples, the
@@ -550,12 +552,13 @@ const TRIM_THRESHOLD: usize = 1 << 20;
 /// resident after a burst (glibc makes up to 8 arenas a core). Setting it also stops glibc
 /// from raising its threshold for mapping an allocation by itself (128 KiB) after a large
 /// free, so a large upload's buffers are always unmapped as soon as they are freed.
+///
 /// Returns whether glibc took the setting.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn keep_freed_memory_for_the_next_request() -> bool {
     // SAFETY: integers only; mallopt changes malloc's parameters, under malloc's own lock.
-    let set = unsafe { nix::libc::mallopt(nix::libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD as i32) };
+    let set = unsafe { nix::libc::mallopt(nix::libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) };
     if set != 1 {
         log::debug!("glibc kept its trim threshold (mallopt answered {set})");
     }
@@ -606,8 +609,15 @@ mod tests {
         const PR_FUTEX_HASH_GET_SLOTS: nix::libc::c_ulong = 2;
         use_the_system_futex_table();
         // SAFETY: integers only, as in `use_the_system_futex_table`.
-        let slots =
-            unsafe { nix::libc::prctl(PR_FUTEX_HASH, PR_FUTEX_HASH_GET_SLOTS, 0u64, 0u64, 0u64) };
+        let slots = unsafe {
+            nix::libc::prctl(
+                PR_FUTEX_HASH,
+                PR_FUTEX_HASH_GET_SLOTS,
+                UNUSED,
+                UNUSED,
+                UNUSED,
+            )
+        };
         if slots < 0 {
             let error = std::io::Error::last_os_error();
             assert_eq!(

@@ -1,7 +1,9 @@
 //! Section 7 of the benchmark, the request path under wrk (issue #15): requests/s, p50, p99
 //! and max latency at 4 and 16 connections, the manager's CPU per request (and its workers'
 //! and wrk's, which share the cores: the ceiling they put on requests/s), its idle CPU, and
-//! nginx round-robin over workers fast enough that the proxy is the bottleneck.
+//! nginx round-robin over workers fast enough that the proxy is the bottleneck. Beside the
+//! manager, when `npm ci --prefix tests/bench/bun` has installed it, a Bun/Elysia service with
+//! the original's JSON route in front of the same workers.
 //!
 //! Everything is measured side by side, in one run, interleaved round by round, so load from
 //! the rest of the machine hits every row alike. Each connection count gets a fresh manager,
@@ -21,9 +23,10 @@ const RUN_SECONDS: u64 = 5;
 /// Rounds of each row; the median round is reported, with the range.
 const ROUNDS: usize = 3;
 
-/// The original Bun/Elysia service's figures on this machine (issue #15's table; it is not
-/// installed here, so it is not run): req/s at 4 and 16 connections, the midpoints of the
-/// ranges measured. The target is 1.3x these.
+/// The original Bun/Elysia service's figures on this machine (issue #15's table; the original
+/// is not published, so it cannot be run here): req/s at 4 and 16 connections, the midpoints
+/// of the ranges measured. The target is 1.3x these; when the Bun stand-in is installed, the
+/// manager is compared with it instead, measured beside it.
 const BUN_RPS: [(usize, f64); 2] = [(4, 3_690.0), (16, 5_085.0)];
 
 /// What whisper-server answers, fixed: the fast worker's whole reply.
@@ -207,10 +210,9 @@ struct Cost {
     client_ms: f64,
 }
 
-/// Runs `post` and says what the manager, its workers and wrk spent per request meanwhile.
-fn run_measuring_cpu(post: &Post, connections: usize, manager: &Manager) -> (Run, Cost) {
-    let pid = manager.child.id();
-    let workers = manager.worker_pids();
+/// Runs `post` and says what the proxy `pid` (the manager or the Bun stand-in), the workers
+/// and wrk spent per request meanwhile.
+fn run_measuring_cpu(post: &Post, connections: usize, pid: u32, workers: &[u32]) -> (Run, Cost) {
     let workers_cpu = || workers.iter().map(|&w| cpu_seconds(w)).sum::<f64>();
     let (cpu, switches) = (cpu_seconds(pid), context_switches(pid));
     let (workers_before, client_before) = (workers_cpu(), ended_children_cpu_seconds());
@@ -254,8 +256,9 @@ fn hand_off_us() -> f64 {
 
 /// What the machine's cores allow: the manager, the stub workers and wrk share them, so
 /// req/s is at most the cores over their CPU per request; and the manager's CPU per request
-/// that 1.3x the Bun original's req/s would need beside the workers and wrk measured.
-fn print_ceiling(connections: usize, costs: &[Cost]) {
+/// that 1.3x Bun's req/s (the stand-in's, else the original's table) would need beside the
+/// workers and wrk measured.
+fn print_ceiling(costs: &[Cost], bun_rps: f64) {
     // Each figure's median over the rounds, which may come from different rounds: an estimate.
     let median = |f: fn(&Cost) -> f64| {
         let mut values: Vec<f64> = costs.iter().map(f).collect();
@@ -273,13 +276,11 @@ fn print_ceiling(connections: usize, costs: &[Cost]) {
          {cores:.0} cores allow at most {:.0} req/s",
         cores * 1000.0 / (manager + workers + client)
     );
-    if let Some((_, bun)) = BUN_RPS.iter().find(|(c, _)| *c == connections) {
-        let wanted = 1.3 * bun;
-        println!(
-            "    {wanted:.0} req/s (1.3x the Bun original) leaves the manager at most {:.3} ms of CPU per request here",
-            cores * 1000.0 / wanted - workers - client
-        );
-    }
+    let wanted = 1.3 * bun_rps;
+    println!(
+        "    {wanted:.0} req/s (1.3x Bun's) leaves the manager at most {:.3} ms of CPU per request here",
+        cores * 1000.0 / wanted - workers - client
+    );
 }
 
 fn installed(program: &str, version_flag: &str) -> bool {
@@ -373,76 +374,90 @@ pub fn request_path() {
     let mut cpu_rows = Vec::new();
     for connections in [4, 16] {
         let manager = fresh_manager(None);
-        let worker = worker_ports(&manager)[0];
-        let posts = [
-            Post::new(
-                &scratch.0,
-                "direct",
-                format!("http://127.0.0.1:{worker}/inference"),
-                &form_type,
-                &form_body,
+        let workers = worker_ports(&manager);
+        let worker_pids = manager.worker_pids();
+        let stand_in = BunStandIn::start(&workers);
+        let json = |name: &str, url: String| {
+            Post::new(&scratch.0, name, url, "application/json", &json_body)
+        };
+        let mut posts = vec![
+            (
+                "straight to a worker (stub)",
+                Post::new(
+                    &scratch.0,
+                    "direct",
+                    format!("http://127.0.0.1:{}/inference", workers[0]),
+                    &form_type,
+                    &form_body,
+                ),
+                None,
             ),
-            Post::new(
-                &scratch.0,
-                "json",
-                manager.url("/api/v1/transcriptions"),
-                "application/json",
-                &json_body,
+            (
+                "manager /api/v1/transcriptions (JSON)",
+                json("json", manager.url("/api/v1/transcriptions")),
+                Some(manager.child.id()),
             ),
-            Post::new(
-                &scratch.0,
-                "multipart",
-                manager.url("/v1/audio/transcriptions"),
-                &form_type,
-                &form_body,
+            (
+                "manager /v1/audio/transcriptions (multipart)",
+                Post::new(
+                    &scratch.0,
+                    "multipart",
+                    manager.url("/v1/audio/transcriptions"),
+                    &form_type,
+                    &form_body,
+                ),
+                None,
             ),
         ];
-        let mut runs: [Vec<Run>; 3] = Default::default();
-        let mut costs = Vec::new();
+        if let Some(bun) = &stand_in {
+            posts.push((
+                "Bun/Elysia stand-in, same route (JSON)",
+                json("bun", bun.url()),
+                Some(bun.process.id()),
+            ));
+            // Its JIT compiles the route's code during the first seconds under load.
+            posts[3].1.run(connections);
+        }
+        let mut runs: Vec<Vec<Run>> = vec![Vec::new(); posts.len()];
+        let mut costs: Vec<Vec<Cost>> = vec![Vec::new(); posts.len()];
         // The manager first, while it is fresh: its max latency includes the burst of new
         // connections.
+        let manager_first = (1..posts.len()).chain([0]);
         for _ in 0..ROUNDS {
-            for (i, post) in posts.iter().enumerate().rev() {
-                let (run, cost) = run_measuring_cpu(post, connections, &manager);
-                runs[i].push(run);
-                if i == 1 {
-                    costs.push(cost);
+            for i in manager_first.clone() {
+                let (_, post, proxy) = &posts[i];
+                match proxy {
+                    Some(pid) => {
+                        let (run, cost) = run_measuring_cpu(post, connections, *pid, &worker_pids);
+                        runs[i].push(run);
+                        costs[i].push(cost);
+                    }
+                    None => runs[i].push(post.run(connections)),
                 }
             }
         }
-        let [direct, json, multipart] = runs.map(summarize);
+        let summaries: Vec<Summary> = runs.into_iter().map(summarize).collect();
         println!("\n{connections} connections:\n");
         table_head();
-        row("straight to a worker (stub)", &direct);
-        row("manager /api/v1/transcriptions (JSON)", &json);
-        row("manager /v1/audio/transcriptions (multipart)", &multipart);
-        if let Some((_, bun)) = BUN_RPS.iter().find(|(c, _)| *c == connections) {
-            let ratio = json.median.rps / bun;
-            println!(
-                "\nJSON route over the Bun original's {bun:.0} req/s (issue #15's table, not run here): {ratio:.2}x (target >= 1.3: {})",
-                verdict(ratio >= 1.3)
-            );
+        for ((name, ..), summary) in posts.iter().zip(&summaries) {
+            row(name, summary);
         }
+        let bun_rps = compare_with_bun(connections, &summaries);
         if connections == 16 {
-            let max = json.max.1.max(multipart.max.1);
+            let max = summaries[1].max.1.max(summaries[2].max.1);
             println!(
                 "max latency, fresh manager, 16 connections: {max:.1} ms (target < 50 ms: {})",
                 verdict(max < 50.0)
             );
         }
-        cpu_rows.push((connections, costs));
+        let bun_costs = costs.get(3).cloned().unwrap_or_default();
+        cpu_rows.push((connections, costs.swap_remove(1), bun_costs, bun_rps));
     }
     let hand_off = hand_off_us();
     println!("\nmanager CPU per request, JSON route (from /proc/PID/stat over each run), and context switches per request (its threads' schedstat):");
-    for (connections, costs) in &cpu_rows {
-        let range = |f: fn(&Cost) -> f64| {
-            costs
-                .iter()
-                .map(f)
-                .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)))
-        };
-        let (lo, hi) = range(|c| c.cpu_ms);
-        let (switches_lo, switches_hi) = range(|c| c.switches);
+    for (connections, costs, bun_costs, bun_rps) in &cpu_rows {
+        let (lo, hi) = range(costs, |c| c.cpu_ms);
+        let (switches_lo, switches_hi) = range(costs, |c| c.switches);
         println!(
             "  {connections} connections: {lo:.3}-{hi:.3} ms (target < 0.15 ms: {}); {switches_lo:.1}-{switches_hi:.1} switches, \
              {:.3}-{:.3} ms at {hand_off:.1} us each",
@@ -450,11 +465,91 @@ pub fn request_path() {
             switches_lo * hand_off / 1000.0,
             switches_hi * hand_off / 1000.0,
         );
-        print_ceiling(*connections, costs);
+        if !bun_costs.is_empty() {
+            let (lo, hi) = range(bun_costs, |c| c.cpu_ms);
+            let (switches_lo, switches_hi) = range(bun_costs, |c| c.switches);
+            println!(
+                "    the Bun stand-in beside it: {lo:.3}-{hi:.3} ms, {switches_lo:.1}-{switches_hi:.1} switches"
+            );
+        }
+        print_ceiling(costs, *bun_rps);
     }
     println!("  one hand-off between two threads (a wake and a sleep, measured here): {hand_off:.1} us of CPU");
     idle_cpu();
     nginx_with_fast_workers(&scratch.0, &json_body);
+}
+
+/// The lowest and highest of `f` over `costs`.
+fn range(costs: &[Cost], f: fn(&Cost) -> f64) -> (f64, f64) {
+    costs
+        .iter()
+        .map(f)
+        .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)))
+}
+
+/// Prints the manager's JSON route over the Bun stand-in's, measured beside it, or over the
+/// issue's table of the original when the stand-in is not installed; the req/s compared with.
+fn compare_with_bun(connections: usize, summaries: &[Summary]) -> f64 {
+    let manager = summaries[1].median.rps;
+    let (bun, whose) = match summaries.get(3) {
+        Some(bun) => (
+            bun.median.rps,
+            "the Bun/Elysia stand-in's, measured beside it",
+        ),
+        None => {
+            println!("\n(the Bun stand-in is not installed: npm ci --prefix tests/bench/bun)");
+            let table = BUN_RPS
+                .iter()
+                .find(|(c, _)| *c == connections)
+                .map_or(f64::NAN, |(_, r)| *r);
+            (
+                table,
+                "the Bun original's in issue #15's table, not run here",
+            )
+        }
+    };
+    let ratio = manager / bun;
+    println!(
+        "\nJSON route over {whose} ({bun:.0} req/s): {ratio:.2}x (target >= 1.3: {})",
+        verdict(ratio >= 1.3)
+    );
+    bun
+}
+
+/// `tests/bench/bun/server.js`: a Bun/Elysia service with the original's JSON route in front
+/// of the same workers (the original itself is not published), on a free port. Installed by
+/// `npm ci --prefix tests/bench/bun`, which fetches Bun and Elysia from the npm registry.
+struct BunStandIn {
+    process: Spawned,
+    port: u16,
+}
+
+impl BunStandIn {
+    fn start(workers: &[u16]) -> Option<BunStandIn> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bench/bun");
+        let bun = dir.join("node_modules/.bin/bun");
+        if !bun.exists() {
+            return None;
+        }
+        let port = free_port_base();
+        let workers: Vec<String> = workers.iter().map(u16::to_string).collect();
+        let process = Spawned::start(
+            Command::new(bun)
+                .arg(dir.join("server.js"))
+                .current_dir(&dir)
+                .env("PORT", port.to_string())
+                .env("WORKERS", workers.join(",")),
+        );
+        wait_for(SOON, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        })
+        .expect("the Bun stand-in listens");
+        Some(BunStandIn { process, port })
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/api/v1/transcriptions", self.port)
+    }
 }
 
 /// The manager's CPU while nothing happens, over 60 s after 5 s of quiet, with the default

@@ -309,6 +309,71 @@ fn stalled_uploads_never_starve_health_and_status() {
 }
 
 #[test]
+fn keep_alive_clients_within_the_share_are_never_refused() {
+    // 4 request threads: a share of 3 may hold requests with bodies. Three clients each send
+    // one request at a time on a keep-alive connection, so at most 3 are ever in the server;
+    // each next one comes the moment its client has read the last answer, and must not find
+    // that request still holding its share (it did, about once in 5,000: a 503).
+    let manager = Setup::new().set("server", "threads", json!(4)).start();
+    manager.wait_healthy(2);
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let port = manager.port;
+            std::thread::spawn(move || statuses_of_pings_in_a_row(port, 4000))
+        })
+        .collect();
+    for client in clients {
+        let statuses = client.join().expect("a client read every answer");
+        let refused = statuses.iter().filter(|s| **s != 200).count();
+        assert_eq!(
+            refused,
+            0,
+            "{refused} of {} answers were not 200",
+            statuses.len()
+        );
+    }
+}
+
+/// `count` JSON-RPC pings one after another on one keep-alive connection; their statuses.
+fn statuses_of_pings_in_a_row(port: u16, count: usize) -> Vec<u16> {
+    use std::io::{BufRead, BufReader, Read};
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let ping = format!(
+        "POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    (0..count)
+        .map(|_| {
+            writer.write_all(ping.as_bytes()).unwrap();
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let status = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap();
+            let mut length = 0;
+            loop {
+                line.clear();
+                reader.read_line(&mut line).unwrap();
+                if line == "\r\n" {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':') {
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse().unwrap();
+                    }
+                }
+            }
+            reader.read_exact(&mut vec![0; length]).unwrap();
+            status
+        })
+        .collect()
+}
+
+#[test]
 fn junk_http_and_headers_do_not_hurt() {
     let manager = Setup::new().start();
     manager.wait_healthy(2);

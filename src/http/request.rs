@@ -10,6 +10,7 @@
 
 use std::io::{ErrorKind, Read};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tiny_http::Method;
@@ -62,22 +63,25 @@ impl WorkPermits {
         }
     }
 
-    pub(crate) fn try_acquire(&self) -> Option<WorkPermit<'_>> {
+    pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<WorkPermit> {
         self.in_use
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.cap).then_some(n + 1)
             })
             .ok()
-            .map(|_| WorkPermit { permits: self })
+            .map(|_| WorkPermit {
+                permits: Arc::clone(self),
+            })
     }
 }
 
-/// One work permit, given back on drop.
-pub(crate) struct WorkPermit<'a> {
-    permits: &'a WorkPermits,
+/// One work permit, given back on drop. It owns its count, so a streamed answer can keep it
+/// until its last byte (`Reply::hold_while_streaming`).
+pub(crate) struct WorkPermit {
+    permits: Arc<WorkPermits>,
 }
 
-impl Drop for WorkPermit<'_> {
+impl Drop for WorkPermit {
     fn drop(&mut self) {
         self.permits.in_use.fetch_sub(1, Ordering::AcqRel);
     }
@@ -375,7 +379,7 @@ mod tests {
 
     #[test]
     fn permits_are_capped_and_returned() {
-        let permits = WorkPermits::new(1);
+        let permits = Arc::new(WorkPermits::new(1));
         let first = permits.try_acquire();
         assert!(first.is_some());
         assert!(permits.try_acquire().is_none());

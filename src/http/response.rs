@@ -84,10 +84,39 @@ impl Reply {
         }
     }
 
+    /// Keeps `guard` until a streamed body has been read to its end (or is dropped unread); a
+    /// body in memory drops it at once.
+    pub fn hold_while_streaming<G: Send + 'static>(mut self, guard: G) -> Reply {
+        if let Some(Stream(reader)) = self.stream.take() {
+            let holding = Holding {
+                reader,
+                guard: Some(guard),
+            };
+            self.stream = Some(Stream(Box::new(holding)));
+        }
+        self
+    }
+
     /// Adds a header of the handler's own (`Retry-After`, `Allow`, ...).
     pub fn with_header(mut self, name: &'static str, value: String) -> Reply {
         self.headers.push((name, value));
         self
+    }
+}
+
+/// A stream that drops its guard at its end, before tiny_http writes the last chunk.
+struct Holding<G> {
+    reader: Box<dyn Read + Send>,
+    guard: Option<G>,
+}
+
+impl<G> Read for Holding<G> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.reader.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.guard = None;
+        }
+        Ok(n)
     }
 }
 
@@ -139,4 +168,62 @@ pub fn to_tiny(reply: Reply, common: &CommonHeaders, request_id: &str) -> Respon
         }
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    /// Sets its flag when dropped.
+    struct Dropped(Arc<AtomicBool>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn guarded(reply: Reply) -> (Reply, Arc<AtomicBool>) {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let reply = reply.hold_while_streaming(Dropped(Arc::clone(&dropped)));
+        (reply, dropped)
+    }
+
+    #[test]
+    fn a_stream_holds_its_guard_until_its_end() {
+        let source: Box<dyn Read + Send> = Box::new(Cursor::new(b"data: 1\n\n".to_vec()));
+        let (reply, dropped) = guarded(Reply::stream("text/event-stream", source));
+        let Some(Stream(mut body)) = reply.stream else {
+            panic!("still a stream")
+        };
+        let mut buf = [0u8; 4];
+        assert_eq!(body.read(&mut buf).unwrap(), 4);
+        assert_eq!(
+            body.read(&mut [0u8; 0]).unwrap(),
+            0,
+            "an empty read is no end"
+        );
+        assert!(!dropped.load(Ordering::SeqCst), "held while bytes remain");
+        let mut rest = Vec::new();
+        body.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b": 1\n\n");
+        assert!(dropped.load(Ordering::SeqCst), "given back at the end");
+    }
+
+    #[test]
+    fn a_stream_dropped_unread_gives_its_guard_back() {
+        let source: Box<dyn Read + Send> = Box::new(Cursor::new(b"data: 1\n\n".to_vec()));
+        let (reply, dropped) = guarded(Reply::stream("text/event-stream", source));
+        drop(reply);
+        assert!(dropped.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_body_in_memory_gives_its_guard_back_at_once() {
+        let (reply, dropped) = guarded(Reply::text("text/plain", b"ok".to_vec()));
+        assert!(dropped.load(Ordering::SeqCst));
+        assert_eq!(reply.body, b"ok");
+    }
 }

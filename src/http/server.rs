@@ -33,9 +33,15 @@ use super::work_permit_cap;
 
 /// Work permits: a request other than GET, HEAD and OPTIONS (the ones that read a body, queue
 /// for a worker, run an inference or load a model) holds one from its arrival until its
-/// answer is sent. At most three quarters of the request threads (`work_permit_cap`), so
-/// `/health`, `/readyz`, `/api/v1/status` and `/metrics` always find a thread; past the cap a
-/// request is answered 503 at once.
+/// answer is made, or for a streamed answer until its last event. At most three quarters of
+/// the request threads (`work_permit_cap`), so `/health`, `/readyz`, `/api/v1/status` and
+/// `/metrics` always find a thread; past the cap a request is answered 503 at once.
+///
+/// The permit goes back before the answer's first byte is sent: a client that has read its
+/// answer may send the next request at once, and must not find its last one still holding a
+/// permit (one keep-alive client could take two, and a cap it never passed would answer it
+/// 503). Sending an answer from memory is bounded by the socket's write timeout, as for the
+/// GETs, which hold no permit.
 fn needs_work_permit(method: &Method) -> bool {
     !matches!(method, Method::Get | Method::Head | Method::Options)
 }
@@ -146,7 +152,7 @@ struct Listener {
 /// State the request threads share.
 struct Shared {
     handler: Arc<dyn Handler>,
-    permits: WorkPermits,
+    permits: Arc<WorkPermits>,
     config: Config,
     drainers: Arc<AtomicUsize>,
     next_request_id: AtomicUsize,
@@ -215,7 +221,7 @@ impl HttpServer {
             })?;
         let threads = config.threads;
         let shared = Arc::new(Shared {
-            permits: WorkPermits::new(work_permit_cap(threads)),
+            permits: Arc::new(WorkPermits::new(work_permit_cap(threads))),
             config,
             drainers: Arc::new(AtomicUsize::new(0)),
             next_request_id: AtomicUsize::new(1),
@@ -478,6 +484,7 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) {
         (None, Ok(_)) => None,
     };
     if let Some(refusal) = refusal {
+        drop(permit);
         let handled = handler.refused(&method, &path, refusal);
         let status = handled.reply.status;
         let response = to_tiny(handled.reply, &shared.config.common, &request_id);
@@ -500,7 +507,11 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) {
         (handled, incoming.body_was_read(), incoming.body_broke_off())
     };
     let status = handled.reply.status;
-    let response = to_tiny(handled.reply, &shared.config.common, &request_id);
+    let reply = match permit {
+        Ok(Some(permit)) => handled.reply.hold_while_streaming(permit),
+        _ => handled.reply,
+    };
+    let response = to_tiny(reply, &shared.config.common, &request_id);
     // A body tiny_http holds whole (short, and arrived with its head) costs nothing to drop;
     // any other unread body is drained off this thread, since it may never come.
     let unread_body = !body_read && !request.body_in_memory();
@@ -510,7 +521,6 @@ fn handle(mut request: tiny_http::Request, shared: &Shared) {
     } else {
         send(request, response, close);
     }
-    drop(permit);
     answered(handled.label, status);
 }
 
